@@ -24,6 +24,7 @@ _FIX = (
 def ensure_legacy_keras() -> None:
     """Makes ``tf.keras`` resolve to Keras 2, or raises ImportError saying how to fix it."""
     os.environ[LEGACY_KERAS_VARIABLE] = "1"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter off stderr
     if "tensorflow" not in sys.modules:
         return
     import tensorflow as tf

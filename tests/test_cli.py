@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.data.test_own_data import write_shop
+
+
+def tfmtl(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run([sys.executable, "-m", "tfmtl.cli", *args], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, **(env or {})})
+
+
+def test_data_info_json_on_own_data(tmp_path: Path) -> None:
+    result = tfmtl("data", "info", str(write_shop(tmp_path)), "--json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert (info["ratings"], info["users"], info["items"]) == (3, 2, 3)
+
+
+def test_data_info_human_output(tmp_path: Path) -> None:
+    result = tfmtl("data", "info", str(write_shop(tmp_path)))
+    assert result.returncode == 0, result.stderr
+    assert "ratings" in result.stdout and "3" in result.stdout
+
+
+def test_bad_data_exits_2_with_one_line_and_no_traceback(tmp_path: Path) -> None:
+    result = tfmtl("data", "info", str(write_shop(tmp_path, ratings="uid,sku,stars,ts\nu1,A,x,2021-01-01\n")),
+                   "--json")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "column 'stars', row 1" in result.stderr
+    assert json.loads(result.stdout)["type"] == "DataError"
+
+
+def test_every_command_has_help() -> None:
+    for command in (["--help"], ["data", "--help"], ["data", "info", "--help"], ["data", "split", "--help"]):
+        assert tfmtl(*command).returncode == 0
+
+
+@pytest.mark.network
+def test_data_info_ml_100k_json(movielens_dir: Path) -> None:
+    result = tfmtl("data", "info", "ml-100k", "--json", env={"TFMTL_DATA_DIR": str(movielens_dir)})
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert (info["ratings"], info["users"], info["items"]) == (100_000, 943, 1_682)
+
+
+@pytest.mark.network
+def test_data_split_tfrs_json(movielens_dir: Path) -> None:
+    result = tfmtl("data", "split", "ml-100k", "--json", env={"TFMTL_DATA_DIR": str(movielens_dir)})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["train"] == 80_000

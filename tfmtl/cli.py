@@ -1,0 +1,106 @@
+"""The ``tfmtl`` console script. Subcommands call the same functions the notebooks call.
+
+``--json`` prints exactly one JSON object on stdout; logs and progress go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+from tfmtl.data.errors import DataError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        result = args.run(args)
+    except (DataError, ValueError, RuntimeError, FileNotFoundError) as error:
+        if getattr(args, "json", False):
+            print(json.dumps({"error": str(error), "type": type(error).__name__}))
+        print(f"tfmtl: error: {error}", file=sys.stderr)
+        return 2
+    if getattr(args, "json", False):
+        print(json.dumps(result, sort_keys=False, default=str))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tfmtl", description="Multi-task recommendation on TensorFlow.")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    data = commands.add_parser("data", help="inspect datasets and splits")
+    data_commands = data.add_subparsers(title="data commands", metavar="COMMAND")
+
+    info = data_commands.add_parser("info", help="counts and features of a dataset")
+    _dataset_argument(info)
+    info.set_defaults(run=_data_info)
+
+    split = data_commands.add_parser("split", help="sizes of a deterministic train/test split")
+    _dataset_argument(split)
+    split.add_argument("--strategy", choices=("tfrs", "time", "leave_last"), default="tfrs",
+                       help="tfrs: the TFRS tutorial protocol; time: global time cutoff; leave_last: per user")
+    split.add_argument("--leave-last", type=int, default=1, metavar="N", help="test rows per user (leave_last)")
+    split.set_defaults(run=_data_split)
+    return parser
+
+
+def _dataset_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset", metavar="DATASET", help="ml-100k | ml-1m | path to a schema file")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def _data_info(args: argparse.Namespace) -> dict[str, object]:
+    from tfmtl.data import load_dataset
+
+    data = load_dataset(args.dataset)
+    info = data.info()
+    if not args.json:
+        _print_table(f"dataset {info['dataset']}", [
+            ("ratings", f"{info['ratings']:,}"), ("users", f"{info['users']:,}"),
+            ("items", f"{info['items']:,} ({info['rated_items']:,} rated)"),
+            ("labels", ", ".join(info["labels"]) or "-"),  # type: ignore[arg-type]
+            *[(f"{k}", f"{v}") for k, v in info.items() if k.endswith(("_mean", "_min", "_max"))],
+            ("item features", _features(info["item_features"])),
+            ("user features", _features(info["user_features"])),
+            ("density", f"{info['density']:.4%}"),
+            ("source", str(info["source"])),
+            ("skipped rows", str(info["skipped_rows"])),
+        ])
+        for line in data.skipped.lines():
+            print(f"  {line}")
+    return info
+
+
+def _data_split(args: argparse.Namespace) -> dict[str, object]:
+    from tfmtl.data import load_dataset, split_interactions
+
+    data = load_dataset(args.dataset)
+    options = {"n": args.leave_last} if args.strategy == "leave_last" else {}
+    summary = split_interactions(data, args.strategy, **options).summary()
+    summary = {"dataset": data.name, **summary}
+    if not args.json:
+        _print_table(f"split {args.strategy} of {data.name}", [(k, f"{v:,}" if isinstance(v, int) else str(v))
+                                                               for k, v in summary.items()])
+    return summary
+
+
+def _features(groups: object) -> str:
+    parts = [f"{role}: {', '.join(cols)}" for role, cols in dict(groups).items() if cols]  # type: ignore[call-overload]
+    return "; ".join(parts) or "-"
+
+
+def _print_table(title: str, rows: Sequence[tuple[str, str]], write: Callable[[str], None] = print) -> None:
+    width = max(len(k) for k, _ in rows)
+    write(title)
+    for key, value in rows:
+        write(f"  {key:<{width}}  {value}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
