@@ -65,8 +65,11 @@ def normalize_text(texts: tf.Tensor, *, lowercase: bool) -> tf.Tensor:
 class _Keras3Parts:
     """Plain holder: tf-keras and tf.train do not track attributes of a non-trackable object."""
 
-    def __init__(self, **parts: Any) -> None:
-        self.__dict__.update(parts)
+    def __init__(self, *, backbone: Any, tokenizer: Any, packer: Any) -> None:
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        self.packer = packer
+        self.embed_fn: Any = None  # the compiled embed(), built on first use
 
 
 class TextEncoder(tf.keras.layers.Layer):
@@ -87,7 +90,7 @@ class TextEncoder(tf.keras.layers.Layer):
         packer = keras_hub.layers.MultiSegmentPacker(
             sequence_length=config.sequence_length, start_value=tokenizer.cls_token_id,
             end_value=tokenizer.sep_token_id, pad_value=tokenizer.pad_token_id, truncate=config.truncate)
-        self._keras3 = _Keras3Parts(backbone=backbone, tokenizer=tokenizer, packer=packer, embed_fn=None)
+        self._keras3 = _Keras3Parts(backbone=backbone, tokenizer=tokenizer, packer=packer)
         self.encoder_variables = {_checkpoint_key(v.path): v.value for v in backbone.weights}
         self.projection = (tf.keras.layers.Dense(config.projection_dim, name="projection")
                            if config.projection_dim else None)

@@ -1,0 +1,57 @@
+"""The minilm-l6 preset against all-MiniLM-L6-v2 computed independently (fixtures/make_minilm_reference.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tfmtl.encoders import TextEncoder
+
+
+def real_ids(encoder: TextEncoder, texts: list[str]) -> list[list[int]]:
+    tokens = encoder.tokenize(texts)
+    ids, mask = tokens["token_ids"].numpy(), tokens["padding_mask"].numpy()
+    return [row[m.astype(bool)].tolist() for row, m in zip(ids, mask, strict=True)]
+
+
+@pytest.mark.parametrize("length", [256, 32])
+def test_embeddings_match_reference(length: int, minilm_reference: dict, minilm_256: TextEncoder) -> None:
+    encoder = minilm_256 if length == 256 else TextEncoder.from_preset("minilm-l6", sequence_length=length)
+    rows = minilm_reference["embeddings"][str(length)]
+    texts = [row["text"] for row in rows]
+    assert any(len(row["ids"]) == length for row in rows), "one sentence must be longer than the sequence"
+    assert any("é" in text for text in texts)
+    got = encoder.embed(texts)
+    expected = np.array([row["embedding"] for row in rows])
+    cosine = (got * expected).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(expected, axis=1)
+    assert cosine.min() >= 0.9999, cosine
+    assert real_ids(encoder, texts) == [row["ids"] for row in rows]
+
+
+def test_token_ids_match_reference_tokenizer_on_tricky_strings(minilm_reference: dict,
+                                                               minilm_256: TextEncoder) -> None:
+    cases = minilm_reference["tokens"]
+    got = real_ids(minilm_256, [case["text"] for case in cases])
+    cls_id, sep_id = 101, 102
+    for case, ids in zip(cases, got, strict=True):
+        assert ids[0] == cls_id and ids[-1] == sep_id
+        assert ids[1:-1] == case["ids"], case["text"]
+
+
+def test_empty_long_and_invalid_utf8_text(minilm_256: TextEncoder) -> None:
+    short = TextEncoder.from_preset("minilm-l6", sequence_length=16)
+    tokens = short.tokenize(["", "word " * 100])
+    assert tokens["padding_mask"].numpy().sum(1).tolist() == [2, 16]  # [CLS][SEP]; truncated to L
+    assert tokens["token_ids"].numpy()[1, -1] == 102  # truncation keeps the closing [SEP]
+    empty = short.embed([""])
+    assert np.isfinite(empty).all() and abs(np.linalg.norm(empty) - 1.0) < 1e-5
+    # Invalid UTF-8 bytes are dropped; the rest of the text is encoded.
+    broken, clean = minilm_256.embed([b"caf\xc3\xa9 \xff\xfe au lait", "café  au lait"])
+    assert float(broken @ clean) > 0.99999
+
+
+def test_waterfall_truncation_gives_the_same_ids_for_one_segment() -> None:
+    texts = ["word " * 50, "short"]
+    robin = TextEncoder.from_preset("minilm-l6", sequence_length=12).tokenize(texts)["token_ids"].numpy()
+    fall = TextEncoder.from_preset("minilm-l6", sequence_length=12, truncate="waterfall").tokenize(texts)
+    assert np.array_equal(robin, fall["token_ids"].numpy())
