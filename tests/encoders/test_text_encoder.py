@@ -159,3 +159,21 @@ def test_saved_text_embedder_loads_with_tf2_and_tf1_loaders(preset: str, tmp_pat
         size = sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files)
         weights = sum(v.numpy().nbytes for v in encoder.weights)
         assert size <= 1.1 * weights, (size, weights)
+
+
+def saved_ops(path) -> set[str]:
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString((path / "saved_model.pb").read_bytes())
+    graph = saved.meta_graphs[0].graph_def
+    return {node.op for node in graph.node} | {node.op for f in graph.library.function for node in f.node_def}
+
+
+@pytest.mark.parametrize("truncate,has_trimmer", [("round_robin", True), ("waterfall", False)])
+def test_waterfall_exports_avoid_the_trimmer_op_older_tf_serving_lacks(truncate: str, has_trimmer: bool,
+                                                                      tmp_path) -> None:
+    path = save_text_embedder(tiny_encoder(truncate=truncate), tmp_path / truncate)
+    ops = saved_ops(path)
+    assert "FastWordpieceTokenizeWithOffsets" in ops  # the in-graph tokenizer is really there
+    assert any("RoundRobinTrim" in op for op in ops) == has_trimmer
