@@ -43,7 +43,8 @@ def stock_keras_hub_embedder(sequence_length: int):  # type: ignore[no-untyped-d
     def embed(texts: tf.Tensor) -> tf.Tensor:
         token_ids, segment_ids = packer(tokenizer(texts))
         mask = tf.not_equal(token_ids, tokenizer.pad_token_id)
-        sequence = backbone({"token_ids": token_ids, "segment_ids": segment_ids, "padding_mask": mask})["sequence_output"]
+        inputs = {"token_ids": token_ids, "segment_ids": segment_ids, "padding_mask": mask}
+        sequence = backbone(inputs)["sequence_output"]
         weights = tf.cast(mask, tf.float32)[:, :, None]
         pooled = tf.reduce_sum(sequence * weights, 1) / tf.maximum(tf.reduce_sum(weights, 1), 1e-9)
         return tf.math.l2_normalize(pooled, -1)
