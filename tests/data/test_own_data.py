@@ -151,3 +151,66 @@ def test_without_item_and_user_tables_ids_come_from_interactions(tmp_path: Path)
     assert data.users["user_id"].tolist() == ["x", "y"]
     assert not data.has_timestamps
     assert data.labels == ("clicked",)
+
+
+@pytest.mark.parametrize("value", ["inf", "1e30", "nan"])
+def test_non_finite_or_absurd_unix_timestamps_are_refused(tmp_path: Path, value: str) -> None:
+    with pytest.raises(DataError) as caught:
+        load_dataset(write_shop(tmp_path, ratings=f"uid,sku,stars,ts\nu1,A,5,{value}\n", timestamp_format="unix"))
+    assert (caught.value.column, caught.value.row) == ("ts", 1)
+
+
+def replace_with_parquet(tmp_path: Path, table: str, frame: pd.DataFrame, policy: str = "error") -> Path:
+    frame.to_parquet(tmp_path / f"{table}.parquet", index=False)
+    schema = json.loads((tmp_path / "schema.json").read_text())
+    schema[table]["path"] = f"{table}.parquet"
+    schema["on_bad_rows"] = policy
+    (tmp_path / "schema.json").write_text(json.dumps(schema))
+    return tmp_path / "schema.json"
+
+
+def test_native_parquet_datetimes_become_seconds_and_missing_ones_are_bad(tmp_path: Path) -> None:
+    write_shop(tmp_path, timestamp_format="unix")
+    frame = pd.DataFrame({"uid": ["u1", "u2"], "sku": ["A", "B"], "stars": [5.0, 3.0],
+                          "ts": pd.to_datetime(["2021-03-01", None])})
+    schema = replace_with_parquet(tmp_path, "interactions", frame)
+    with pytest.raises(DataError) as caught:
+        load_dataset(schema)
+    assert (caught.value.column, caught.value.row) == ("ts", 2)
+    data = load_dataset(replace_with_parquet(tmp_path, "interactions", frame, policy="skip"))
+    assert data.interactions["timestamp"].tolist() == [18687 * 86400]
+    assert data.skipped.total == 1
+
+
+def test_integer_parquet_ids_with_a_null_keep_their_spelling(tmp_path: Path) -> None:
+    write_shop(tmp_path, items="sku,title,genres,price\n1,One,a,1\n3,Three,b,2\n")
+    frame = pd.DataFrame({"uid": ["u1", "u2", "u1"], "sku": pd.array([1, None, 3], dtype="Int64"),
+                          "stars": [5.0, 3.0, 4.0], "ts": ["2021-03-01", "2021-03-02", "2021-03-03"]})
+    data = load_dataset(replace_with_parquet(tmp_path, "interactions", frame, policy="skip"))
+    assert data.interactions["item_id"].tolist() == ["1", "3"]
+    assert data.skipped.as_dict() == {
+        f"{tmp_path / 'interactions.parquet'}: empty id in column 'sku'": {"rows_skipped": 1, "example_rows": [2]}}
+
+
+def test_quoted_fields_may_span_lines(tmp_path: Path) -> None:
+    items = 'sku,title,genres,price\nA,"Red\n\nshoe, with ""quotes""",shoes,1\nB,Blue hat,hats,2\nC,Scarf,,3\n'
+    data = load_dataset(write_shop(tmp_path, items=items))
+    assert data.items["title"].tolist() == ['Red\n\nshoe, with "quotes"', "Blue hat", "Scarf"]
+
+
+def test_an_unclosed_quote_is_an_error_not_a_swallowed_file(tmp_path: Path) -> None:
+    ratings = 'uid,sku,stars,ts\nu1,A,5,2021-03-01\nu2,"B,3,2021-03-02\nu1,C,4,2021-03-05\n'
+    for policy in ("error", "skip"):
+        with pytest.raises(DataError, match="unclosed quote"):
+            load_dataset(write_shop(tmp_path, ratings=ratings, policy=policy))
+
+
+def test_rows_are_counted_as_records_when_a_quote_spans_lines(tmp_path: Path) -> None:
+    ratings = ('uid,sku,stars,ts\nu1,A,5,2021-03-01\nu2,"B,3,2021-03-02\nu1,C,4,2021-03-05\nu2,A",4,2021-03-05\n'
+               "u1,B,4,2021-03-05\n")
+    data = load_dataset(write_shop(tmp_path, ratings=ratings, policy="skip"))
+    # Record 2 spans three lines (its item id is the quoted run): one bad record; record 3 is the last line.
+    assert data.skipped.as_dict() == {
+        f"{tmp_path / 'ratings.csv'}: item id not found in the item table in column 'sku'":
+            {"rows_skipped": 1, "example_rows": [2]}}
+    assert data.interactions["item_id"].tolist() == ["A", "B"]

@@ -80,3 +80,10 @@ def test_hold_out_validation_is_seeded_and_disjoint() -> None:
     assert len(first.validation) == 80
     assert not set(first.validation) & set(first.train)
     assert set(first.validation) | set(first.train) == set(base.train)
+
+
+def test_time_cutoff_refuses_an_empty_part() -> None:
+    with pytest.raises(ValueError, match="leaves train empty"):
+        time_cutoff_split(np.array([5, 5, 5, 5]))
+    with pytest.raises(ValueError, match="no rows"):
+        time_cutoff_split(np.array([], dtype=np.int64))

@@ -48,11 +48,17 @@ def tfrs_tutorial_split(num_rows: int, *, train_fraction: float = 0.8, seed: int
 def time_cutoff_split(timestamps: np.ndarray, *, cutoff: int | None = None, quantile: float = 0.8) -> Split:
     """Rows before ``cutoff`` (Unix seconds) train, the rest test; by default the 80% time quantile."""
     timestamps = np.asarray(timestamps)
+    if len(timestamps) == 0:
+        raise ValueError("time_cutoff_split: there are no rows to split")
     if cutoff is None:
         _check_fraction(quantile, "quantile")
         cutoff = int(np.sort(timestamps, kind="stable")[int(len(timestamps) * quantile)])
     rows = np.arange(len(timestamps), dtype=np.int64)
     before = timestamps < cutoff
+    if before.all() or not before.any():
+        part = "test" if before.all() else "train"
+        raise ValueError(f"time_cutoff_split: cutoff {cutoff} leaves {part} empty (timestamps run from "
+                         f"{int(timestamps.min())} to {int(timestamps.max())}); pick another cutoff or quantile")
     return Split("time", train=rows[before], test=rows[~before], notes={"cutoff": int(cutoff)})
 
 

@@ -1,6 +1,7 @@
 """Reading CSV/Parquet tables and parsing their columns, with errors that name file, column and row.
 
-Row numbers are 1-based data rows (the header is not a row); in a CSV, row N is on line N + 1.
+Row numbers are 1-based data records (the header and blank lines are not rows; a quoted CSV field may span
+lines, so errors found while reading also give the line).
 Under the ``skip`` policy a bad row is dropped and counted in a :class:`SkipReport`, never silently.
 """
 
@@ -17,6 +18,7 @@ import pandas as pd
 from tfmtl.data.errors import DataError, SkipReport
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
+MAX_ABS_SECONDS = 1e11
 
 
 class RowPolicy:
@@ -57,54 +59,69 @@ def read_table(path: Path, *, separator: str | None, policy: RowPolicy) -> pd.Da
 
 
 def _read_csv(path: Path, separator: str | None, policy: RowPolicy) -> pd.DataFrame:
+    """Parses quoted fields (which may span lines) before judging records; row N is the N-th data record."""
     file = str(path)
-    lines = path.read_bytes().splitlines()
-    if not lines or not lines[0].strip():
-        raise DataError("file has no header line", file=file)
-    header_bytes, body = lines[0], lines[1:]
-    try:
-        header = header_bytes.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise DataError(f"header is not valid UTF-8 (byte {error.start})", file=file) from None
+    raw = path.read_bytes()
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    # surrogateescape keeps invalid bytes visible per record instead of failing the whole file.
+    text = raw.decode("utf-8", errors="surrogateescape")
+    first_line = text.split("\n", 1)[0]
     if separator is None:
-        separator = "\t" if path.suffix.lower() in (".tsv", ".tab") or "\t" in header else ","
-    decoded: list[str] = []
-    row_numbers: list[int] = []
+        separator = "\t" if path.suffix.lower() in (".tsv", ".tab") or "\t" in first_line else ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=separator, strict=True)
+    records: list[list[str]] = []
+    kept_rows: list[int] = []
     bad_utf8: list[int] = []
-    for number, raw in enumerate(body, start=1):
-        if not raw.strip():
-            continue  # blank lines carry no data
+    wrong_width: list[int] = []
+    columns: list[str] | None = None
+    row = 0
+    line = 1  # the line the next record starts on
+    while True:
         try:
-            decoded.append(raw.decode("utf-8"))
-            row_numbers.append(number)
-        except UnicodeDecodeError as error:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as error:
+            raise DataError(f"cannot parse the CSV record starting on line {line} ({error}); check for an "
+                            "unclosed quote", file=file, row=row + 1 if columns is not None else None) from None
+        start, line = line, reader.line_num + 1
+        if not fields or (len(fields) == 1 and not fields[0].strip()):
+            continue  # blank lines carry no data
+        if columns is None:
+            if _has_invalid_utf8(fields):
+                raise DataError("header is not valid UTF-8", file=file)
+            columns = fields
+            continue
+        row += 1
+        if _has_invalid_utf8(fields):
             if not policy.skip:
-                raise DataError(f"invalid UTF-8 at byte {error.start} of the line (line {number + 1}). "
-                                "Re-encode the file as UTF-8, or set on_bad_rows: skip",
-                                file=file, row=number) from None
-            bad_utf8.append(number)
-    policy.skipped.add(file, "invalid UTF-8", bad_utf8)
-    columns = next(csv.reader([header], delimiter=separator))
+                raise DataError(f"invalid UTF-8 (line {start}). Re-encode the file as UTF-8, or set "
+                                "on_bad_rows: skip", file=file, row=row)
+            bad_utf8.append(row)
+            continue
+        if len(fields) != len(columns):
+            if not policy.skip:
+                raise DataError(f"has {len(fields)} fields, the header has {len(columns)} (line {start})",
+                                file=file, row=row)
+            wrong_width.append(row)
+            continue
+        records.append(fields)
+        kept_rows.append(row)
+    if columns is None:
+        raise DataError("file has no header line", file=file)
     duplicated = sorted({c for c in columns if columns.count(c) > 1})
     if duplicated:
         raise DataError(f"header names column '{duplicated[0]}' twice", file=file)
-    records: list[list[str]] = []
-    kept_rows: list[int] = []
-    wrong_width: list[int] = []
-    for number, fields in zip(row_numbers, csv.reader(io.StringIO("\n".join(decoded)), delimiter=separator),
-                              strict=False):
-        if len(fields) != len(columns):
-            if not policy.skip:
-                raise DataError(f"has {len(fields)} fields, the header has {len(columns)}", file=file,
-                                row=number)
-            wrong_width.append(number)
-            continue
-        records.append(fields)
-        kept_rows.append(number)
+    policy.skipped.add(file, "invalid UTF-8", bad_utf8)
     policy.skipped.add(file, "wrong number of fields", wrong_width)
     frame = pd.DataFrame(records, columns=columns, dtype=object)
     frame.index = pd.Index(kept_rows, name="row")
     return frame
+
+
+def _has_invalid_utf8(fields: list[str]) -> bool:
+    return any(any("\udc80" <= ch <= "\udcff" for ch in value) for value in fields)
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
@@ -115,7 +132,7 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as error:
         raise DataError(f"cannot be read as Parquet: {error}", file=str(path)) from None
-    frame = table.to_pandas()
+    frame = table.to_pandas(integer_object_nulls=True)  # integer ids with nulls must not become '1.0'
     frame.index = pd.RangeIndex(1, len(frame) + 1, name="row")
     for column in frame.columns:
         frame[column] = _decode_bytes(frame[column], str(path), str(column))
@@ -148,7 +165,11 @@ def require_columns(frame: pd.DataFrame, file: str, columns: list[str]) -> None:
 
 def as_text(series: pd.Series) -> pd.Series:
     """Strings with missing values as ''."""
-    return series.map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)).astype(object)
+    return series.map(lambda v: "" if _is_missing(v) else str(v)).astype(object)
+
+
+def _is_missing(value: object) -> bool:
+    return value is None or (np.ndim(value) == 0 and bool(pd.isna(value)))  # type: ignore[arg-type]  # None, NaN, NaT, pd.NA
 
 
 def parse_ids(frame: pd.DataFrame, column: str, *, file: str, policy: RowPolicy) -> pd.DataFrame:
@@ -178,7 +199,10 @@ def parse_timestamps(frame: pd.DataFrame, column: str, fmt: str, *, file: str,
                      policy: RowPolicy) -> pd.DataFrame:
     """Converts a timestamp column to int64 Unix seconds."""
     raw = frame[column]
-    if fmt in ("unix", "unix_ms"):
+    if pd.api.types.is_datetime64_any_dtype(raw.dtype):  # a native Parquet timestamp: already a time
+        parsed = pd.to_datetime(raw, utc=True)
+        seconds = (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+    elif fmt in ("unix", "unix_ms"):
         numbers = pd.to_numeric(raw.map(lambda v: v.strip() if isinstance(v, str) else v), errors="coerce")
         seconds = numbers / 1000.0 if fmt == "unix_ms" else numbers
     else:
@@ -189,11 +213,12 @@ def parse_timestamps(frame: pd.DataFrame, column: str, fmt: str, *, file: str,
             parsed = texts.map(lambda t: _strptime(t, fmt))
             parsed = pd.to_datetime(parsed, errors="coerce", utc=True)
         seconds = (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
-    bad = seconds.isna().to_numpy()
+    values = seconds.to_numpy(dtype=float, na_value=np.nan)
+    # NaN, infinities and times beyond year ~5000 are not timestamps (and would overflow int64 silently).
+    bad = ~np.isfinite(values) | (np.abs(np.nan_to_num(values)) > MAX_ABS_SECONDS)
     frame = policy.reject(frame, bad, file=file, column=column,
                           reason=f"timestamp cannot be parsed as {fmt!r}", values=raw)
-    seconds = seconds[~bad]
-    return frame.assign(**{column: np.floor(seconds.to_numpy(dtype=float)).astype("int64")})
+    return frame.assign(**{column: np.floor(values[~bad]).astype("int64")})
 
 
 def _strptime(text: str, fmt: str) -> datetime | None:
