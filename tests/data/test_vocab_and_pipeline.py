@@ -50,7 +50,7 @@ def test_interaction_dataset_yields_raw_feature_dicts() -> None:
     assert batch["rating"].numpy().tolist() == [1.0, 5.0, 3.0]
     assert batch["genres"].shape == (3, 2)
     assert [[g.decode() for g in row] for row in batch["genres"].numpy()] == [["", ""], ["x", "y"], ["y", ""]]
-    # Missing price of item b becomes the mean of the rows present (1 and 3 -> 2).
+    # Missing price of item b becomes the item table mean (1 and 3 -> 2), the same in every split.
     assert batch["price"].numpy().tolist() == [3.0, 1.0, 2.0]
     assert [v.decode() for v in batch["gender"].numpy()] == ["F", "F", "M"]
 

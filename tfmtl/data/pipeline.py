@@ -37,15 +37,16 @@ def feature_arrays(frame: pd.DataFrame, data: InteractionData, *, include_labels
     """Column arrays for ``tf.data``: strings, padded string lists [N, W], float32 numbers and labels."""
     widths = multi_valued_widths(data)
     arrays: dict[str, np.ndarray] = {}
-    for features in (data.item_features, data.user_features):
+    for features, table in ((data.item_features, data.items), (data.user_features, data.users)):
         for column in features.text + features.categorical:
             arrays[column] = frame[column].fillna(PAD).astype(str).to_numpy(dtype=object)
         for column in features.multi_valued:
             arrays[column] = _pad(frame[column], widths[column])
         for column in features.numeric:
-            values = frame[column].astype("float32")
-            # A missing number becomes the column mean: the model must not see NaN.
-            arrays[column] = values.fillna(values.mean() if values.notna().any() else 0.0).to_numpy(np.float32)
+            # A missing number becomes its table's mean (the same for every split): the model must not see NaN.
+            mean = table[column].astype("float64").mean()
+            fill = float(mean) if np.isfinite(mean) else 0.0
+            arrays[column] = frame[column].astype("float32").fillna(fill).to_numpy(np.float32)
     for column in (USER_ID, ITEM_ID):
         if column in frame:
             arrays[column] = frame[column].astype(str).to_numpy(dtype=object)
