@@ -25,6 +25,7 @@ INSTALL_REQUIRES = [
     "safetensors==0.8.0",
     "PyYAML==6.0.4",
     "tqdm==4.70.1",
+    "tensorboard==2.21.0",
     "matplotlib==3.11.2",
 ]
 

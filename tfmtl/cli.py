@@ -16,11 +16,11 @@ from tfmtl.data.errors import DataError
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    if not hasattr(args, "run"):
+    if not hasattr(args, "handler"):
         parser.print_help(sys.stderr)
         return 2
     try:
-        result = args.run(args)
+        result = args.handler(args)
     except (DataError, ValueError, RuntimeError, FileNotFoundError) as error:
         if getattr(args, "json", False):
             print(json.dumps({"error": str(error), "type": type(error).__name__}))
@@ -39,14 +39,32 @@ def _parser() -> argparse.ArgumentParser:
 
     info = data_commands.add_parser("info", help="counts and features of a dataset")
     _dataset_argument(info)
-    info.set_defaults(run=_data_info)
+    info.set_defaults(handler=_data_info)
 
     split = data_commands.add_parser("split", help="sizes of a deterministic train/test split")
     _dataset_argument(split)
     split.add_argument("--strategy", choices=("tfrs", "time", "leave_last"), default="tfrs",
                        help="tfrs: the TFRS tutorial protocol; time: global time cutoff; leave_last: per user")
     split.add_argument("--leave-last", type=int, default=1, metavar="N", help="test rows per user (leave_last)")
-    split.set_defaults(run=_data_split)
+    split.set_defaults(handler=_data_split)
+
+    train = commands.add_parser("train", help="train the multi-task model into a run folder")
+    train.add_argument("--config", metavar="FILE", help="JSON or YAML config (absent fields keep defaults)")
+    train.add_argument("--dataset", metavar="DATASET", help="ml-100k | ml-1m | path to a schema file")
+    train.add_argument("--encoder", metavar="PRESET", help="minilm-l6 | tiny | keras-hub preset | local folder")
+    train.add_argument("--epochs", type=int, metavar="N", help="maximum epochs (early stopping may end sooner)")
+    train.add_argument("--output", metavar="RUN_DIR", default="runs/latest", help="run folder (default runs/latest)")
+    train.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its last checkpoint")
+    train.add_argument("--strategy", choices=("default", "mirrored", "multi_worker"), default="default",
+                       help="tf.distribute strategy (only 'default' is available in this version)")
+    train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser("evaluate", help="test metrics of a run's best weights")
+    evaluate.add_argument("--run", required=True, metavar="RUN_DIR", help="a run folder from `tfmtl train`")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    evaluate.set_defaults(handler=_evaluate)
     return parser
 
 
@@ -88,6 +106,49 @@ def _data_split(args: argparse.Namespace) -> dict[str, object]:
         _print_table(f"split {args.strategy} of {data.name}", [(k, f"{v:,}" if isinstance(v, int) else str(v))
                                                                for k, v in summary.items()])
     return summary
+
+
+def _train(args: argparse.Namespace) -> dict[str, object]:
+    import dataclasses
+
+    from tfmtl.config import Config
+    from tfmtl.train import train
+
+    if args.strategy != "default":
+        raise ValueError(f"--strategy {args.strategy} is not available yet; use --strategy default")
+    config = Config.from_file(args.config) if args.config else Config()
+    train_section = config.train
+    if args.dataset:
+        train_section = dataclasses.replace(train_section, dataset=args.dataset)
+    if args.epochs is not None:
+        train_section = dataclasses.replace(train_section, epochs=args.epochs)
+    model_section = config.model
+    if args.encoder:
+        model_section = dataclasses.replace(model_section,
+                                            encoder=dataclasses.replace(model_section.encoder, preset=args.encoder))
+    result = train(Config(model=model_section, train=train_section), output=args.output, resume=args.resume,
+                   progress=not args.no_progress)
+    summary = {"run": str(result.path), "epochs": len(result.history), **result.metrics}
+    if not args.json:
+        _print_metrics(f"test metrics ({result.path})", result.metrics)
+    return summary
+
+
+def _evaluate(args: argparse.Namespace) -> dict[str, float]:
+    from tfmtl.data import load_dataset
+    from tfmtl.evaluate import evaluate_model
+    from tfmtl.run import load_run
+
+    config, model, split = load_run(args.run)
+    data = load_dataset(config.train.dataset)
+    metrics = evaluate_model(model, data, split.known, split.test, batch_size=config.train.eval_batch_size)
+    if not args.json:
+        _print_metrics(f"test metrics ({args.run})", metrics)
+    return metrics
+
+
+def _print_metrics(title: str, metrics: dict[str, float]) -> None:
+    _print_table(title, [(name, f"{value:.4f}") for name, value in metrics.items()])
 
 
 def _features(groups: object) -> str:

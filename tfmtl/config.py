@@ -2,15 +2,63 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import json
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
 from typing import Any
+
+
+class _Section:
+    """get_config / from_config for a frozen config dataclass; nested sections and tuples round-trip through JSON."""
+
+    def get_config(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Any:
+        return _build(cls, config, cls.__name__)
+
+
+def _build(cls: type, config: Any, path: str) -> Any:
+    if not isinstance(config, dict):
+        raise ValueError(f"config section '{path}' must be a mapping, got {config!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown field '{unknown[0]}' in '{path}' "
+                         f"(known: {', '.join(sorted(known))})")
+    values = {}
+    for name, value in config.items():
+        kind = hints[name]
+        if isinstance(kind, type) and is_dataclass(kind):
+            value = _build(kind, value, f"{path}.{name}")
+        elif _is_tuple(kind) and isinstance(value, list):
+            value = tuple(value)
+        values[name] = value
+    return cls(**values)
+
+
+def _is_tuple(kind: Any) -> bool:
+    options = typing.get_args(kind) if isinstance(kind, types.UnionType) else (kind,)
+    return any(typing.get_origin(option) is tuple for option in options)
+
 
 POOLINGS = ("mean", "cls")
 TRUNCATIONS = ("round_robin", "waterfall")
+TASKS = ("retrieval", "rating", "like", "genres")
+NEGATIVES = ("catalog", "in_batch")
+LOSS_WEIGHTINGS = ("static", "uncertainty")
+BOTTOMS = ("shared", "mmoe")
+HISTORY_POOLINGS = ("mean", "attention")
+SPLITS = ("tfrs", "time", "leave_last")
+OPTIMIZERS = ("adam", "adagrad")
 
 
 @dataclass(frozen=True)
-class TextEncoderConfig:
+class TextEncoderConfig(_Section):
     """The pretrained text encoder of the item tower.
 
     Attributes:
@@ -43,30 +91,235 @@ class TextEncoderConfig:
     tiny_intermediate_dim: int = 128
 
     def __post_init__(self) -> None:
-        _require(bool(self.preset), "preset", self.preset, "must be a non-empty string")
-        _require(2 <= self.sequence_length <= 512, "sequence_length", self.sequence_length, "must be in [2, 512]")
-        _require(self.trainable_layers >= -1, "trainable_layers", self.trainable_layers,
+        _require(bool(self.preset), "encoder.preset", self.preset, "must be a non-empty string")
+        _require(2 <= self.sequence_length <= 512, "encoder.sequence_length", self.sequence_length,
+                 "must be in [2, 512]")
+        _require(self.trainable_layers >= -1, "encoder.trainable_layers", self.trainable_layers,
                  "must be -1 (everything), 0 (frozen) or the number of top layers to train")
-        _require(self.pooling in POOLINGS, "pooling", self.pooling, f"must be one of {', '.join(POOLINGS)}")
-        _require(self.truncate in TRUNCATIONS, "truncate", self.truncate, f"must be one of {', '.join(TRUNCATIONS)}")
-        _require(self.projection_dim is None or self.projection_dim > 0, "projection_dim", self.projection_dim,
+        _require(self.pooling in POOLINGS, "encoder.pooling", self.pooling, f"must be one of {', '.join(POOLINGS)}")
+        _require(self.truncate in TRUNCATIONS, "encoder.truncate", self.truncate,
+                 f"must be one of {', '.join(TRUNCATIONS)}")
+        _require(self.projection_dim is None or self.projection_dim > 0, "encoder.projection_dim", self.projection_dim,
                  "must be positive or None")
-        _require(0.0 <= self.dropout < 1.0, "dropout", self.dropout, "must be in [0, 1)")
-        _require(self.tiny_hidden_dim % self.tiny_num_heads == 0, "tiny_hidden_dim", self.tiny_hidden_dim,
+        _require(0.0 <= self.dropout < 1.0, "encoder.dropout", self.dropout, "must be in [0, 1)")
+        _require(self.tiny_hidden_dim % self.tiny_num_heads == 0, "encoder.tiny_hidden_dim", self.tiny_hidden_dim,
                  f"must be divisible by tiny_num_heads ({self.tiny_num_heads})")
-
-    def get_config(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> TextEncoderConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise ValueError(f"TextEncoderConfig: unknown field '{unknown[0]}' (known: {', '.join(sorted(known))})")
-        return cls(**config)
-
 
 def _require(ok: bool, field: str, value: object, rule: str) -> None:
     if not ok:
         raise ValueError(f"config field '{field}' {rule}, got {value!r}")
+
+
+def _check_units(units: tuple[int, ...], field: str) -> None:
+    _require(all(isinstance(u, int) and u > 0 for u in units), field, units, "must be positive integers")
+
+
+@dataclass(frozen=True)
+class TowerConfig(_Section):
+    """One tower: per-feature embeddings, concatenated, then an MLP to the embedding dim.
+
+    Attributes:
+        features: feature columns the tower reads; None reads every column the data declares for this side.
+        id_dim: size of the id embedding (and of the behaviour-sequence item embeddings in the user tower).
+        feature_dim: size of each categorical / multi-valued / numeric-bucket embedding.
+        text_dim: size the text embedding is projected to (item tower).
+        hidden_units: MLP widths after the concatenation.
+        dropout: dropout after each hidden layer while training.
+        prefixes: keep only the first N characters of a categorical column (e.g. ``{"zip": 1}``: zip region).
+        numeric_buckets: quantile buckets per numeric column (boundaries from the training rows).
+    """
+
+    features: tuple[str, ...] | None = None
+    id_dim: int = 64
+    feature_dim: int = 16
+    text_dim: int = 32
+    hidden_units: tuple[int, ...] = (256,)
+    dropout: float = 0.2
+    prefixes: dict[str, int] = field(default_factory=dict)
+    numeric_buckets: int = 10
+
+    def __post_init__(self) -> None:
+        for name in ("id_dim", "feature_dim", "text_dim", "numeric_buckets"):
+            _require(getattr(self, name) > 0, f"tower.{name}", getattr(self, name), "must be positive")
+        _check_units(self.hidden_units, "tower.hidden_units")
+        _require(0.0 <= self.dropout < 1.0, "tower.dropout", self.dropout, "must be in [0, 1)")
+        _require(all(n > 0 for n in self.prefixes.values()), "tower.prefixes", self.prefixes,
+                 "must map columns to positive lengths")
+
+
+@dataclass(frozen=True)
+class RetrievalConfig(_Section):
+    """The retrieval task: a softmax over candidate items.
+
+    Attributes:
+        negatives: ``catalog`` (every training item is a negative: no sampling bias, fits catalogs of up to
+            ~100k items) or ``in_batch`` (the other items of the batch, TFRS's default; pair with logQ).
+        temperature: logits are divided by it; lower sharpens.
+        logq_correction: subtract log(sampling probability) from in-batch logits (Yi et al. 2019), so popular
+            items are not demoted for appearing as negatives more often.
+        remove_accidental_hits: mask negatives that are the positive item itself.
+        hard_negatives: keep only the N highest-scoring negatives per row (0 keeps all).
+    """
+
+    negatives: str = "catalog"
+    temperature: float = 0.3
+    logq_correction: bool = True
+    remove_accidental_hits: bool = True
+    hard_negatives: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.negatives in NEGATIVES, "retrieval.negatives", self.negatives,
+                 f"must be one of {', '.join(NEGATIVES)}")
+        _require(self.temperature > 0, "retrieval.temperature", self.temperature, "must be positive")
+        _require(self.hard_negatives >= 0, "retrieval.hard_negatives", self.hard_negatives, "must be >= 0")
+
+
+@dataclass(frozen=True)
+class RankingConfig(_Section):
+    """Ranking heads (rating, like) over a shared bottom or a multi-gate mixture of experts.
+
+    Attributes:
+        bottom: ``shared`` (one MLP every head reads) or ``mmoe`` (experts plus one softmax gate per head).
+        hidden_units: the shared bottom's widths (``shared``).
+        num_experts, expert_units: the experts (``mmoe``).
+        head_units: each head's own MLP.
+        dropout: dropout in the bottom and heads while training.
+        like_threshold: a rating at or above it is a "like".
+        rating_biases: add global mean + user bias + item bias to the rating head.
+        history_attention: the heads also read the user's rated history, pooled with attention to the candidate
+            item (DIN, Zhou et al. 2018): how this user rated items like this one. Needs a history.
+        history_dim: the size of that attention's item embeddings.
+    """
+
+    bottom: str = "shared"
+    hidden_units: tuple[int, ...] = (256, 128)
+    num_experts: int = 4
+    expert_units: tuple[int, ...] = (128,)
+    head_units: tuple[int, ...] = (64,)
+    dropout: float = 0.2
+    like_threshold: float = 4.0
+    rating_biases: bool = True
+    history_attention: bool = True
+    history_dim: int = 32
+
+    def __post_init__(self) -> None:
+        _require(self.bottom in BOTTOMS, "ranking.bottom", self.bottom, f"must be one of {', '.join(BOTTOMS)}")
+        _check_units(self.hidden_units, "ranking.hidden_units")
+        _check_units(self.expert_units, "ranking.expert_units")
+        _check_units(self.head_units, "ranking.head_units")
+        _require(self.history_dim > 0, "ranking.history_dim", self.history_dim, "must be positive")
+        _require(self.num_experts >= 1, "ranking.num_experts", self.num_experts, "must be >= 1")
+        _require(0.0 <= self.dropout < 1.0, "ranking.dropout", self.dropout, "must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class ModelConfig(_Section):
+    """The multi-task recommender.
+
+    Attributes:
+        embedding_dim: D, the user and item embeddings (L2-normalised for retrieval).
+        tasks: task name -> static loss weight; a task that is absent is off. Weight 0 keeps a task's head
+            (and its metrics) but sends it no gradient.
+        loss_weighting: ``static`` (the weights as given) or ``uncertainty`` (Kendall, Gal & Cipolla 2018:
+            a learned log-variance per task scales each loss; the static weights still multiply).
+        history_length: H, how many of the user's earlier items the user tower reads (0 turns it off).
+        history_pooling: ``mean`` (masked mean of item embeddings) or ``attention`` (one attention layer with
+            position embeddings, then a masked mean).
+        text_features: item text columns read by the text encoder; None reads every declared text column.
+    """
+
+    embedding_dim: int = 64
+    tasks: dict[str, float] = field(default_factory=lambda: {"retrieval": 1.0, "rating": 1.0, "like": 0.5,
+                                                             "genres": 0.1})
+    loss_weighting: str = "static"
+    history_length: int = 50
+    history_pooling: str = "mean"
+    text_features: tuple[str, ...] | None = None
+    encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    user_tower: TowerConfig = field(default_factory=lambda: TowerConfig(prefixes={"zip": 1}))
+    item_tower: TowerConfig = field(default_factory=TowerConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    ranking: RankingConfig = field(default_factory=RankingConfig)
+
+    def __post_init__(self) -> None:
+        _require(self.embedding_dim > 0, "model.embedding_dim", self.embedding_dim, "must be positive")
+        _require(bool(self.tasks), "model.tasks", self.tasks, f"must switch on at least one of {', '.join(TASKS)}")
+        for name, weight in self.tasks.items():
+            _require(name in TASKS, "model.tasks", name, f"names an unknown task (known: {', '.join(TASKS)})")
+            _require(isinstance(weight, (int, float)) and weight >= 0 and weight == weight and weight != float("inf"),
+                     f"model.tasks.{name}", weight, "must be a finite weight >= 0")
+        _require(any(w > 0 for w in self.tasks.values()), "model.tasks", self.tasks,
+                 "must give at least one task a positive weight")
+        _require(self.loss_weighting in LOSS_WEIGHTINGS, "model.loss_weighting", self.loss_weighting,
+                 f"must be one of {', '.join(LOSS_WEIGHTINGS)}")
+        _require(self.history_length >= 0, "model.history_length", self.history_length, "must be >= 0")
+        _require(self.history_pooling in HISTORY_POOLINGS, "model.history_pooling", self.history_pooling,
+                 f"must be one of {', '.join(HISTORY_POOLINGS)}")
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Section):
+    """Data, split, optimisation and stopping.
+
+    Attributes:
+        dataset: ``ml-100k`` | ``ml-1m`` | a schema file.
+        split: ``tfrs`` (the TFRS tutorial protocol), ``time`` or ``leave_last``.
+        validation_fraction: share of the training rows held out (seeded) for early stopping and plots.
+        monitor: the validation metric early stopping and the best checkpoint follow (higher is better unless
+            it is an error or a loss).
+        patience: epochs without improvement before stopping (0 never stops early).
+        deterministic: TensorFlow op determinism (slower; CPU float sums still vary across machines).
+    """
+
+    dataset: str = "ml-100k"
+    split: str = "tfrs"
+    validation_fraction: float = 0.05
+    epochs: int = 12
+    batch_size: int = 1024
+    learning_rate: float = 1e-3
+    optimizer: str = "adam"
+    seed: int = 42
+    monitor: str = "retrieval/recall_at_100"
+    patience: int = 3
+    eval_batch_size: int = 4096
+    deterministic: bool = False
+
+    def __post_init__(self) -> None:
+        _require(self.split in SPLITS, "train.split", self.split, f"must be one of {', '.join(SPLITS)}")
+        _require(0.0 <= self.validation_fraction < 0.5, "train.validation_fraction", self.validation_fraction,
+                 "must be in [0, 0.5)")
+        _require(self.epochs >= 1, "train.epochs", self.epochs, "must be >= 1")
+        _require(self.batch_size >= 1, "train.batch_size", self.batch_size, "must be >= 1")
+        _require(self.learning_rate > 0, "train.learning_rate", self.learning_rate, "must be positive")
+        _require(self.optimizer in OPTIMIZERS, "train.optimizer", self.optimizer,
+                 f"must be one of {', '.join(OPTIMIZERS)}")
+        _require(self.patience >= 0, "train.patience", self.patience, "must be >= 0")
+        _require(self.eval_batch_size >= 1, "train.eval_batch_size", self.eval_batch_size, "must be >= 1")
+        _require("/" in self.monitor, "train.monitor", self.monitor, "must be a metric name like 'rating/rmse'")
+
+    @property
+    def monitor_higher_is_better(self) -> bool:
+        return not any(word in self.monitor for word in ("rmse", "mae", "loss"))
+
+
+@dataclass(frozen=True)
+class Config(_Section):
+    """Everything a run needs; written resolved into the run folder."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Config:
+        """JSON or YAML (safe_load); fields that are absent keep their defaults."""
+        import yaml
+
+        text = Path(path).read_text(encoding="utf-8")
+        try:
+            loaded = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
+        except (json.JSONDecodeError, yaml.YAMLError) as error:
+            raise ValueError(f"cannot parse config file {path}: {error}") from None
+        return cls.from_config(loaded or {})
+
+    def to_file(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.get_config(), indent=2) + "\n", encoding="utf-8")

@@ -38,6 +38,8 @@ def feature_arrays(frame: pd.DataFrame, data: InteractionData, *, include_labels
     widths = multi_valued_widths(data)
     arrays: dict[str, np.ndarray] = {}
     for features, table in ((data.item_features, data.items), (data.user_features, data.users)):
+        if not set(features.text + features.categorical + features.multi_valued + features.numeric) <= set(frame):
+            continue  # e.g. the item table alone carries no user columns
         for column in features.text + features.categorical:
             arrays[column] = frame[column].fillna(PAD).astype(str).to_numpy(dtype=object)
         for column in features.multi_valued:

@@ -21,6 +21,11 @@ class Split:
     validation: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     notes: dict[str, object] = field(default_factory=dict)
 
+    @property
+    def known(self) -> np.ndarray:
+        """Train and validation rows: everything observed before the test rows (histories, seen items)."""
+        return np.sort(np.concatenate([self.train, self.validation]))
+
     def summary(self) -> dict[str, object]:
         return {"strategy": self.strategy, "train": int(len(self.train)), "validation": int(len(self.validation)),
                 "test": int(len(self.test)), **self.notes}

@@ -254,8 +254,8 @@ def _load_backbone(config: TextEncoderConfig, *, texts: Any, seed: int | None,
                 f"'{MINILM_PRESET}', '{TINY_PRESET}' or a local preset folder.")
         raise ValueError(f"cannot load text encoder preset {config.preset!r}: {error}.{hint}") from None
     if config.sequence_length > backbone.max_sequence_length:
-        raise ValueError(f"sequence_length {config.sequence_length} exceeds the preset's maximum "
-                         f"{backbone.max_sequence_length}")
+        raise ValueError(f"config field 'encoder.sequence_length' ({config.sequence_length}) exceeds the "
+                         f"preset's maximum {backbone.max_sequence_length}")
     if _uses_exact_gelu(Path(source)):
         _set_exact_gelu(backbone)
     return backbone, list(tokenizer.get_vocabulary()), bool(tokenizer.lowercase)

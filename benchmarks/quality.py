@@ -1,0 +1,238 @@
+"""Quality on MovieLens-100K, TFRS tutorial split (seed-42 shuffle, 80k / 20k), every model in one process.
+
+Models: popularity; EASE (Steck 2019, λ tuned on a validation part of the training rows); a user/item biases
+rating model; TFRS's multitask tutorial joint model as published (keyed by item id, see tfrs_tutorial.py);
+tfmtl's default model. Neural models run over several seeds and report mean ± sd.
+
+Metrics: ``retrieval/top_100_accuracy`` (the TFRS protocol: all items, nothing excluded), ``retrieval/recall_at_K``
+and ``retrieval/ndcg_at_10`` (the user's training items excluded; micro-averaged over test rows), ``rating/rmse``.
+
+Cold start: 20% of the rated items are held out entirely (all their ratings go to test); tfmtl with and without
+its text features, and popularity, are judged on the interactions with those unseen items, ranked against the
+whole catalog with the user's training items excluded.
+
+Run: .venv/bin/python benchmarks/quality.py [--seeds 42 1 2] [--epochs N] [--skip-cold-start]
+Writes benchmarks/results/quality.json and quality.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+# isort: off
+import tfmtl  # noqa: F401  (Keras 2 for TFRS, before TensorFlow loads)
+from tfmtl.baselines import EASE, BiasesModel, popularity_scores, tune_ease_l2
+from tfmtl.config import Config
+from tfmtl.data import InteractionData, load_dataset, tfrs_tutorial_split
+from tfmtl.data.splits import Split, hold_out_validation
+from tfmtl.evaluate import evaluate_model
+from tfmtl.metrics import rating_metrics, retrieval_metrics, retrieval_ranks
+from tfmtl.train import train
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tfrs_tutorial import run_tfrs_tutorial, seen_excluded_metrics  # noqa: E402
+
+# isort: on
+
+RESULTS = Path(__file__).resolve().parent / "results"
+REPORTED = ("retrieval/top_100_accuracy", "retrieval/recall_at_10", "retrieval/recall_at_100",
+            "retrieval/ndcg_at_10", "rating/rmse")
+COLD_REPORTED = ("retrieval/recall_at_10", "retrieval/recall_at_100", "retrieval/ndcg_at_10")
+SCORE_CHUNK = 4096
+
+
+def _log(message: str) -> None:
+    print(f"[quality] {message}", file=sys.stderr, flush=True)
+
+
+# === Baselines ===
+
+def _indices(data: InteractionData) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """User and item indices of every interaction; items in ``data.items`` order (the evaluation catalog)."""
+    users = {u: i for i, u in enumerate(data.users["user_id"].astype(str))}
+    items = {m: i for i, m in enumerate(data.items["item_id"].astype(str))}
+    frame = data.interactions
+    return (frame["user_id"].astype(str).map(users).to_numpy(np.int64),
+            frame["item_id"].astype(str).map(items).to_numpy(np.int64), len(users), len(items))
+
+
+def _ranked_metrics(score_rows, user_index: np.ndarray, item_index: np.ndarray, seen: np.ndarray,
+                    rows: np.ndarray) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """Retrieval metrics of a scorer ``score_rows(user_indices) -> [n, I]`` over test ``rows``."""
+    ranks_all, ranks_excluded = [], []
+    for start in range(0, len(rows), SCORE_CHUNK):
+        chunk = rows[start:start + SCORE_CHUNK]
+        users = user_index[chunk]
+        ranks = retrieval_ranks(score_rows(users), item_index[chunk], seen[users])
+        ranks_all.append(ranks[0])
+        ranks_excluded.append(ranks[1])
+    return retrieval_metrics(np.concatenate(ranks_all), np.concatenate(ranks_excluded))
+
+
+def baselines(data: InteractionData, split: Split, test: np.ndarray, seed: int) -> dict[str, dict[str, float]]:
+    user_index, item_index, num_users, num_items = _indices(data)
+    train_rows = split.train
+    seen = np.zeros((num_users, num_items), dtype=bool)
+    seen[user_index[train_rows], item_index[train_rows]] = True
+    popularity = popularity_scores(item_index[train_rows], num_items)
+    results = {"popularity": _ranked_metrics(lambda users: np.tile(popularity, (len(users), 1)),
+                                             user_index, item_index, seen, test)}
+    tuning = hold_out_validation(split, 0.1, seed=seed)
+    l2 = tune_ease_l2(user_index[tuning.train], item_index[tuning.train], user_index[tuning.validation],
+                      item_index[tuning.validation], num_users, num_items)
+    ease = EASE().fit(user_index[train_rows], item_index[train_rows], num_users, num_items, l2=l2)
+    results["ease"] = {**_ranked_metrics(ease.scores, user_index, item_index, seen, test), "l2": l2}
+    ratings = data.interactions["rating"].to_numpy(np.float32)
+    biases = BiasesModel().fit(user_index[train_rows], item_index[train_rows], ratings[train_rows], num_users,
+                               num_items)
+    results["biases"] = rating_metrics(biases.predict(user_index[test], item_index[test]), ratings[test])
+    return results
+
+
+# === Neural models ===
+
+def tfrs_runs(data: InteractionData, split: Split, seeds: list[int]) -> list[dict[str, float]]:
+    runs = []
+    for seed in seeds:
+        started = time.perf_counter()
+        metrics, scorer = run_tfrs_tutorial(data, split, seed=seed)
+        excluded = seen_excluded_metrics(data, split, scorer)
+        runs.append({"retrieval/top_100_accuracy": metrics["retrieval/top_100_accuracy"],
+                     **{k: v for k, v in excluded.items() if not k.startswith("retrieval/top_")},
+                     "rating/rmse": metrics["rating/rmse"], "seconds": time.perf_counter() - started})
+        _log(f"tfrs seed {seed}: { {k: round(v, 4) for k, v in runs[-1].items()} }")
+    return runs
+
+
+def tfmtl_run(config: Config, data: InteractionData, split: Split, test: np.ndarray, seed: int,
+              workdir: Path, label: str) -> dict[str, float]:
+    """Trains on ``split.train`` (its own validation part carved out inside), judges ``test``."""
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
+    started = time.perf_counter()
+    result = train(config, output=workdir / f"{label}-{seed}", data=data, split=split, evaluate_test=False,
+                   progress=False)
+    # Everything observed before test (training and validation rows) is the user's known history, as for
+    # the baselines.
+    metrics = evaluate_model(result.model, data, result.split.known, test,
+                             batch_size=config.train.eval_batch_size)
+    metrics["seconds"] = time.perf_counter() - started
+    metrics["epochs"] = len(result.history)
+    _log(f"{label} seed {seed}: { {k: round(metrics[k], 4) for k in (*REPORTED, 'seconds') if k in metrics} }")
+    return metrics
+
+
+def summarize(runs: list[dict[str, float]]) -> dict[str, object]:
+    names = [k for k in runs[0] if all(k in r for r in runs)]
+    return {name: {"mean": float(np.mean([r[name] for r in runs])), "sd": float(np.std([r[name] for r in runs],
+                                                                                       ddof=1))
+                   if len(runs) > 1 else 0.0} for name in names}
+
+
+# === Cold start ===
+
+def cold_start(data: InteractionData, config: Config, seeds: list[int], workdir: Path,
+               fraction: float = 0.2) -> dict[str, object]:
+    rng = np.random.default_rng(0)
+    rated = np.array(sorted(data.interactions["item_id"].astype(str).unique()))
+    held_out = set(rng.choice(rated, int(round(len(rated) * fraction)), replace=False))
+    is_cold = data.interactions["item_id"].astype(str).isin(held_out).to_numpy()
+    base = tfrs_tutorial_split(len(data.interactions))
+    train_rows = np.sort(base.train[~is_cold[base.train]])
+    cold_rows = np.flatnonzero(is_cold)
+    split = Split("cold_start", train=train_rows, test=cold_rows)
+    _log(f"cold start: {len(held_out)} items held out, {len(train_rows):,} training rows, "
+         f"{len(cold_rows):,} cold test rows")
+    user_index, item_index, num_users, num_items = _indices(data)
+    seen = np.zeros((num_users, num_items), dtype=bool)
+    seen[user_index[train_rows], item_index[train_rows]] = True
+    popularity = popularity_scores(item_index[train_rows], num_items)
+    results: dict[str, object] = {
+        "held_out_items": len(held_out), "cold_test_rows": int(len(cold_rows)),
+        "popularity": _ranked_metrics(lambda users: np.tile(popularity, (len(users), 1)), user_index, item_index,
+                                      seen, cold_rows)}
+    no_text = dataclasses.replace(config, model=dataclasses.replace(config.model, text_features=()))
+    for label, variant in (("tfmtl", config), ("tfmtl_without_text", no_text)):
+        runs = [tfmtl_run(variant, data, split, cold_rows, seed, workdir, f"cold-{label}") for seed in seeds]
+        results[label] = summarize([{k: r[k] for k in (*COLD_REPORTED, "seconds")} for r in runs])
+    with_text = results["tfmtl"]["retrieval/recall_at_100"]["mean"]  # type: ignore[index]
+    without = results["tfmtl_without_text"]["retrieval/recall_at_100"]["mean"]  # type: ignore[index]
+    results["recall_at_100_ratio_text_vs_no_text"] = with_text / without if without else float("inf")
+    return results
+
+
+# === Report ===
+
+def _value(entry: object, name: str) -> str:
+    if not isinstance(entry, dict) or name not in entry:
+        return "–"
+    value = entry[name]
+    if isinstance(value, dict):
+        return f"{value['mean']:.4f} ± {value['sd']:.4f}"
+    return f"{value:.4f}"
+
+
+def markdown(results: dict[str, object]) -> str:
+    lines = ["# Quality: MovieLens-100K, TFRS tutorial split (80,000 / 20,000)", "",
+             f"Seeds {results['seeds']} for the neural models (mean ± sd). top-100: the TFRS protocol, nothing "
+             "excluded. recall / NDCG: the user's training items excluded, micro-averaged over test rows.", "",
+             "| model | " + " | ".join(n.split("/")[1] for n in REPORTED) + " |",
+             "|---|" + "---|" * len(REPORTED)]
+    for model in ("popularity", "ease", "biases", "tfrs", "tfmtl"):
+        if model in results:
+            lines.append(f"| {model} | " + " | ".join(_value(results[model], n) for n in REPORTED) + " |")
+    cold = results.get("cold_start")
+    if isinstance(cold, dict):
+        lines += ["", f"## Cold start: {cold['held_out_items']} items never seen in training "
+                      f"({cold['cold_test_rows']:,} test rows), ranked against the whole catalog", "",
+                  "| model | " + " | ".join(n.split("/")[1] for n in COLD_REPORTED) + " |",
+                  "|---|" + "---|" * len(COLD_REPORTED)]
+        for model in ("popularity", "tfmtl_without_text", "tfmtl"):
+            lines.append(f"| {model} | " + " | ".join(_value(cold[model], n) for n in COLD_REPORTED) + " |")
+        lines += ["", f"recall@100 with text / without text: {cold['recall_at_100_ratio_text_vs_no_text']:.2f}×"]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", default="ml-100k")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2])
+    parser.add_argument("--epochs", type=int, help="override the default model's maximum epochs")
+    parser.add_argument("--config", help="a tfmtl config file instead of the defaults")
+    parser.add_argument("--skip-tfrs", action="store_true")
+    parser.add_argument("--skip-cold-start", action="store_true")
+    parser.add_argument("--output", default=str(RESULTS / "quality.json"))
+    args = parser.parse_args()
+
+    config = Config.from_file(args.config) if args.config else Config()
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, dataset=args.dataset,
+                                                                   **({"epochs": args.epochs} if args.epochs else {})))
+    data = load_dataset(args.dataset)
+    split = tfrs_tutorial_split(len(data.interactions))
+    results: dict[str, object] = {"dataset": args.dataset, "split": split.summary(), "seeds": args.seeds,
+                                  "config": config.get_config()}
+    _log("baselines")
+    results.update(baselines(data, split, split.test, seed=args.seeds[0]))
+    with tempfile.TemporaryDirectory(prefix="tfmtl-quality-") as workdir:
+        if not args.skip_tfrs:
+            results["tfrs"] = summarize(tfrs_runs(data, split, args.seeds))
+        runs = [tfmtl_run(config, data, split, split.test, seed, Path(workdir), "tfmtl") for seed in args.seeds]
+        results["tfmtl"] = summarize(runs)
+        if not args.skip_cold_start:
+            results["cold_start"] = cold_start(data, config, args.seeds, Path(workdir))
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2) + "\n")
+    output.with_suffix(".md").write_text(markdown(results))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""The composed model on a tiny synthetic dataset: gradients per task, save/reload parity, bad configs."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.toy import toy_config, toy_data
+from tfmtl.config import Config, ModelConfig, TowerConfig
+from tfmtl.data.pipeline import make_dataset
+from tfmtl.features import FeatureSpace
+from tfmtl.run import build_encoder, build_model
+from tfmtl.train import make_split
+
+
+@pytest.fixture(scope="module")
+def data():  # type: ignore[no-untyped-def]
+    return toy_data()
+
+
+def _model(data, config: Config):  # type: ignore[no-untyped-def]
+    split = make_split(data, config)
+    space = FeatureSpace.build(config.model, data, split.train)
+    model = build_model(config.model, space, build_encoder(config.model, space, seed=0))
+    batch = next(iter(make_dataset(space.interaction_arrays(data, split.train, split.train, is_training=True),
+                                   batch_size=32)))
+    return model, batch
+
+
+def _rating_output_gradient(data, weights: dict[str, float]) -> np.ndarray:  # type: ignore[no-untyped-def]
+    model, batch = _model(data, toy_config(tasks=weights))
+    kernel = model.ranking_heads.heads["rating"][-1].kernel
+    with tf.GradientTape() as tape:
+        total = model.compute_loss(batch, training=True)
+    return tape.gradient(total, kernel).numpy()
+
+
+def test_a_zero_weight_sends_no_gradient_from_its_task(data) -> None:  # type: ignore[no-untyped-def]
+    off = _rating_output_gradient(data, {"retrieval": 1.0, "rating": 0.0, "like": 1.0})
+    on = _rating_output_gradient(data, {"retrieval": 1.0, "rating": 1.0, "like": 1.0})
+    assert np.all(off == 0.0)
+    assert np.abs(on).sum() > 0
+
+
+def test_total_loss_is_the_weighted_sum_of_task_losses(data) -> None:  # type: ignore[no-untyped-def]
+    weights = {"retrieval": 1.0, "rating": 0.5, "like": 2.0, "genres": 0.25}
+    model, batch = _model(data, toy_config(tasks=weights))
+    losses = {k: float(v) for k, v in model.task_losses(batch, training=False).items()}
+    total = float(model.compute_loss(batch, training=False))
+    assert set(losses) == set(weights)
+    assert total == pytest.approx(sum(weights[k] * losses[k] for k in weights), rel=1e-5)
+
+
+def test_like_loss_is_binary_cross_entropy_of_rating_at_threshold(data) -> None:  # type: ignore[no-untyped-def]
+    model, batch = _model(data, toy_config(tasks={"like": 1.0}))
+    outputs = model.rank(batch)
+    p = outputs["like_probability"].numpy().astype(np.float64)
+    liked = (batch["rating"].numpy() >= 4.0).astype(np.float64)
+    expected = -np.mean(liked * np.log(p) + (1 - liked) * np.log(1 - p))
+    assert float(model.task_losses(batch)["like"]) == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize("bottom", ["shared", "mmoe"])
+def test_ranking_bottoms_produce_each_head(data, bottom: str) -> None:  # type: ignore[no-untyped-def]
+    config = toy_config()
+    config = dataclasses.replace(config, model=dataclasses.replace(
+        config.model, ranking=dataclasses.replace(config.model.ranking, bottom=bottom)))
+    model, batch = _model(data, config)
+    outputs = model.rank(batch)
+    assert set(outputs) == {"rating", "like_probability"}
+    assert outputs["rating"].shape == (32,)
+    if bottom == "mmoe":
+        gates = model.ranking_heads.mixture.gates
+        assert set(gates) == {"rating", "like"}
+
+
+def test_unknown_users_and_items_share_the_oov_bucket(data) -> None:  # type: ignore[no-untyped-def]
+    model, batch = _model(data, toy_config())
+    features = dict(batch)
+    features["user_id"] = tf.constant(["never-seen-1"] * 32)
+    first = model.embed_user(features).numpy()
+    features["user_id"] = tf.constant(["never-seen-2"] * 32)
+    np.testing.assert_array_equal(first, model.embed_user(features).numpy())
+
+
+def test_text_cache_matches_running_the_encoder(data) -> None:  # type: ignore[no-untyped-def]
+    config = toy_config()
+    config = dataclasses.replace(config, model=dataclasses.replace(
+        config.model, encoder=dataclasses.replace(config.model.encoder, trainable_layers=0)))
+    model, _ = _model(data, config)
+    text = model.item_tower.features["title"]
+    text.fill_cache()
+    titles = tf.constant([*data.items["title"][:3], "an unseen title"])
+    cached = text.encode(titles).numpy()
+    direct = text.encoder(titles, training=False).numpy()
+    np.testing.assert_allclose(cached, direct, atol=1e-6)
+
+
+@pytest.mark.parametrize("bad, field", [
+    (dict(tasks={"rating": -1.0}), "model.tasks.rating"),
+    (dict(tasks={}), "model.tasks"),
+    (dict(tasks={"retrieval": 0.0}), "model.tasks"),
+    (dict(tasks={"clicks": 1.0}), "model.tasks"),
+])
+def test_bad_model_config_names_the_field(bad: dict, field: str) -> None:
+    with pytest.raises(ValueError, match=f"'{field}'"):
+        ModelConfig(**bad)
+
+
+def test_an_unknown_feature_names_the_field_and_the_feature(data) -> None:  # type: ignore[no-untyped-def]
+    config = toy_config(user_tower=TowerConfig(features=("gender", "zipcode")))
+    with pytest.raises(ValueError, match=r"'model.user_tower.features'.*'zipcode'.*known: gender"):
+        FeatureSpace.build(config.model, data, np.arange(10))
+
+
+def test_a_sequence_length_over_the_encoder_maximum_names_the_field() -> None:
+    with pytest.raises(ValueError, match="'encoder.sequence_length'"):
+        Config.from_config({"model": {"encoder": {"sequence_length": 1024}}})

@@ -1,0 +1,101 @@
+"""Training end to end on the toy dataset: run folder, per-task logs, plots, resume, reload parity, CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.toy import toy_config, write_toy_schema
+from tfmtl.cli import main
+from tfmtl.config import Config
+from tfmtl.data.pipeline import make_dataset
+from tfmtl.run import RunFolder, load_run
+from tfmtl.train import train
+
+
+@pytest.fixture(scope="module")
+def schema(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_toy_schema(tmp_path_factory.mktemp("toy"))
+
+
+def _config(schema: Path, **train: object) -> Config:
+    config = toy_config()
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, dataset=str(schema), **train))
+
+
+@pytest.fixture(scope="module")
+def trained(schema: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    return train(_config(schema, epochs=2), output=tmp_path_factory.mktemp("run") / "run", progress=False)
+
+
+def test_run_folder_holds_config_history_metrics_plots_and_checkpoints(trained) -> None:  # type: ignore[no-untyped-def]
+    run = RunFolder(trained.path)
+    assert Config.from_config(json.loads(run.config.read_text())) == trained.config
+    history = run.read_history()
+    assert [row["epoch"] for row in history] == [1, 2]
+    for task in ("retrieval", "rating", "like", "genres"):
+        assert np.isfinite(history[-1][f"loss/{task}"])
+        assert history[-1][f"weight/{task}"] == pytest.approx(trained.config.model.tasks[task])
+    assert "validation/retrieval/recall_at_100" in history[-1]
+    for plot in ("losses.png", "weights.png", "validation.png", "test_metrics.png"):
+        assert (run.plots / plot).read_bytes()[:4] == b"\x89PNG"
+    metrics = json.loads(run.metrics.read_text())
+    for name in ("retrieval/top_100_accuracy", "retrieval/recall_at_10", "retrieval/ndcg_at_10", "retrieval/mrr",
+                 "rating/rmse", "rating/mae", "like/auc", "like/f1", "genres/micro_f1"):
+        assert 0.0 <= metrics[name] <= 5.0, name
+    assert any(run.tensorboard.iterdir())
+    assert tf.train.latest_checkpoint(str(run.checkpoints)) is not None
+
+
+def test_reloaded_run_gives_the_same_outputs(trained) -> None:  # type: ignore[no-untyped-def]
+    _, model, split = load_run(trained.path)
+    space = trained.model.space
+    arrays = space.interaction_arrays(trained.data, split.train, split.test, is_training=False)
+    batch = next(iter(make_dataset(arrays, batch_size=64)))
+    np.testing.assert_allclose(model.embed_user(batch).numpy(), trained.model.embed_user(batch).numpy(), atol=1e-6)
+    np.testing.assert_allclose(model.embed_item(batch).numpy(), trained.model.embed_item(batch).numpy(), atol=1e-6)
+    for key, value in trained.model.rank(batch).items():
+        np.testing.assert_allclose(model.rank(batch)[key].numpy(), value.numpy(), atol=1e-5)
+
+
+def test_resume_continues_from_the_last_checkpoint(schema: Path, tmp_path: Path) -> None:
+    output = tmp_path / "run"
+    first = train(_config(schema, epochs=1), output=output, progress=False, evaluate_test=False)
+    assert len(first.history) == 1
+    with pytest.raises(ValueError, match="already holds a run"):
+        train(_config(schema, epochs=2), output=output, progress=False)
+    resumed = train(_config(schema, epochs=2), output=output, resume=True, progress=False, evaluate_test=False)
+    assert [row["epoch"] for row in resumed.history] == [1, 2]
+    assert resumed.history[0] == first.history[0]
+
+
+def test_early_stopping_follows_the_monitor(schema: Path, tmp_path: Path) -> None:
+    # A learning rate of 0 never improves anything: training stops after `patience` epochs past epoch 1.
+    config = _config(schema, epochs=6, patience=2, learning_rate=1e-12, monitor="rating/rmse")
+    result = train(config, output=tmp_path / "run", progress=False, evaluate_test=False)
+    assert len(result.history) == 3
+
+
+def test_an_unknown_monitor_names_the_field(schema: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="'train.monitor'"):
+        train(_config(schema, epochs=1, monitor="retrieval/recall_at_7"), output=tmp_path / "run", progress=False)
+
+
+def test_cli_train_and_evaluate_print_json(schema: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    config_file = tmp_path / "config.json"
+    _config(schema).to_file(config_file)
+    output = tmp_path / "cli-run"
+    assert main(["train", "--config", str(config_file), "--epochs", "1", "--output", str(output),
+                 "--no-progress", "--json"]) == 0
+    trained = json.loads(capsys.readouterr().out)
+    assert trained["epochs"] == 1 and "rating/rmse" in trained
+    assert main(["evaluate", "--run", str(output), "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["rating/rmse"] == pytest.approx(trained["rating/rmse"], abs=1e-5)
+    assert main(["evaluate", "--run", str(tmp_path), "--json"]) == 2
+    assert "not a tfmtl run folder" in json.loads(capsys.readouterr().out)["error"]

@@ -1,0 +1,88 @@
+"""The user's behaviour sequence: their earlier items, in time order, from the training rows only.
+
+A training row sees only the user's training items that came before it (by time, ties by row position), so
+no row's own item or label leaks into its features. Any other row (validation, test, serving) sees the user's
+whole training history, as a served user would. The newest ``length`` items are kept, newest last; the rest
+of the width is padded with "" on the left.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tfmtl.data.interactions import ITEM_ID, TIMESTAMP, USER_ID, InteractionData
+
+HISTORY = "history"
+HISTORY_LABELS = "history_ratings"
+PAD = ""
+
+
+def history_features(data: InteractionData, train_rows: np.ndarray, rows: np.ndarray, *, length: int,
+                     is_training: bool, until_row_time: bool = True,
+                     label: str | None = None) -> dict[str, np.ndarray]:
+    """Item-id histories ``history`` [N, length] for ``rows`` (positions into ``data.interactions``).
+
+    Args:
+        data: the interactions.
+        train_rows: positions of the training rows: the only source of histories.
+        rows: positions to build histories for.
+        length: H, the newest items kept.
+        is_training: ``rows`` are training rows: each sees only what preceded it.
+        until_row_time: other rows see only the training items before their own timestamp (offline evaluation
+            on a random split, matching what training rows see); False gives the whole history (serving).
+        label: also return that label of each history item as ``history_ratings`` float32 [N, length] (0 = pad).
+    """
+    if length < 1:
+        raise ValueError(f"history length must be >= 1, got {length}")
+    ordered, starts, ends = _user_timelines(data, train_rows)
+    users = data.interactions[USER_ID].to_numpy()
+    items = data.interactions[ITEM_ID].to_numpy()
+    position_in_timeline = np.full(len(users), -1, dtype=np.int64)
+    position_in_timeline[ordered] = np.arange(len(ordered))
+    times = data.interactions[TIMESTAMP].to_numpy() if data.has_timestamps else None
+    ordered_times = times[ordered] if times is not None else None
+    out = np.full((len(rows), length), PAD, dtype=object)
+    labels = data.interactions[label].to_numpy(np.float32) if label else None
+    out_labels = np.zeros((len(rows), length), np.float32)
+    for n, row in enumerate(np.asarray(rows, dtype=np.int64)):
+        span = starts.get(users[row])
+        if span is None:
+            continue  # a user with no training rows has no history
+        start, end = span, ends[users[row]]
+        if is_training:
+            end = position_in_timeline[row]
+            if end < 0:
+                raise ValueError(f"history_features: row {row} is not a training row")
+        elif until_row_time and ordered_times is not None and times is not None:
+            # Ties with the row's own second count as earlier, as file order decides ties in training.
+            end = start + int(np.searchsorted(ordered_times[start:end], times[row], side="right"))  # type: ignore[call-overload]
+        kept = ordered[max(start, end - length):end]
+        if len(kept):
+            out[n, length - len(kept):] = items[kept]
+            if labels is not None:
+                out_labels[n, length - len(kept):] = labels[kept]
+    return {HISTORY: out, HISTORY_LABELS: out_labels} if label else {HISTORY: out}
+
+
+def user_histories(data: InteractionData, train_rows: np.ndarray, *, length: int) -> dict[str, list[str]]:
+    """Each training user's newest ``length`` items, oldest first: the history a served user gets."""
+    ordered, starts, ends = _user_timelines(data, train_rows)
+    items = data.interactions[ITEM_ID].to_numpy()
+    return {user: [str(i) for i in items[ordered[max(start, ends[user] - length):ends[user]]]]
+            for user, start in starts.items()}
+
+
+def _user_timelines(data: InteractionData, train_rows: np.ndarray) -> tuple[np.ndarray, dict, dict]:
+    """Training rows grouped by user, each user's in time order (ties by row position)."""
+    train_rows = np.asarray(train_rows, dtype=np.int64)
+    users = data.interactions[USER_ID].to_numpy()[train_rows]
+    codes = np.unique(users, return_inverse=True)[1] if len(users) else np.zeros(0, np.int64)
+    times = (data.interactions[TIMESTAMP].to_numpy()[train_rows] if data.has_timestamps
+             else np.zeros(len(train_rows), dtype=np.int64))
+    order = np.lexsort((train_rows, times, codes))
+    ordered = train_rows[order]
+    sorted_users = users[order]
+    boundaries = np.r_[0, np.flatnonzero(sorted_users[1:] != sorted_users[:-1]) + 1, len(order)]
+    starts = {sorted_users[b]: int(b) for b in boundaries[:-1]}
+    ends = {sorted_users[b]: int(e) for b, e in zip(boundaries[:-1], boundaries[1:], strict=False)}
+    return ordered, starts, ends

@@ -1,0 +1,201 @@
+"""What the model needs to know about the data, learned from the training rows only.
+
+A :class:`FeatureSpace` holds the vocabularies, numeric bucket boundaries, the training item catalog and the
+item frequencies. It is plain data (JSON round-trip), so a run folder can rebuild its model without the
+original tables; it also turns interaction rows into the raw feature arrays the towers read.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tfmtl.config import ModelConfig
+from tfmtl.data.history import HISTORY, HISTORY_LABELS, history_features, user_histories
+from tfmtl.data.interactions import ITEM_ID, USER_ID, InteractionData
+from tfmtl.data.pipeline import PAD, feature_arrays, multi_valued_widths
+from tfmtl.data.vocab import Vocabulary
+
+LIKE = "like"
+GENRES = "genres"
+
+
+@dataclass
+class FeatureSpace:
+    """Feature columns per tower, their vocabularies and statistics, and the item catalog.
+
+    Attributes:
+        user_categorical / user_numeric / user_multi_valued: the user tower's columns.
+        item_categorical / item_numeric / item_multi_valued / item_text: the item tower's columns.
+        vocabularies: name -> known values (OOV index 0), built from the training rows.
+        boundaries: numeric column -> quantile bucket boundaries.
+        widths: multi-valued column -> padded width.
+        prefixes: categorical column -> kept prefix length.
+        rating_label: the label the rating and like tasks read ("" when the data has none).
+        rating_mean: the training mean of that label.
+        item_counts: training interactions per item of ``vocabularies["item_id"]`` (for logQ).
+        genre_column: the multi-valued item column the content task predicts ("" when none).
+        history_length: H (0 = no behaviour sequence).
+    """
+
+    user_categorical: tuple[str, ...]
+    user_numeric: tuple[str, ...]
+    user_multi_valued: tuple[str, ...]
+    item_categorical: tuple[str, ...]
+    item_numeric: tuple[str, ...]
+    item_multi_valued: tuple[str, ...]
+    item_text: tuple[str, ...]
+    vocabularies: dict[str, tuple[str, ...]]
+    boundaries: dict[str, list[float]]
+    widths: dict[str, int]
+    prefixes: dict[str, int]
+    rating_label: str
+    rating_mean: float
+    item_counts: list[int]
+    genre_column: str
+    history_length: int
+    catalog: dict[str, Any] = field(default_factory=dict, repr=False)  # item column -> values, every item
+
+    # --- building ---
+
+    @classmethod
+    def build(cls, config: ModelConfig, data: InteractionData, train_rows: np.ndarray) -> FeatureSpace:
+        """Validate the configured features against the data, then learn everything from ``train_rows``."""
+        user = _select(config.user_tower.features, data.user_features, "model.user_tower.features", data)
+        item = _select(config.item_tower.features, data.item_features, "model.item_tower.features", data)
+        text = _select_text(config.text_features, data)
+        for column in list(config.user_tower.prefixes):
+            if column not in user["categorical"]:
+                # A default prefix for a column this data lacks is simply unused.
+                if config.user_tower.features is not None:
+                    raise ValueError(f"config field 'model.user_tower.prefixes' names '{column}', which is not a "
+                                     f"categorical user feature (have: {', '.join(user['categorical']) or 'none'})")
+        prefixes = {c: n for c, n in config.user_tower.prefixes.items() if c in user["categorical"]}
+        prefixes.update({c: n for c, n in config.item_tower.prefixes.items() if c in item["categorical"]})
+        if "rating" in config.tasks or "like" in config.tasks:
+            if not data.labels:
+                raise ValueError("config field 'model.tasks' switches on rating/like, but the data has no label "
+                                 "column")
+        genre_column = ""
+        if "genres" in config.tasks:
+            if not data.item_features.multi_valued:
+                raise ValueError("config field 'model.tasks' switches on 'genres', but the items have no "
+                                 "multi-valued column to predict")
+            genre_column = GENRES if GENRES in data.item_features.multi_valued else data.item_features.multi_valued[0]
+
+        joined = data.joined(train_rows)
+        vocabularies: dict[str, tuple[str, ...]] = {}
+        for name in (USER_ID, ITEM_ID):
+            vocabularies[name] = Vocabulary.build(name, joined[name].astype(str)).values
+        for column in (*user["categorical"], *item["categorical"]):
+            values = joined[column].fillna(PAD).astype(str)
+            if column in prefixes:
+                values = values.str[: prefixes[column]]
+            vocabularies[column] = Vocabulary.build(column, values).values
+        for column in {*user["multi_valued"], *item["multi_valued"], *([genre_column] if genre_column else [])}:
+            vocabularies[column] = Vocabulary.build(column, joined[column]).values
+        boundaries = {}
+        for column, _table in [(c, data.users) for c in user["numeric"]] + [(c, data.items) for c in item["numeric"]]:
+            values = joined[column].astype("float64").dropna().to_numpy()
+            quantiles = np.quantile(values, np.linspace(0, 1, config.user_tower.numeric_buckets + 1)[1:-1]) \
+                if len(values) else np.zeros(0)
+            boundaries[column] = sorted({float(q) for q in quantiles})
+        label = data.labels[0] if data.labels else ""
+        counts = joined[ITEM_ID].astype(str).value_counts()
+        space = cls(
+            user_categorical=user["categorical"], user_numeric=user["numeric"], user_multi_valued=user["multi_valued"],
+            item_categorical=item["categorical"], item_numeric=item["numeric"], item_multi_valued=item["multi_valued"],
+            item_text=text, vocabularies=vocabularies, boundaries=boundaries,
+            widths={c: w for c, w in multi_valued_widths(data).items()}, prefixes=prefixes, rating_label=label,
+            rating_mean=float(joined[label].mean()) if label else 0.0,
+            item_counts=[int(counts.get(i, 0)) for i in vocabularies[ITEM_ID]], genre_column=genre_column,
+            history_length=config.history_length)
+        space.catalog = space.item_arrays(data, data.items)
+        return space
+
+    # --- arrays for tf.data ---
+
+    @property
+    def item_columns(self) -> tuple[str, ...]:
+        genre = (self.genre_column,) if self.genre_column and self.genre_column not in self.item_multi_valued else ()
+        return (ITEM_ID, *self.item_categorical, *self.item_numeric, *self.item_multi_valued, *self.item_text, *genre)
+
+    @property
+    def user_columns(self) -> tuple[str, ...]:
+        history = ((HISTORY, HISTORY_LABELS) if self.rating_label else (HISTORY,)) if self.history_length else ()
+        return (USER_ID, *self.user_categorical, *self.user_numeric, *self.user_multi_valued, *history)
+
+    def item_arrays(self, data: InteractionData, items: Any) -> dict[str, np.ndarray]:
+        """Item-tower inputs for rows of an item table (or joined interactions)."""
+        arrays = feature_arrays(items, data, include_labels=False)
+        return {c: arrays[c] for c in self.item_columns}
+
+    def interaction_arrays(self, data: InteractionData, train_rows: np.ndarray, rows: np.ndarray, *,
+                           is_training: bool, until_row_time: bool = True) -> dict[str, np.ndarray]:
+        """Both towers' inputs plus labels for interaction ``rows``."""
+        arrays = feature_arrays(data.joined(rows), data)
+        out = {c: arrays[c] for c in (*self.item_columns, *self.user_columns) if c not in (HISTORY, HISTORY_LABELS)}
+        if self.history_length:
+            out.update(history_features(data, train_rows, rows, length=self.history_length, is_training=is_training,
+                                        until_row_time=until_row_time, label=self.rating_label or None))
+        if self.rating_label:
+            out[self.rating_label] = arrays[self.rating_label]
+        return out
+
+    def histories(self, data: InteractionData, train_rows: np.ndarray) -> dict[str, list[str]]:
+        return user_histories(data, train_rows, length=max(1, self.history_length))
+
+    # --- persistence ---
+
+    def to_json(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k != "catalog"}
+        out["catalog"] = {k: v.tolist() for k, v in self.catalog.items()}
+        return out
+
+    @classmethod
+    def from_json(cls, values: dict[str, Any]) -> FeatureSpace:
+        values = dict(values)
+        catalog = values.pop("catalog", {})
+        for key in ("user_categorical", "user_numeric", "user_multi_valued", "item_categorical", "item_numeric",
+                    "item_multi_valued", "item_text"):
+            values[key] = tuple(values[key])
+        values["vocabularies"] = {k: tuple(v) for k, v in values["vocabularies"].items()}
+        space = cls(**values)
+        space.catalog = {k: np.array(v, dtype=np.float32 if k in space.item_numeric else object)
+                         for k, v in catalog.items()}
+        return space
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_json()), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> FeatureSpace:
+        return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
+
+
+def _select(wanted: tuple[str, ...] | None, declared: Any, field_name: str,
+            data: InteractionData) -> dict[str, tuple[str, ...]]:
+    kinds = {"categorical": declared.categorical, "numeric": declared.numeric, "multi_valued": declared.multi_valued}
+    if wanted is None:
+        return {k: tuple(v) for k, v in kinds.items()}
+    known = [c for v in kinds.values() for c in v]
+    for name in wanted:
+        if name not in known:
+            raise ValueError(f"config field '{field_name}' names unknown feature '{name}' "
+                             f"(known: {', '.join(known) or 'none'})")
+    return {k: tuple(c for c in v if c in wanted) for k, v in kinds.items()}
+
+
+def _select_text(wanted: tuple[str, ...] | None, data: InteractionData) -> tuple[str, ...]:
+    declared = data.item_features.text
+    if wanted is None:
+        return tuple(declared)
+    for name in wanted:
+        if name not in declared:
+            raise ValueError(f"config field 'model.text_features' names unknown text column '{name}' "
+                             f"(item text columns: {', '.join(declared) or 'none'})")
+    return tuple(wanted)

@@ -1,0 +1,136 @@
+"""The multi-task recommender: towers + tasks, composed in one ``tfrs.Model`` whose only override is the loss."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from tfmtl.config import ModelConfig
+from tfmtl.data.history import HISTORY, HISTORY_LABELS
+from tfmtl.data.interactions import ITEM_ID, USER_ID
+from tfmtl.encoders.text import TextEncoder
+from tfmtl.features import FeatureSpace
+from tfmtl.tasks import GENRES, LIKE, RATING, RETRIEVAL, GenreHead, LossWeighting, RankingHeads, RetrievalTask
+from tfmtl.towers import build_item_tower, build_user_tower
+
+
+class MultiTaskRecommender(tfrs.Model):
+    """Retrieval, rating, like and genre tasks over a user tower and an item tower with a text encoder.
+
+    Inputs are raw feature dicts (see :class:`FeatureSpace`); the rating label, when present, is read by the
+    rating and like tasks only. Losses per task are tracked as ``loss_<task>`` and effective weights as
+    ``weight_<task>`` (reported as ``loss/<task>``).
+    """
+
+    def __init__(self, config: ModelConfig, space: FeatureSpace, encoder: TextEncoder | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        tasks = config.tasks
+        # === Layers ===
+        self.user_tower = build_user_tower(space, config.user_tower, config.embedding_dim,
+                                           history_pooling=config.history_pooling)
+        self.item_tower = build_item_tower(space, config.item_tower, config.embedding_dim, encoder)
+        self.retrieval_task = RetrievalTask(config.retrieval) if RETRIEVAL in tasks else None
+        self.ranking_heads = (RankingHeads(config.ranking, tuple(tasks), rating_mean=space.rating_mean,
+                                           user_vocabulary=space.vocabularies[USER_ID],
+                                           item_vocabulary=space.vocabularies[ITEM_ID],
+                                           rated_history=bool(space.history_length and space.rating_label))
+                              if RATING in tasks or LIKE in tasks else None)
+        self.rating_task = tfrs.tasks.Ranking(loss=tf.keras.losses.MeanSquaredError()) if RATING in tasks else None
+        self.like_task = (tfrs.tasks.Ranking(loss=tf.keras.losses.BinaryCrossentropy(from_logits=True))
+                          if LIKE in tasks else None)
+        self.genre_head = GenreHead(space.vocabularies[space.genre_column]) if GENRES in tasks else None
+        self.weighting = LossWeighting(dict(tasks), config.loss_weighting)
+        for task in tasks:
+            setattr(self, f"loss_{task}_tracker", tf.keras.metrics.Mean(name=f"loss_{task}"))
+            setattr(self, f"weight_{task}_tracker", tf.keras.metrics.Mean(name=f"weight_{task}"))
+
+        # The training catalog (items seen in training) is every retrieval row's negatives.
+        known = set(space.vocabularies[ITEM_ID])
+        rows = np.array([str(i) in known for i in space.catalog[ITEM_ID]], dtype=bool)
+        self._catalog = {k: tf.constant(v[rows]) for k, v in space.catalog.items()}
+        counts = np.asarray(space.item_counts, dtype=np.float64)
+        probability = counts / max(1.0, counts.sum())
+        floor = probability[probability > 0].min() if (probability > 0).any() else 1.0
+        self._item_index = tf.keras.layers.StringLookup(vocabulary=list(space.vocabularies[ITEM_ID]),
+                                                        num_oov_indices=1)
+        self._item_probability = tf.constant(np.r_[floor, np.maximum(probability, floor)], tf.float32)
+
+        # === Config ===
+        self.config = config
+        self.space = space
+
+    # --- inference ---
+
+    def embed_user(self, features: dict[str, tf.Tensor], training: bool | None = False) -> tf.Tensor:
+        """User features -> L2-normalised user embeddings [B, D]."""
+        return tf.math.l2_normalize(self.user_tower(features, training=training), axis=-1)
+
+    def embed_item(self, features: dict[str, tf.Tensor], training: bool | None = False) -> tf.Tensor:
+        """Item features (raw text included) -> L2-normalised item embeddings [B, D]."""
+        return tf.math.l2_normalize(self.item_tower(features, training=training), axis=-1)
+
+    def rank(self, features: dict[str, tf.Tensor], training: bool | None = False) -> dict[str, tf.Tensor]:
+        """Joined user + item features [B] -> ``rating`` [B] and ``like_probability`` [B] (heads that are on)."""
+        if self.ranking_heads is None:
+            return {}
+        outputs = self.ranking_heads(self.user_tower(features, training=training),
+                                     self.item_tower(features, training=training),
+                                     features[USER_ID], features[ITEM_ID], history=self._rated_history(features),
+                                     training=training)
+        return {("like_probability" if task == LIKE else task): (tf.sigmoid(v) if task == LIKE else v)
+                for task, v in outputs.items()}
+
+    def genre_logits(self, features: dict[str, tf.Tensor], training: bool | None = False) -> tf.Tensor:
+        """Item features -> genre logits [B, G], with the genre input itself hidden from the item tower."""
+        if self.genre_head is None:
+            raise ValueError("the genres task is off in this model")
+        hidden = (self.space.genre_column,)
+        return self.genre_head(tf.math.l2_normalize(self.item_tower(features, training=training, drop=hidden), -1))
+
+    def _rated_history(self, features: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor] | None:
+        if HISTORY_LABELS not in self.space.user_columns:
+            return None
+        return features[HISTORY], features[HISTORY_LABELS]
+
+    # --- training ---
+
+    def compute_loss(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        losses = self.task_losses(inputs, training=training)
+        total = self.weighting(losses)
+        for task, weight in self.weighting.effective_weights().items():
+            getattr(self, f"loss_{task}_tracker").update_state(losses[task])
+            getattr(self, f"weight_{task}_tracker").update_state(weight)
+        return total
+
+    def task_losses(self, inputs: dict[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:
+        """Unweighted loss per task that is on, each a mean over the batch."""
+        users = self.user_tower(inputs, training=training)
+        items = self.item_tower(inputs, training=training)
+        losses: dict[str, tf.Tensor] = {}
+        if self.retrieval_task is not None:
+            catalog = {}
+            if self.config.retrieval.negatives == "catalog":
+                catalog = {"catalog_embeddings": self.embed_item(self._catalog, training=training),
+                           "catalog_ids": self._catalog[ITEM_ID]}
+            probability = tf.gather(self._item_probability, self._item_index(inputs[ITEM_ID]))
+            losses[RETRIEVAL] = self.retrieval_task(
+                tf.math.l2_normalize(users, -1), tf.math.l2_normalize(items, -1), inputs[ITEM_ID],
+                sampling_probability=probability, **catalog)
+        if self.ranking_heads is not None:
+            label = tf.cast(inputs[self.space.rating_label], tf.float32)
+            outputs = self.ranking_heads(users, items, inputs[USER_ID], inputs[ITEM_ID],
+                                         history=self._rated_history(inputs), training=training)
+            if self.rating_task is not None:
+                losses[RATING] = self.rating_task(labels=label, predictions=outputs[RATING], compute_metrics=False)
+            if self.like_task is not None:
+                liked = tf.cast(label >= self.config.ranking.like_threshold, tf.float32)
+                losses[LIKE] = self.like_task(labels=liked, predictions=outputs[LIKE], compute_metrics=False)
+        if self.genre_head is not None:
+            targets = self.genre_head.targets(inputs[self.space.genre_column])
+            logits = self.genre_logits(inputs, training=training)
+            losses[GENRES] = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits))
+        return losses

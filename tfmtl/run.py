@@ -1,0 +1,159 @@
+"""The run folder: everything a training run leaves behind, and how a model is rebuilt from it.
+
+```
+RUN/
+  config.json        the resolved config (every default written out)
+  features.json      vocabularies, bucket boundaries, item catalog (FeatureSpace)
+  encoder.json       the text encoder's config (a ``tiny`` encoder's learned vocabulary included)
+  split.npz          row positions of train / validation / test
+  history.json       per epoch: loss/<task>, weight/<task>, validation/<metric>, seconds
+  metrics.json       test metrics of the best epoch;  metrics.md  the same as a table
+  plots/             losses.png, weights.png, validation.png, test_metrics.png
+  checkpoints/       latest epoch (model + optimizer + epoch), for --resume
+  best/              the best epoch's weights (by train.monitor)
+  tensorboard/       scalars per epoch
+```
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from tfmtl.config import Config, ModelConfig
+from tfmtl.data.history import HISTORY, HISTORY_LABELS
+from tfmtl.data.splits import Split
+from tfmtl.encoders.text import TextEncoder
+from tfmtl.features import FeatureSpace
+from tfmtl.model import MultiTaskRecommender
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    path: Path
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def features(self) -> Path:
+        return self.path / "features.json"
+
+    @property
+    def encoder(self) -> Path:
+        return self.path / "encoder.json"
+
+    @property
+    def split(self) -> Path:
+        return self.path / "split.npz"
+
+    @property
+    def history(self) -> Path:
+        return self.path / "history.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def best(self) -> Path:
+        return self.path / "best" / "weights"
+
+    @property
+    def plots(self) -> Path:
+        return self.path / "plots"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / "tensorboard"
+
+    def require(self) -> None:
+        missing = [p.name for p in (self.config, self.features, self.split) if not p.exists()]
+        if missing:
+            raise ValueError(f"{self.path} is not a tfmtl run folder (missing {', '.join(missing)}); "
+                             "train one with `tfmtl train --output DIR`")
+
+    def read_history(self) -> list[dict[str, Any]]:
+        return json.loads(self.history.read_text()) if self.history.exists() else []
+
+    def write_json(self, path: Path, value: Any) -> None:
+        temporary = path.with_suffix(path.suffix + ".tmp")
+        temporary.write_text(json.dumps(value, indent=2, default=_plain) + "\n", encoding="utf-8")
+        temporary.replace(path)  # readers never see a half-written file
+
+    def save_split(self, split: Split) -> None:
+        np.savez(self.split, train=split.train, validation=split.validation, test=split.test,
+                 strategy=np.array(split.strategy))
+
+    def load_split(self) -> Split:
+        with np.load(self.split) as parts:
+            return Split(str(parts["strategy"]), train=parts["train"], test=parts["test"],
+                         validation=parts["validation"])
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def build_encoder(config: ModelConfig, space: FeatureSpace, *, seed: int | None = None) -> TextEncoder | None:
+    """The item tower's text encoder (None when the items have no text column in use)."""
+    if not space.item_text:
+        return None
+    texts = [str(t) for column in space.item_text for t in space.catalog[column]]
+    return TextEncoder.from_encoder_config(config.encoder, texts=texts, seed=seed)
+
+
+def build_model(config: ModelConfig, space: FeatureSpace, encoder: TextEncoder | None) -> MultiTaskRecommender:
+    """A model with every variable created (so checkpoints restore eagerly and completely)."""
+    model = MultiTaskRecommender(config, space, encoder)
+    model.task_losses(example_batch(space), training=False)
+    return model
+
+
+def example_batch(space: FeatureSpace) -> dict[str, tf.Tensor]:
+    """One row of every input the model reads: the first catalog item and an unknown user."""
+    batch: dict[str, Any] = {k: v[:1] for k, v in space.catalog.items()}
+    for column in (*space.user_categorical, "user_id"):
+        batch[column] = np.array([""], dtype=object)
+    for column in space.user_numeric:
+        batch[column] = np.zeros(1, np.float32)
+    for column in space.user_multi_valued:
+        batch[column] = np.full((1, space.widths.get(column, 1)), "", dtype=object)
+    if space.history_length:
+        batch[HISTORY] = np.full((1, space.history_length), "", dtype=object)
+        if space.rating_label:
+            batch[HISTORY_LABELS] = np.zeros((1, space.history_length), np.float32)
+    if space.rating_label:
+        batch[space.rating_label] = np.zeros(1, np.float32)
+    return {k: tf.constant(v) for k, v in batch.items()}
+
+
+def load_run(path: str | Path, *, weights: str = "best") -> tuple[Config, MultiTaskRecommender, Split]:
+    """(config, model with the ``best`` or ``latest`` weights, split) of a run folder."""
+    run = RunFolder(Path(path))
+    run.require()
+    config = Config.from_config(json.loads(run.config.read_text()))
+    space = FeatureSpace.load(run.features)
+    encoder = (TextEncoder.from_config(json.loads(run.encoder.read_text()))
+               if run.encoder.exists() and space.item_text else None)
+    model = build_model(config.model, space, encoder)
+    if weights == "best" and run.best.with_suffix(".index").exists():
+        tf.train.Checkpoint(model=model).read(str(run.best)).assert_existing_objects_matched()
+    else:
+        latest = tf.train.latest_checkpoint(str(run.checkpoints))
+        if latest is None:
+            raise ValueError(f"{run.path} has no checkpoint yet")
+        tf.train.Checkpoint(model=model).read(latest).expect_partial()  # the optimizer is not needed
+    return config, model, run.load_split()

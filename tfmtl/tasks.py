@@ -1,0 +1,230 @@
+"""Tasks as loss layers (TFRS tasks where TFRS has them), ranking heads, and loss weighting."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from tfmtl.config import RankingConfig, RetrievalConfig
+
+RETRIEVAL, RATING, LIKE, GENRES = "retrieval", "rating", "like", "genres"
+# Kendall et al. (2018): a Gaussian likelihood gives 1/(2σ²)·L + log σ, a softmax/Bernoulli one 1/σ²·L + log σ.
+REGRESSION_TASKS = (RATING,)
+
+
+# === Retrieval ===
+
+class RetrievalTask(tf.keras.layers.Layer):
+    """Softmax over candidates for each (user, positive item) row, via ``tfrs.tasks.Retrieval``.
+
+    ``catalog`` negatives: the candidates are the batch's positives followed by the whole training catalog; the
+    positive's own catalog copy (and any repeat of it) is an accidental hit and is always removed.
+    ``in_batch`` negatives: the batch's positives only, optionally logQ-corrected.
+    The loss is the mean over rows (TFRS sums), so loss weights do not depend on the batch size.
+    """
+
+    def __init__(self, config: RetrievalConfig, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.config = config
+        remove = config.remove_accidental_hits or config.negatives == "catalog"
+        self.task = tfrs.tasks.Retrieval(
+            loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True,
+                                                         reduction=tf.keras.losses.Reduction.SUM_OVER_BATCH_SIZE),
+            temperature=config.temperature, remove_accidental_hits=remove,
+            num_hard_negatives=config.hard_negatives or None)
+
+    def call(self, user_embeddings: tf.Tensor, item_embeddings: tf.Tensor, item_ids: tf.Tensor, *,
+             catalog_embeddings: tf.Tensor | None = None, catalog_ids: tf.Tensor | None = None,
+             sampling_probability: tf.Tensor | None = None) -> tf.Tensor:
+        """users [B, D], positives [B, D] with ids [B]; catalog [N, D] with ids [N]; probabilities [B]."""
+        candidates, ids = item_embeddings, item_ids
+        if self.config.negatives == "catalog":
+            if catalog_embeddings is None or catalog_ids is None:
+                raise ValueError("catalog negatives need catalog_embeddings and catalog_ids")
+            candidates = tf.concat([item_embeddings, catalog_embeddings], axis=0)
+            ids = tf.concat([item_ids, catalog_ids], axis=0)
+            sampling_probability = None
+        elif not self.config.logq_correction:
+            sampling_probability = None
+        return self.task(user_embeddings, candidates, candidate_sampling_probability=sampling_probability,
+                         candidate_ids=ids, compute_metrics=False, compute_batch_metrics=False)
+
+
+# === Ranking ===
+
+def _mlp(units: Sequence[int], dropout: float, name: str) -> list[tf.keras.layers.Layer]:
+    layers: list[tf.keras.layers.Layer] = []
+    for i, width in enumerate(units):
+        layers += [tf.keras.layers.Dense(width, activation="relu", name=f"{name}_{i}"),
+                   tf.keras.layers.Dropout(dropout)]
+    return layers
+
+
+def _run(layers: Sequence[tf.keras.layers.Layer], x: tf.Tensor, training: bool | None) -> tf.Tensor:
+    for layer in layers:
+        x = layer(x, training=training) if isinstance(layer, tf.keras.layers.Dropout) else layer(x)
+    return x
+
+
+class MixtureOfExperts(tf.keras.layers.Layer):
+    """MMoE (Ma et al. 2018): shared experts; each task mixes them with its own softmax gate.
+
+    x [B, F] -> {task: [B, E_out]}.
+    """
+
+    def __init__(self, tasks: Sequence[str], num_experts: int, expert_units: Sequence[int], dropout: float,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.experts = [_mlp(expert_units, dropout, f"expert_{e}") for e in range(num_experts)]
+        self.gates = {task: tf.keras.layers.Dense(num_experts, activation="softmax", name=f"gate_{task}")
+                      for task in tasks}
+
+    def call(self, x: tf.Tensor, training: bool | None = None) -> dict[str, tf.Tensor]:
+        experts = tf.stack([_run(expert, x, training) for expert in self.experts], axis=1)  # [B, E, U]
+        return {task: tf.einsum("be,beu->bu", gate(x), experts) for task, gate in self.gates.items()}
+
+
+class RatedHistoryAttention(tf.keras.layers.Layer):
+    """The user's rated history, pooled with attention to the candidate item (DIN, Zhou et al. 2018).
+
+    history [B, H] item ids ("" = padding), ratings [B, H], candidate ids [B] -> [B, 2·d + 3]: the attended item
+    embedding, the attended rating-deviation-weighted embedding, the attended rating deviation, the mean
+    deviation, and log(1 + history size). Deviations are from the training mean rating.
+    """
+
+    def __init__(self, item_vocabulary: Sequence[str], dim: int, *, rating_mean: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.lookup = tf.keras.layers.StringLookup(vocabulary=list(item_vocabulary), num_oov_indices=1)
+        self.embedding = tf.keras.layers.Embedding(len(item_vocabulary) + 1, dim)
+        self.rating_mean = float(rating_mean)
+        self.scale = float(dim) ** -0.5
+
+    def call(self, history: tf.Tensor, ratings: tf.Tensor, item_ids: tf.Tensor) -> tf.Tensor:
+        present = tf.cast(tf.not_equal(history, ""), tf.float32)  # [B, H]
+        items = self.embedding(self.lookup(history))  # [B, H, d]
+        candidate = self.embedding(self.lookup(item_ids))  # [B, d]
+        logits = tf.einsum("bhd,bd->bh", items, candidate) * self.scale
+        weights = tf.nn.softmax(logits + (present - 1.0) * 1e9, axis=-1) * present  # all-padding rows -> 0
+        deviation = (tf.cast(ratings, tf.float32) - self.rating_mean) * present
+        count = tf.reduce_sum(present, axis=-1, keepdims=True)
+        return tf.concat([
+            tf.einsum("bh,bhd->bd", weights, items),
+            tf.einsum("bh,bhd->bd", weights * deviation, items),
+            tf.reduce_sum(weights * deviation, axis=-1, keepdims=True),
+            tf.reduce_sum(deviation, axis=-1, keepdims=True) / tf.maximum(count, 1.0),
+            tf.math.log1p(count),
+        ], axis=-1)
+
+
+class RankingHeads(tf.keras.layers.Layer):
+    """(user, item) representations -> rating [B] and like logit [B], over a shared bottom or MMoE.
+
+    The rating head adds the training mean, a user bias and an item bias (looked up by raw id) to its MLP
+    output: the biases carry most of the rating signal and the MLP learns the interaction.
+    """
+
+    def __init__(self, config: RankingConfig, tasks: Sequence[str], *, rating_mean: float,
+                 user_vocabulary: Sequence[str], item_vocabulary: Sequence[str], rated_history: bool = False,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # === Layers ===
+        self.tasks = tuple(t for t in (RATING, LIKE) if t in tasks)
+        if config.bottom == "mmoe":
+            self.mixture = MixtureOfExperts(self.tasks, config.num_experts, config.expert_units, config.dropout)
+        else:
+            self.bottom = _mlp(config.hidden_units, config.dropout, "bottom")
+        self.heads = {task: _mlp(config.head_units, config.dropout, f"{task}_head") +
+                      [tf.keras.layers.Dense(1, name=f"{task}_output")] for task in self.tasks}
+        if config.rating_biases and RATING in self.tasks:
+            self.user_lookup = tf.keras.layers.StringLookup(vocabulary=list(user_vocabulary), num_oov_indices=1)
+            self.item_lookup = tf.keras.layers.StringLookup(vocabulary=list(item_vocabulary), num_oov_indices=1)
+            self.user_bias = tf.keras.layers.Embedding(len(user_vocabulary) + 1, 1, embeddings_initializer="zeros")
+            self.item_bias = tf.keras.layers.Embedding(len(item_vocabulary) + 1, 1, embeddings_initializer="zeros")
+        self.history_attention = (RatedHistoryAttention(item_vocabulary, config.history_dim, rating_mean=rating_mean)
+                                  if config.history_attention and rated_history else None)
+        # === Config ===
+        self.config = config
+        self.rating_mean = float(rating_mean)
+
+    def call(self, users: tf.Tensor, items: tf.Tensor, user_ids: tf.Tensor, item_ids: tf.Tensor,
+             history: tuple[tf.Tensor, tf.Tensor] | None = None,
+             training: bool | None = None) -> dict[str, tf.Tensor]:
+        """users [B, D], items [B, D] (tower outputs), ids [B], (history [B, H], its ratings [B, H]) ->
+        {"rating": [B], "like": [B] logits}."""
+        parts = [users, items, users * items]
+        if self.history_attention is not None:
+            if history is None:
+                raise ValueError("these ranking heads read the rated history: pass history=(items, ratings)")
+            parts.append(self.history_attention(history[0], history[1], item_ids))
+        x = tf.concat(parts, axis=-1)
+        if self.config.bottom == "mmoe":
+            shared = self.mixture(x, training=training)
+        else:
+            bottom = _run(self.bottom, x, training)
+            shared = {task: bottom for task in self.tasks}
+        outputs = {task: tf.squeeze(_run(self.heads[task], shared[task], training), -1) for task in self.tasks}
+        if RATING in outputs:
+            rating = outputs[RATING] + self.rating_mean
+            if self.config.rating_biases:
+                rating += tf.squeeze(self.user_bias(self.user_lookup(user_ids)) +
+                                     self.item_bias(self.item_lookup(item_ids)), -1)
+            outputs[RATING] = rating
+        return outputs
+
+
+class GenreHead(tf.keras.layers.Layer):
+    """Item embedding [B, D] -> genre logits [B, G] (multi-label), with multi-hot targets from padded lists."""
+
+    def __init__(self, genres: Sequence[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.genres = tuple(genres)
+        self.lookup = tf.keras.layers.StringLookup(vocabulary=list(genres), num_oov_indices=1)
+        self.output_layer = tf.keras.layers.Dense(len(genres), name="genre_logits")
+
+    def call(self, item_embeddings: tf.Tensor) -> tf.Tensor:
+        return self.output_layer(item_embeddings)
+
+    def targets(self, genre_lists: tf.Tensor) -> tf.Tensor:
+        """Padded genre lists [B, W] -> multi-hot [B, G] (unknown genres and padding dropped)."""
+        index = self.lookup(genre_lists)  # 0 = padding or unknown
+        hot = tf.reduce_max(tf.one_hot(index, len(self.genres) + 1), axis=1)
+        return hot[:, 1:]
+
+
+# === Loss weighting ===
+
+class LossWeighting(tf.keras.layers.Layer):
+    """Per-task losses -> total; also reports each task's effective weight.
+
+    ``static``: total = Σ_t w_t · L_t.
+    ``uncertainty`` (Kendall, Gal & Cipolla 2018) with a learned s_t = log σ_t²:
+    total = Σ_t w_t · (c_t · exp(-s_t) · L_t + s_t / 2), c_t = 1/2 for regression tasks, 1 otherwise.
+    The effective weight of task t is w_t · c_t · exp(-s_t).
+    """
+
+    def __init__(self, weights: dict[str, float], strategy: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.static = {task: float(w) for task, w in weights.items()}
+        self.strategy = strategy
+        self.log_variances = {task: self.add_weight(name=f"log_variance_{task}", shape=(), initializer="zeros",
+                                                    trainable=True)
+                              for task in weights} if strategy == "uncertainty" else {}
+
+    def effective_weights(self) -> dict[str, tf.Tensor]:
+        if self.strategy == "static":
+            return {task: tf.constant(w) for task, w in self.static.items()}
+        return {task: w * _scale(task) * tf.exp(-self.log_variances[task]) for task, w in self.static.items()}
+
+    def call(self, losses: dict[str, tf.Tensor]) -> tf.Tensor:
+        weights = self.effective_weights()
+        total = tf.add_n([weights[task] * loss for task, loss in losses.items()])
+        if self.strategy == "uncertainty":
+            total += tf.add_n([self.static[task] * self.log_variances[task] / 2 for task in losses])
+        return total
+
+
+def _scale(task: str) -> float:
+    return 0.5 if task in REGRESSION_TASKS else 1.0

@@ -1,0 +1,236 @@
+"""Training: data -> split -> features -> model -> fit with per-epoch validation, checkpoints and early stopping.
+
+``train(config, output=RUN_DIR)`` is what ``tfmtl train`` and the notebooks call. Every epoch it validates on a
+held-out part of the training rows, logs per-task losses and effective weights (history.json, TensorBoard,
+PNG plots), checkpoints model + optimizer (``resume=True`` continues from there), and keeps the best weights
+by ``train.monitor``. At the end it restores the best weights and evaluates the test rows.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from tfmtl.config import Config
+from tfmtl.data import load_dataset
+from tfmtl.data.interactions import InteractionData
+from tfmtl.data.pipeline import make_dataset
+from tfmtl.data.splits import Split, hold_out_validation, split_interactions
+from tfmtl.evaluate import evaluate_model, metrics_table
+from tfmtl.features import FeatureSpace
+from tfmtl.model import MultiTaskRecommender
+from tfmtl.plots import plot_history, plot_metrics
+from tfmtl.run import RunFolder, build_encoder, build_model
+
+
+@dataclass
+class TrainedRun:
+    """What :func:`train` returns: the model with its best weights, and what it was trained and judged on."""
+
+    path: Path
+    config: Config
+    model: MultiTaskRecommender
+    data: InteractionData
+    split: Split
+    history: list[dict[str, Any]]
+    metrics: dict[str, float]
+
+
+def set_seed(seed: int, *, deterministic: bool = False) -> None:
+    tf.keras.utils.set_random_seed(seed)  # Python, NumPy and TensorFlow
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def make_split(data: InteractionData, config: Config, base: Split | None = None) -> Split:
+    """The configured split (or ``base``), with the validation part carved out of its training rows."""
+    split = base if base is not None else split_interactions(data, config.train.split)
+    if config.train.validation_fraction > 0:
+        split = hold_out_validation(split, config.train.validation_fraction, seed=config.train.seed)
+    return split
+
+
+def train(config: Config | None = None, *, output: str | Path, resume: bool = False,
+          data: InteractionData | None = None, split: Split | None = None, progress: bool = True,
+          evaluate_test: bool = True) -> TrainedRun:
+    """Trains ``config`` (defaults if None) into the run folder ``output``; see the module docstring.
+
+    ``data`` and ``split`` replace the configured dataset and split (benchmarks, notebooks with their own frames);
+    the validation part is still carved out of ``split.train``.
+    """
+    config = config or Config()
+    run = RunFolder(Path(output))
+    if resume:
+        run.require()
+        saved = Config.from_config(json.loads(run.config.read_text()))
+        if saved.model != config.model:
+            raise ValueError(f"--resume: the model config differs from the one in {run.config}; "
+                             "resume with the saved config (omit --config) or train into a new folder")
+        config = Config(model=saved.model, train=config.train)
+    elif run.config.exists():
+        raise ValueError(f"{run.path} already holds a run; pass resume=True (--resume) or choose a new folder")
+    set_seed(config.train.seed, deterministic=config.train.deterministic)
+    _log(f"loading {config.train.dataset}")
+    data = data if data is not None else load_dataset(config.train.dataset)
+    split = run.load_split() if resume else make_split(data, config, split)
+    space = FeatureSpace.load(run.features) if resume else FeatureSpace.build(config.model, data, split.train)
+
+    run.path.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        config.to_file(run.config)
+        space.save(run.features)
+        run.save_split(split)
+    encoder = build_encoder(config.model, space, seed=config.train.seed)
+    if encoder is not None:
+        run.write_json(run.encoder, encoder.get_config())
+    model = build_model(config.model, space, encoder)
+    _log(f"encoding {len(space.catalog['item_id'])} item texts once" if encoder is not None else "no item text")
+    for feature in model.item_tower.features.values():
+        if hasattr(feature, "fill_cache"):
+            feature.fill_cache()
+
+    optimizer = _optimizer(config)
+    model.compile(optimizer=optimizer)
+    epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch)
+    manager = tf.train.CheckpointManager(checkpoint, str(run.checkpoints), max_to_keep=1)
+    history = run.read_history() if resume else []
+    if resume:
+        if manager.latest_checkpoint is None:
+            raise ValueError(f"--resume: {run.checkpoints} holds no checkpoint")
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        history = [row for row in history if row["epoch"] <= int(epoch.numpy())]
+        _log(f"resuming after epoch {int(epoch.numpy())}")
+
+    train_arrays = space.interaction_arrays(data, split.train, split.train, is_training=True)
+    dataset = make_dataset(train_arrays, batch_size=config.train.batch_size, shuffle=True, seed=config.train.seed)
+    steps = int(np.ceil(len(split.train) / config.train.batch_size))
+    tracker = _EpochEnd(run, config, model, data, split, manager, epoch, history)
+    start = int(epoch.numpy())
+    if start < config.train.epochs and not tracker.stopped_before():
+        model.fit(dataset, epochs=config.train.epochs, initial_epoch=start, verbose=0,
+                  callbacks=[_Progress(steps, config.train.epochs, enabled=progress), tracker])
+    if run.best.with_suffix(".index").exists():
+        tf.train.Checkpoint(model=model).read(str(run.best)).assert_existing_objects_matched()
+
+    metrics: dict[str, float] = {}
+    if evaluate_test and len(split.test):
+        _log(f"evaluating {len(split.test):,} test rows against {len(space.catalog['item_id']):,} items")
+        metrics = evaluate_model(model, data, split.known, split.test, batch_size=config.train.eval_batch_size)
+        best = tracker.best_epoch()
+        run.write_json(run.metrics, {**metrics, "epoch": best} if best else metrics)
+        (run.path / "metrics.md").write_text(metrics_table(metrics, f"test metric (best epoch {best})"))
+        plot_metrics(metrics, run.plots / "test_metrics.png")
+    return TrainedRun(run.path, config, model, data, split, tracker.history, metrics)
+
+
+def _optimizer(config: Config) -> tf.keras.optimizers.Optimizer:
+    if config.train.optimizer == "adagrad":
+        return tf.keras.optimizers.Adagrad(config.train.learning_rate)
+    return tf.keras.optimizers.Adam(config.train.learning_rate)
+
+
+def _log(message: str) -> None:
+    print(f"[tfmtl] {message}", file=sys.stderr, flush=True)
+
+
+class _Progress(tf.keras.callbacks.Callback):
+    """A tqdm bar per epoch on stderr, with the running total loss."""
+
+    def __init__(self, steps: int, epochs: int, *, enabled: bool) -> None:
+        super().__init__()
+        self.steps, self.epochs, self.enabled = steps, epochs, enabled
+        self.bar: Any = None
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=self.steps, desc=f"epoch {epoch + 1}/{self.epochs}", file=sys.stderr,
+                        disable=not self.enabled, leave=False)
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.bar.update(1)
+        if logs and batch % 10 == 0:
+            self.bar.set_postfix(loss=f"{float(logs.get('loss', 0.0)):.4f}")
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.bar.close()
+
+
+class _EpochEnd(tf.keras.callbacks.Callback):
+    """Validation, history, TensorBoard, plots, checkpoints, best weights and early stopping, once per epoch."""
+
+    def __init__(self, run: RunFolder, config: Config, model: MultiTaskRecommender, data: InteractionData,
+                 split: Split, manager: tf.train.CheckpointManager, epoch: tf.Variable,
+                 history: list[dict[str, Any]]) -> None:
+        super().__init__()
+        self.run, self.config, self.recommender, self.data, self.split = run, config, model, data, split
+        self.manager, self.epoch, self.history = manager, epoch, history
+        self.writer = tf.summary.create_file_writer(str(run.tensorboard))
+        self.started = time.perf_counter()
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        row: dict[str, Any] = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - self.started, 2)}
+        for task in self.config.model.tasks:
+            row[f"loss/{task}"] = float(logs.get(f"loss_{task}", np.nan))
+            row[f"weight/{task}"] = float(logs.get(f"weight_{task}", np.nan))
+        row["loss/total"] = float(logs.get("loss", np.nan))
+        if len(self.split.validation):
+            validation = evaluate_model(self.recommender, self.data, self.split.train, self.split.validation,
+                                        batch_size=self.config.train.eval_batch_size)
+            row.update({f"validation/{name}": value for name, value in validation.items()})
+        self.history.append(row)
+        self._record(row)
+        self.epoch.assign(epoch + 1)
+        self.manager.save(checkpoint_number=epoch + 1)
+        if self.best_epoch() == epoch + 1:
+            tf.train.Checkpoint(model=self.recommender).write(str(self.run.best))
+        monitor = self.config.train.monitor
+        shown = {k: round(v, 4) for k, v in row.items() if k in ("loss/total", f"validation/{monitor}")}
+        _log(f"epoch {epoch + 1}: {shown} ({row['seconds']} s)")
+        if self.should_stop():
+            _log(f"early stop: validation {monitor} has not improved for {self.config.train.patience} epochs")
+            self.model.stop_training = True
+
+    def _record(self, row: dict[str, Any]) -> None:
+        self.run.write_json(self.run.history, self.history)
+        with self.writer.as_default(step=row["epoch"]):
+            for name, value in row.items():
+                if name != "epoch" and isinstance(value, float) and np.isfinite(value):
+                    tf.summary.scalar(name, value)
+        self.writer.flush()
+        plot_history(self.history, self.run.plots)
+
+    def _scores(self) -> list[tuple[int, float]]:
+        key = f"validation/{self.config.train.monitor}"
+        sign = 1.0 if self.config.train.monitor_higher_is_better else -1.0
+        return [(row["epoch"], sign * row[key]) for row in self.history if np.isfinite(row.get(key, np.nan))]
+
+    def best_epoch(self) -> int | None:
+        scores = self._scores()
+        if not scores:
+            if self.history and len(self.split.validation):
+                known = sorted(k for k in self.history[-1] if k.startswith("validation/"))
+                raise ValueError(f"config field 'train.monitor' = {self.config.train.monitor!r} is not a validation "
+                                 f"metric of this model (have: {', '.join(k.split('/', 1)[1] for k in known)})")
+            return self.history[-1]["epoch"] if self.history else None
+        return max(scores, key=lambda pair: (pair[1], -pair[0]))[0]
+
+    def should_stop(self) -> bool:
+        best = self.best_epoch()
+        patience = self.config.train.patience
+        return bool(patience and self.history and best is not None and self.history[-1]["epoch"] - best >= patience)
+
+    def stopped_before(self) -> bool:
+        return self.should_stop()
