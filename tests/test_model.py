@@ -63,11 +63,11 @@ def test_like_loss_is_binary_cross_entropy_of_rating_at_threshold(data) -> None:
     assert float(model.task_losses(batch)["like"]) == pytest.approx(expected, rel=1e-4)
 
 
-@pytest.mark.parametrize("bottom", ["shared", "mmoe"])
-def test_ranking_bottoms_produce_each_head(data, bottom: str) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("bottom, history_attention", [("shared", False), ("mmoe", True)])
+def test_ranking_bottoms_produce_each_head(data, bottom: str, history_attention: bool) -> None:  # type: ignore[no-untyped-def]
     config = toy_config()
-    config = dataclasses.replace(config, model=dataclasses.replace(
-        config.model, ranking=dataclasses.replace(config.model.ranking, bottom=bottom)))
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, ranking=dataclasses.replace(
+        config.model.ranking, bottom=bottom, history_attention=history_attention)))
     model, batch = _model(data, config)
     outputs = model.rank(batch)
     assert set(outputs) == {"rating", "like_probability"}

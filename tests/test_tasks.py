@@ -75,13 +75,14 @@ def test_logq_correction_subtracts_log_sampling_probability() -> None:
 
 def test_catalog_negatives_score_every_catalog_item_once() -> None:
     # Positives: row 0 -> item "c0", row 1 -> item "c1"; the catalog is c0, c1, c2. Each row's softmax runs over
-    # its positive plus every OTHER catalog item (the catalog copy of the positive is an accidental hit), and
-    # the other row's positive (a batch column) also counts as a negative.
+    # its positive plus every OTHER catalog item, once: the positive's catalog copy is an accidental hit, and the
+    # other row's batch column is the same item as its catalog column.
     task = RetrievalTask(RetrievalConfig(negatives="catalog", temperature=1.0))
     loss = task(tf.constant(USERS), tf.constant(ITEMS[:2]), tf.constant(["c0", "c1"]),
                 catalog_embeddings=tf.constant(ITEMS), catalog_ids=tf.constant(["c0", "c1", "c2"]))
-    # Row 0 columns: [c0 (pos) 1, c1 (batch) 0, c0 (hit, masked), c1 0, c2 1] ; row 1 symmetric.
-    expected = (_xent([1, 0, 0, 1], 0) + _xent([1, 0, 0, 1], 0)) / 2
+    # Row 0 columns: [c0 (pos) 1, c1 (batch, masked), c0 (hit, masked), c1 0, c2 1] -> logits [1, 0, 1];
+    # row 1: [c0 (batch, masked), c1 (pos) 1, c0 0, c1 (hit, masked), c2 1] -> logits [1, 0, 1].
+    expected = (_xent([1, 0, 1], 0) + _xent([1, 0, 1], 0)) / 2
     assert float(loss) == pytest.approx(expected, rel=1e-5)
 
 

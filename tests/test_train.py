@@ -71,19 +71,32 @@ def test_resume_continues_from_the_last_checkpoint(schema: Path, tmp_path: Path)
         train(_config(schema, epochs=2), output=output, progress=False)
     resumed = train(_config(schema, epochs=2), output=output, resume=True, progress=False, evaluate_test=False)
     assert [row["epoch"] for row in resumed.history] == [1, 2]
-    assert resumed.history[0] == first.history[0]
+    # The optimizer state came back: the latest checkpoint's step count covers both epochs, not just the resumed
+    # one. (The returned model holds the best epoch's weights, which may be epoch 1's.)
+    steps = int(np.ceil(len(resumed.split.train) / resumed.config.train.batch_size))
+    latest = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(RunFolder(output).checkpoints)))
+    assert int(latest.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE")) == 2 * steps
 
 
-def test_early_stopping_follows_the_monitor(schema: Path, tmp_path: Path) -> None:
-    # A learning rate of 0 never improves anything: training stops after `patience` epochs past epoch 1.
-    config = _config(schema, epochs=6, patience=2, learning_rate=1e-12, monitor="rating/rmse")
+def test_early_stopping_follows_the_monitor(schema: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Validation RMSE per epoch: best at epoch 2, then two epochs without improvement -> stop after epoch 4,
+    # and the best weights (epoch 2) are the ones kept.
+    sequence = iter([1.0, 0.9, 0.95, 0.91, 0.5, 0.5])
+    monkeypatch.setattr("tfmtl.train.evaluate_model", lambda *args, **kwargs: {"rating/rmse": next(sequence)})
+    config = _config(schema, epochs=6, patience=2, monitor="rating/rmse")
     result = train(config, output=tmp_path / "run", progress=False, evaluate_test=False)
-    assert len(result.history) == 3
+    assert [row["epoch"] for row in result.history] == [1, 2, 3, 4]
+    _, best, _ = load_run(result.path)
+    _, latest, _ = load_run(result.path, weights="latest")
+    kernel = lambda model: model.user_tower.output_layer.kernel.numpy()  # noqa: E731
+    np.testing.assert_array_equal(kernel(best), kernel(result.model))
+    assert not np.array_equal(kernel(best), kernel(latest))
 
 
-def test_an_unknown_monitor_names_the_field(schema: Path, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="'train.monitor'"):
+def test_an_unknown_monitor_names_the_field_before_training(schema: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="'train.monitor'.*recall_at_7"):
         train(_config(schema, epochs=1, monitor="retrieval/recall_at_7"), output=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 def test_cli_train_and_evaluate_print_json(schema: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from tfmtl.data.errors import DataError
 
@@ -112,11 +113,18 @@ def _train(args: argparse.Namespace) -> dict[str, object]:
     import dataclasses
 
     from tfmtl.config import Config
+    from tfmtl.run import RunFolder
     from tfmtl.train import train
 
     if args.strategy != "default":
         raise ValueError(f"--strategy {args.strategy} is not available yet; use --strategy default")
-    config = Config.from_file(args.config) if args.config else Config()
+    saved = RunFolder(Path(args.output)).config
+    if args.config:
+        config = Config.from_file(args.config)
+    elif args.resume and saved.exists():
+        config = Config.from_file(saved)  # resume exactly what was started; only the flags below override it
+    else:
+        config = Config()
     train_section = config.train
     if args.dataset:
         train_section = dataclasses.replace(train_section, dataset=args.dataset)
@@ -137,10 +145,11 @@ def _train(args: argparse.Namespace) -> dict[str, object]:
 def _evaluate(args: argparse.Namespace) -> dict[str, float]:
     from tfmtl.data import load_dataset
     from tfmtl.evaluate import evaluate_model
-    from tfmtl.run import load_run
+    from tfmtl.run import RunFolder, check_data, load_run
 
     config, model, split = load_run(args.run)
     data = load_dataset(config.train.dataset)
+    check_data(RunFolder(Path(args.run)), data)
     metrics = evaluate_model(model, data, split.known, split.test, batch_size=config.train.eval_batch_size)
     if not args.json:
         _print_metrics(f"test metrics ({args.run})", metrics)

@@ -199,7 +199,7 @@ class RankingConfig(_Section):
     dropout: float = 0.2
     like_threshold: float = 4.0
     rating_biases: bool = True
-    history_attention: bool = True
+    history_attention: bool = False
     history_dim: int = 32
 
     def __post_init__(self) -> None:
@@ -274,7 +274,7 @@ class TrainConfig(_Section):
     dataset: str = "ml-100k"
     split: str = "tfrs"
     validation_fraction: float = 0.05
-    epochs: int = 12
+    epochs: int = 15
     batch_size: int = 1024
     learning_rate: float = 1e-3
     optimizer: str = "adam"

@@ -6,12 +6,14 @@ each chunk of rows is scored against it in NumPy. Metric names follow DESIGN.md.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
+from tfmtl.config import ModelConfig
 from tfmtl.data.interactions import ITEM_ID, USER_ID, InteractionData
 from tfmtl.data.pipeline import make_dataset
 from tfmtl.metrics import (
@@ -26,6 +28,7 @@ from tfmtl.model import MultiTaskRecommender
 from tfmtl.tasks import GENRES, LIKE, RATING, RETRIEVAL
 
 SCORE_CHUNK = 2048
+_TRACED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def evaluate_model(model: MultiTaskRecommender, data: InteractionData, train_rows: np.ndarray, rows: np.ndarray, *,
@@ -54,19 +57,43 @@ def evaluate_model(model: MultiTaskRecommender, data: InteractionData, train_row
     return metrics
 
 
+def metric_names(config: ModelConfig, ks: Sequence[int] = DEFAULT_KS) -> list[str]:
+    """The names :func:`evaluate_model` reports for a model config."""
+    names: list[str] = []
+    if RETRIEVAL in config.tasks:
+        names += [f"retrieval/top_{k}_accuracy" for k in ks]
+        names += [f"retrieval/{metric}_at_{k}" for metric in ("recall", "ndcg") for k in ks]
+        names.append("retrieval/mrr")
+    if RATING in config.tasks:
+        names += ["rating/rmse", "rating/mae"]
+    if LIKE in config.tasks:
+        names += [f"like/{m}" for m in ("auc", "accuracy", "precision", "recall", "f1")]
+    if GENRES in config.tasks:
+        names += [f"genres/{m}" for m in ("micro_f1", "macro_auc", "precision_at_1", "accuracy")]
+    return names
+
+
 def catalog_embeddings(model: MultiTaskRecommender, batch_size: int = 4096) -> np.ndarray:
     """Embeddings [I, D] of every catalog item, in ``model.space.catalog`` order."""
-    embed = tf.function(lambda batch: model.embed_item(batch, training=False))
+    embed = _functions(model)["items"]
     return np.concatenate([embed(batch).numpy()
                            for batch in make_dataset(model.space.catalog, batch_size=batch_size)])
 
 
+def _functions(model: MultiTaskRecommender) -> dict[str, Any]:
+    """Traced once per model (evaluation runs every epoch), not once per call."""
+    if model not in _TRACED:
+        _TRACED[model] = {
+            "items": tf.function(lambda batch: model.embed_item(batch, training=False)),
+            "rows": tf.function(lambda batch: (model.embed_user(batch, training=False),
+                                               model.rank(batch, training=False))),
+        }
+    return _TRACED[model]
+
+
 def _predict_rows(model: MultiTaskRecommender, arrays: dict[str, np.ndarray],
                   batch_size: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    @tf.function
-    def step(batch: dict[str, tf.Tensor]) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
-        return model.embed_user(batch, training=False), model.rank(batch, training=False)
-
+    step = _functions(model)["rows"]
     users, outputs = [], []
     for batch in make_dataset(arrays, batch_size=batch_size):
         user, ranked = step(batch)

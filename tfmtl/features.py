@@ -40,6 +40,7 @@ class FeatureSpace:
         item_counts: training interactions per item of ``vocabularies["item_id"]`` (for logQ).
         genre_column: the multi-valued item column the content task predicts ("" when none).
         history_length: H (0 = no behaviour sequence).
+        rated_history: the ranking heads also read the history's ratings (``ranking.history_attention``).
     """
 
     user_categorical: tuple[str, ...]
@@ -58,6 +59,7 @@ class FeatureSpace:
     item_counts: list[int]
     genre_column: str
     history_length: int
+    rated_history: bool = False
     catalog: dict[str, Any] = field(default_factory=dict, repr=False)  # item column -> values, every item
 
     # --- building ---
@@ -99,10 +101,11 @@ class FeatureSpace:
         for column in {*user["multi_valued"], *item["multi_valued"], *([genre_column] if genre_column else [])}:
             vocabularies[column] = Vocabulary.build(column, joined[column]).values
         boundaries = {}
-        for column, _table in [(c, data.users) for c in user["numeric"]] + [(c, data.items) for c in item["numeric"]]:
+        numeric = [(c, config.user_tower.numeric_buckets) for c in user["numeric"]] + \
+            [(c, config.item_tower.numeric_buckets) for c in item["numeric"]]
+        for column, buckets in numeric:
             values = joined[column].astype("float64").dropna().to_numpy()
-            quantiles = np.quantile(values, np.linspace(0, 1, config.user_tower.numeric_buckets + 1)[1:-1]) \
-                if len(values) else np.zeros(0)
+            quantiles = np.quantile(values, np.linspace(0, 1, buckets + 1)[1:-1]) if len(values) else np.zeros(0)
             boundaries[column] = sorted({float(q) for q in quantiles})
         label = data.labels[0] if data.labels else ""
         counts = joined[ITEM_ID].astype(str).value_counts()
@@ -113,7 +116,9 @@ class FeatureSpace:
             widths={c: w for c, w in multi_valued_widths(data).items()}, prefixes=prefixes, rating_label=label,
             rating_mean=float(joined[label].mean()) if label else 0.0,
             item_counts=[int(counts.get(i, 0)) for i in vocabularies[ITEM_ID]], genre_column=genre_column,
-            history_length=config.history_length)
+            history_length=config.history_length,
+            rated_history=bool(config.ranking.history_attention and config.history_length and label
+                               and ("rating" in config.tasks or "like" in config.tasks)))
         space.catalog = space.item_arrays(data, data.items)
         return space
 
@@ -126,7 +131,7 @@ class FeatureSpace:
 
     @property
     def user_columns(self) -> tuple[str, ...]:
-        history = ((HISTORY, HISTORY_LABELS) if self.rating_label else (HISTORY,)) if self.history_length else ()
+        history = ((HISTORY, HISTORY_LABELS) if self.rated_history else (HISTORY,)) if self.history_length else ()
         return (USER_ID, *self.user_categorical, *self.user_numeric, *self.user_multi_valued, *history)
 
     def item_arrays(self, data: InteractionData, items: Any) -> dict[str, np.ndarray]:
@@ -141,7 +146,8 @@ class FeatureSpace:
         out = {c: arrays[c] for c in (*self.item_columns, *self.user_columns) if c not in (HISTORY, HISTORY_LABELS)}
         if self.history_length:
             out.update(history_features(data, train_rows, rows, length=self.history_length, is_training=is_training,
-                                        until_row_time=until_row_time, label=self.rating_label or None))
+                                        until_row_time=until_row_time,
+                                        label=self.rating_label if self.rated_history else None))
         if self.rating_label:
             out[self.rating_label] = arrays[self.rating_label]
         return out

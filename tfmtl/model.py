@@ -37,13 +37,14 @@ class MultiTaskRecommender(tfrs.Model):
         self.ranking_heads = (RankingHeads(config.ranking, tuple(tasks), rating_mean=space.rating_mean,
                                            user_vocabulary=space.vocabularies[USER_ID],
                                            item_vocabulary=space.vocabularies[ITEM_ID],
-                                           rated_history=bool(space.history_length and space.rating_label))
+                                           rated_history=space.rated_history)
                               if RATING in tasks or LIKE in tasks else None)
         self.rating_task = tfrs.tasks.Ranking(loss=tf.keras.losses.MeanSquaredError()) if RATING in tasks else None
         self.like_task = (tfrs.tasks.Ranking(loss=tf.keras.losses.BinaryCrossentropy(from_logits=True))
                           if LIKE in tasks else None)
         self.genre_head = GenreHead(space.vocabularies[space.genre_column]) if GENRES in tasks else None
         self.weighting = LossWeighting(dict(tasks), config.loss_weighting)
+        self.loss_total_tracker = tf.keras.metrics.Mean(name="loss_total")  # TFRS reports the last batch's loss
         for task in tasks:
             setattr(self, f"loss_{task}_tracker", tf.keras.metrics.Mean(name=f"loss_{task}"))
             setattr(self, f"weight_{task}_tracker", tf.keras.metrics.Mean(name=f"weight_{task}"))
@@ -85,10 +86,11 @@ class MultiTaskRecommender(tfrs.Model):
                 for task, v in outputs.items()}
 
     def genre_logits(self, features: dict[str, tf.Tensor], training: bool | None = False) -> tf.Tensor:
-        """Item features -> genre logits [B, G], with the genre input itself hidden from the item tower."""
+        """Item features -> genre logits [B, G] from the item's content: the tower sees neither the genres nor the
+        item id (which would let it memorise them), so the text and other features must carry them."""
         if self.genre_head is None:
             raise ValueError("the genres task is off in this model")
-        hidden = (self.space.genre_column,)
+        hidden = (self.space.genre_column, ITEM_ID)
         return self.genre_head(tf.math.l2_normalize(self.item_tower(features, training=training, drop=hidden), -1))
 
     def _rated_history(self, features: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor] | None:
@@ -104,6 +106,7 @@ class MultiTaskRecommender(tfrs.Model):
         for task, weight in self.weighting.effective_weights().items():
             getattr(self, f"loss_{task}_tracker").update_state(losses[task])
             getattr(self, f"weight_{task}_tracker").update_state(weight)
+        self.loss_total_tracker.update_state(total)
         return total
 
     def task_losses(self, inputs: dict[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:

@@ -17,6 +17,7 @@ RUN/
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ import tensorflow as tf
 
 from tfmtl.config import Config, ModelConfig
 from tfmtl.data.history import HISTORY, HISTORY_LABELS
+from tfmtl.data.interactions import ITEM_ID, USER_ID, InteractionData
 from tfmtl.data.splits import Split
 from tfmtl.encoders.text import TextEncoder
 from tfmtl.features import FeatureSpace
@@ -52,6 +54,10 @@ class RunFolder:
     @property
     def split(self) -> Path:
         return self.path / "split.npz"
+
+    @property
+    def data(self) -> Path:
+        return self.path / "data.json"
 
     @property
     def history(self) -> Path:
@@ -101,6 +107,25 @@ class RunFolder:
                          validation=parts["validation"])
 
 
+def data_fingerprint(data: InteractionData) -> dict[str, object]:
+    """Name, size and a checksum of the interactions: a run's split rows only mean something on the same data."""
+    frame = data.interactions
+    digest = hashlib.sha256()
+    for column in (USER_ID, ITEM_ID, *data.labels):
+        digest.update("\x1f".join(frame[column].astype(str)).encode("utf-8", "surrogateescape"))
+    return {"name": data.name, "interactions": len(frame), "sha256": digest.hexdigest()}
+
+
+def check_data(run: RunFolder, data: InteractionData) -> None:
+    """Raises when ``data`` is not the data the run was trained on."""
+    if not run.data.exists():
+        return
+    expected, actual = json.loads(run.data.read_text()), data_fingerprint(data)
+    if expected != actual:
+        raise ValueError(f"{run.path} was trained on dataset '{expected['name']}' ({expected['interactions']:,} "
+                         f"interactions), not on '{actual['name']}' ({actual['interactions']:,}); pass that data")
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
@@ -115,10 +140,18 @@ def build_encoder(config: ModelConfig, space: FeatureSpace, *, seed: int | None 
     return TextEncoder.from_encoder_config(config.encoder, texts=texts, seed=seed)
 
 
-def build_model(config: ModelConfig, space: FeatureSpace, encoder: TextEncoder | None) -> MultiTaskRecommender:
-    """A model with every variable created (so checkpoints restore eagerly and completely)."""
+def build_model(config: ModelConfig, space: FeatureSpace, encoder: TextEncoder | None, *,
+                fill_text_cache: bool = True) -> MultiTaskRecommender:
+    """A model with every variable created (so checkpoints restore eagerly and completely).
+
+    ``fill_text_cache`` encodes the catalog's texts once (skip it only when a checkpoint will restore the cache).
+    """
     model = MultiTaskRecommender(config, space, encoder)
     model.task_losses(example_batch(space), training=False)
+    if fill_text_cache:
+        for feature in model.item_tower.features.values():
+            if hasattr(feature, "fill_cache"):
+                feature.fill_cache()
     return model
 
 
@@ -133,7 +166,7 @@ def example_batch(space: FeatureSpace) -> dict[str, tf.Tensor]:
         batch[column] = np.full((1, space.widths.get(column, 1)), "", dtype=object)
     if space.history_length:
         batch[HISTORY] = np.full((1, space.history_length), "", dtype=object)
-        if space.rating_label:
+        if space.rated_history:
             batch[HISTORY_LABELS] = np.zeros((1, space.history_length), np.float32)
     if space.rating_label:
         batch[space.rating_label] = np.zeros(1, np.float32)
@@ -148,9 +181,10 @@ def load_run(path: str | Path, *, weights: str = "best") -> tuple[Config, MultiT
     space = FeatureSpace.load(run.features)
     encoder = (TextEncoder.from_config(json.loads(run.encoder.read_text()))
                if run.encoder.exists() and space.item_text else None)
-    model = build_model(config.model, space, encoder)
+    model = build_model(config.model, space, encoder, fill_text_cache=False)
     if weights == "best" and run.best.with_suffix(".index").exists():
-        tf.train.Checkpoint(model=model).read(str(run.best)).assert_existing_objects_matched()
+        # expect_partial: the optimizer's slots are in the file too, and an inference model has no optimizer.
+        tf.train.Checkpoint(model=model).read(str(run.best)).assert_existing_objects_matched().expect_partial()
     else:
         latest = tf.train.latest_checkpoint(str(run.checkpoints))
         if latest is None:

@@ -20,8 +20,9 @@ REGRESSION_TASKS = (RATING,)
 class RetrievalTask(tf.keras.layers.Layer):
     """Softmax over candidates for each (user, positive item) row, via ``tfrs.tasks.Retrieval``.
 
-    ``catalog`` negatives: the candidates are the batch's positives followed by the whole training catalog; the
-    positive's own catalog copy (and any repeat of it) is an accidental hit and is always removed.
+    ``catalog`` negatives: each row's softmax runs over its positive and every other training-catalog item, each
+    counted once (the batch's positives followed by the catalog; the positive's catalog copy is an accidental hit
+    and other rows' batch columns are masked, as those items are in the catalog part already).
     ``in_batch`` negatives: the batch's positives only, optionally logQ-corrected.
     The loss is the mean over rows (TFRS sums), so loss weights do not depend on the batch size.
     """
@@ -40,17 +41,20 @@ class RetrievalTask(tf.keras.layers.Layer):
              catalog_embeddings: tf.Tensor | None = None, catalog_ids: tf.Tensor | None = None,
              sampling_probability: tf.Tensor | None = None) -> tf.Tensor:
         """users [B, D], positives [B, D] with ids [B]; catalog [N, D] with ids [N]; probabilities [B]."""
-        candidates, ids = item_embeddings, item_ids
+        candidates, ids, mask = item_embeddings, item_ids, None
         if self.config.negatives == "catalog":
             if catalog_embeddings is None or catalog_ids is None:
                 raise ValueError("catalog negatives need catalog_embeddings and catalog_ids")
             candidates = tf.concat([item_embeddings, catalog_embeddings], axis=0)
             ids = tf.concat([item_ids, catalog_ids], axis=0)
+            # Each row keeps only its own batch column: other rows' positives are already in the catalog part.
+            rows, catalog_size = tf.shape(item_embeddings)[0], tf.shape(catalog_embeddings)[0]
+            mask = tf.concat([tf.eye(rows, dtype=tf.bool), tf.ones([rows, catalog_size], tf.bool)], axis=1)
             sampling_probability = None
         elif not self.config.logq_correction:
             sampling_probability = None
         return self.task(user_embeddings, candidates, candidate_sampling_probability=sampling_probability,
-                         candidate_ids=ids, compute_metrics=False, compute_batch_metrics=False)
+                         candidate_ids=ids, compute_metrics=False, compute_batch_metrics=False, score_mask=mask)
 
 
 # === Ranking ===

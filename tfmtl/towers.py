@@ -66,7 +66,8 @@ class TextFeature(tf.keras.layers.Layer):
         self.encoder = encoder
         self.projection = tf.keras.layers.Dense(dim, name="projection")
         self.dropout = tf.keras.layers.Dropout(dropout)
-        self.frozen = encoder.config.trainable_layers == 0
+        # The encoder's own projection trains, so only a fully frozen encoder's output can be cached.
+        self.frozen = encoder.config.trainable_layers == 0 and encoder.projection is None
         keys = sorted({str(t) for t in cached_texts}) if self.frozen else []
         self.cache_keys = keys
         self.cache = tf.Variable(tf.zeros([max(1, len(keys)), encoder.output_dim]), trainable=False,

@@ -23,11 +23,11 @@ from tfmtl.data import load_dataset
 from tfmtl.data.interactions import InteractionData
 from tfmtl.data.pipeline import make_dataset
 from tfmtl.data.splits import Split, hold_out_validation, split_interactions
-from tfmtl.evaluate import evaluate_model, metrics_table
+from tfmtl.evaluate import evaluate_model, metric_names, metrics_table
 from tfmtl.features import FeatureSpace
 from tfmtl.model import MultiTaskRecommender
 from tfmtl.plots import plot_history, plot_metrics
-from tfmtl.run import RunFolder, build_encoder, build_model
+from tfmtl.run import RunFolder, build_encoder, build_model, check_data, data_fingerprint
 
 
 @dataclass
@@ -76,25 +76,30 @@ def train(config: Config | None = None, *, output: str | Path, resume: bool = Fa
         config = Config(model=saved.model, train=config.train)
     elif run.config.exists():
         raise ValueError(f"{run.path} already holds a run; pass resume=True (--resume) or choose a new folder")
+    known = metric_names(config.model)
+    if config.train.validation_fraction > 0 and config.train.monitor not in known:
+        raise ValueError(f"config field 'train.monitor' = {config.train.monitor!r} is not a metric of this model "
+                         f"(have: {', '.join(known)})")
     set_seed(config.train.seed, deterministic=config.train.deterministic)
     _log(f"loading {config.train.dataset}")
     data = data if data is not None else load_dataset(config.train.dataset)
+    if resume:
+        check_data(run, data)
     split = run.load_split() if resume else make_split(data, config, split)
     space = FeatureSpace.load(run.features) if resume else FeatureSpace.build(config.model, data, split.train)
 
     run.path.mkdir(parents=True, exist_ok=True)
     if not resume:
         config.to_file(run.config)
+        run.write_json(run.data, data_fingerprint(data))
         space.save(run.features)
         run.save_split(split)
     encoder = build_encoder(config.model, space, seed=config.train.seed)
     if encoder is not None:
         run.write_json(run.encoder, encoder.get_config())
+    if encoder is not None:
+        _log(f"encoding {len(space.catalog['item_id']):,} item texts once")
     model = build_model(config.model, space, encoder)
-    _log(f"encoding {len(space.catalog['item_id'])} item texts once" if encoder is not None else "no item text")
-    for feature in model.item_tower.features.values():
-        if hasattr(feature, "fill_cache"):
-            feature.fill_cache()
 
     optimizer = _optimizer(config)
     model.compile(optimizer=optimizer)
@@ -118,7 +123,7 @@ def train(config: Config | None = None, *, output: str | Path, resume: bool = Fa
         model.fit(dataset, epochs=config.train.epochs, initial_epoch=start, verbose=0,
                   callbacks=[_Progress(steps, config.train.epochs, enabled=progress), tracker])
     if run.best.with_suffix(".index").exists():
-        tf.train.Checkpoint(model=model).read(str(run.best)).assert_existing_objects_matched()
+        tf.train.Checkpoint(model=model).read(str(run.best)).assert_existing_objects_matched().expect_partial()
 
     metrics: dict[str, float] = {}
     if evaluate_test and len(split.test):
@@ -185,17 +190,17 @@ class _EpochEnd(tf.keras.callbacks.Callback):
         for task in self.config.model.tasks:
             row[f"loss/{task}"] = float(logs.get(f"loss_{task}", np.nan))
             row[f"weight/{task}"] = float(logs.get(f"weight_{task}", np.nan))
-        row["loss/total"] = float(logs.get("loss", np.nan))
+        row["loss/total"] = float(logs.get("loss_total", np.nan))
         if len(self.split.validation):
             validation = evaluate_model(self.recommender, self.data, self.split.train, self.split.validation,
                                         batch_size=self.config.train.eval_batch_size)
             row.update({f"validation/{name}": value for name, value in validation.items()})
         self.history.append(row)
         self._record(row)
+        if self.best_epoch() == epoch + 1:  # before the latest checkpoint, so a resume never lacks its best
+            tf.train.Checkpoint(model=self.recommender).write(str(self.run.best))
         self.epoch.assign(epoch + 1)
         self.manager.save(checkpoint_number=epoch + 1)
-        if self.best_epoch() == epoch + 1:
-            tf.train.Checkpoint(model=self.recommender).write(str(self.run.best))
         monitor = self.config.train.monitor
         shown = {k: round(v, 4) for k, v in row.items() if k in ("loss/total", f"validation/{monitor}")}
         _log(f"epoch {epoch + 1}: {shown} ({row['seconds']} s)")

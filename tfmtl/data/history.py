@@ -1,9 +1,9 @@
 """The user's behaviour sequence: their earlier items, in time order, from the training rows only.
 
 A training row sees only the user's training items that came before it (by time, ties by row position), so
-no row's own item or label leaks into its features. Any other row (validation, test, serving) sees the user's
-whole training history, as a served user would. The newest ``length`` items are kept, newest last; the rest
-of the width is padded with "" on the left.
+no row's own item or label leaks into its features. Any other row (validation, test) sees the user's training
+items up to its own timestamp, what a served model sees at that moment; serving itself uses the whole
+history. The newest ``length`` items are kept, newest last; the rest of the width is padded with "" on the left.
 """
 
 from __future__ import annotations
@@ -53,6 +53,9 @@ def history_features(data: InteractionData, train_rows: np.ndarray, rows: np.nda
             end = position_in_timeline[row]
             if end < 0:
                 raise ValueError(f"history_features: row {row} is not a training row")
+        elif position_in_timeline[row] >= 0:
+            raise ValueError(f"history_features: row {row} is a training row; pass is_training=True, or its own "
+                             "item and label would be in its history")
         elif until_row_time and ordered_times is not None and times is not None:
             # Ties with the row's own second count as earlier, as file order decides ties in training.
             end = start + int(np.searchsorted(ordered_times[start:end], times[row], side="right"))  # type: ignore[call-overload]
