@@ -35,7 +35,7 @@ from tfmtl.data import InteractionData, load_dataset, tfrs_tutorial_split
 from tfmtl.data.splits import Split, hold_out_validation
 from tfmtl.evaluate import evaluate_model
 from tfmtl.metrics import rating_metrics, retrieval_metrics, retrieval_ranks
-from tfmtl.train import train
+from tfmtl.training import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tfrs_tutorial import run_tfrs_tutorial, seen_excluded_metrics  # noqa: E402

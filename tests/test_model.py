@@ -13,7 +13,7 @@ from tfmtl.config import Config, ModelConfig, TowerConfig
 from tfmtl.data.pipeline import make_dataset
 from tfmtl.features import FeatureSpace
 from tfmtl.run import build_encoder, build_model
-from tfmtl.train import make_split
+from tfmtl.training import make_split
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +119,17 @@ def test_an_unknown_feature_names_the_field_and_the_feature(data) -> None:  # ty
 def test_a_sequence_length_over_the_encoder_maximum_names_the_field() -> None:
     with pytest.raises(ValueError, match="'encoder.sequence_length'"):
         Config.from_config({"model": {"encoder": {"sequence_length": 1024}}})
+
+
+def test_id_dropout_sends_some_training_rows_to_the_unknown_bucket(data) -> None:  # type: ignore[no-untyped-def]
+    config = toy_config(item_tower=TowerConfig(id_dim=8, feature_dim=4, text_dim=4, hidden_units=(16,),
+                                               dropout=0.0, id_dropout=0.5))
+    model, batch = _model(data, config)
+    ids = model.item_tower.features["item_id"]
+    unknown = ids(tf.constant(["not-an-item"] * 400)).numpy()[0]
+    known = tf.constant(["i0"] * 400)
+    inference = ids(known, training=False).numpy()
+    training = ids(known, training=True).numpy()
+    assert not np.any(np.all(inference == unknown, axis=1))
+    dropped = np.all(training == unknown, axis=1).mean()
+    assert 0.4 < dropped < 0.6

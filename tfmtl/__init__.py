@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from tfmtl import _compat  # noqa: F401  (must run before anything imports tf.keras)
 
 __version__ = "0.1.0"
-__all__ = ["__version__"]
+__all__ = ["__version__", "train"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: `import tfmtl` stays light (the data CLI needs no TensorFlow model code).
+    if name == "train":
+        from tfmtl.training import train
+
+        return train
+    raise AttributeError(f"module 'tfmtl' has no attribute {name!r}")

@@ -54,7 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--dataset", metavar="DATASET", help="ml-100k | ml-1m | path to a schema file")
     train.add_argument("--encoder", metavar="PRESET", help="minilm-l6 | tiny | keras-hub preset | local folder")
     train.add_argument("--epochs", type=int, metavar="N", help="maximum epochs (early stopping may end sooner)")
-    train.add_argument("--output", metavar="RUN_DIR", default="runs/latest", help="run folder (default runs/latest)")
+    train.add_argument("--output", metavar="RUN_DIR",
+                       help="run folder (default: a new runs/<dataset>-<date>-<time>)")
     train.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its last checkpoint")
     train.add_argument("--strategy", choices=("default", "mirrored", "multi_worker"), default="default",
                        help="tf.distribute strategy (only 'default' is available in this version)")
@@ -114,11 +115,13 @@ def _train(args: argparse.Namespace) -> dict[str, object]:
 
     from tfmtl.config import Config
     from tfmtl.run import RunFolder
-    from tfmtl.train import train
+    from tfmtl.training import train
 
     if args.strategy != "default":
         raise ValueError(f"--strategy {args.strategy} is not available yet; use --strategy default")
-    saved = RunFolder(Path(args.output)).config
+    if args.output is None and args.resume:
+        raise ValueError("--resume needs --output RUN_DIR: the run to continue")
+    saved = RunFolder(Path(args.output or ".")).config
     if args.config:
         config = Config.from_file(args.config)
     elif args.resume and saved.exists():
@@ -134,6 +137,10 @@ def _train(args: argparse.Namespace) -> dict[str, object]:
     if args.encoder:
         model_section = dataclasses.replace(model_section,
                                             encoder=dataclasses.replace(model_section.encoder, preset=args.encoder))
+    if args.output is None:
+        import time
+
+        args.output = f"runs/{Path(train_section.dataset).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     result = train(Config(model=model_section, train=train_section), output=args.output, resume=args.resume,
                    progress=not args.no_progress)
     summary = {"run": str(result.path), "epochs": len(result.history), **result.metrics}

@@ -127,6 +127,8 @@ class TowerConfig(_Section):
         dropout: dropout after each hidden layer while training.
         prefixes: keep only the first N characters of a categorical column (e.g. ``{"zip": 1}``: zip region).
         numeric_buckets: quantile buckets per numeric column (boundaries from the training rows).
+        id_dropout: while training, the share of rows whose id is replaced by the unknown-id bucket, so the
+            tower also learns to embed ids it has never seen (new users, new items) from their other features.
     """
 
     features: tuple[str, ...] | None = None
@@ -137,12 +139,14 @@ class TowerConfig(_Section):
     dropout: float = 0.2
     prefixes: dict[str, int] = field(default_factory=dict)
     numeric_buckets: int = 10
+    id_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("id_dim", "feature_dim", "text_dim", "numeric_buckets"):
             _require(getattr(self, name) > 0, f"tower.{name}", getattr(self, name), "must be positive")
         _check_units(self.hidden_units, "tower.hidden_units")
         _require(0.0 <= self.dropout < 1.0, "tower.dropout", self.dropout, "must be in [0, 1)")
+        _require(0.0 <= self.id_dropout < 1.0, "tower.id_dropout", self.id_dropout, "must be in [0, 1)")
         _require(all(n > 0 for n in self.prefixes.values()), "tower.prefixes", self.prefixes,
                  "must map columns to positive lengths")
 
@@ -226,6 +230,8 @@ class ModelConfig(_Section):
         history_pooling: ``mean`` (masked mean of item embeddings) or ``attention`` (one attention layer with
             position embeddings, then a masked mean).
         text_features: item text columns read by the text encoder; None reads every declared text column.
+        normalize_embeddings: L2-normalise user and item embeddings (retrieval scores are then cosines, scaled
+            by the retrieval temperature).
     """
 
     embedding_dim: int = 64
@@ -235,6 +241,7 @@ class ModelConfig(_Section):
     history_length: int = 50
     history_pooling: str = "mean"
     text_features: tuple[str, ...] | None = None
+    normalize_embeddings: bool = True
     encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     user_tower: TowerConfig = field(default_factory=lambda: TowerConfig(prefixes={"zip": 1}))
     item_tower: TowerConfig = field(default_factory=TowerConfig)

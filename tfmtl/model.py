@@ -68,11 +68,11 @@ class MultiTaskRecommender(tfrs.Model):
 
     def embed_user(self, features: dict[str, tf.Tensor], training: bool | None = False) -> tf.Tensor:
         """User features -> L2-normalised user embeddings [B, D]."""
-        return tf.math.l2_normalize(self.user_tower(features, training=training), axis=-1)
+        return self._normalize(self.user_tower(features, training=training))
 
     def embed_item(self, features: dict[str, tf.Tensor], training: bool | None = False) -> tf.Tensor:
         """Item features (raw text included) -> L2-normalised item embeddings [B, D]."""
-        return tf.math.l2_normalize(self.item_tower(features, training=training), axis=-1)
+        return self._normalize(self.item_tower(features, training=training))
 
     def rank(self, features: dict[str, tf.Tensor], training: bool | None = False) -> dict[str, tf.Tensor]:
         """Joined user + item features [B] -> ``rating`` [B] and ``like_probability`` [B] (heads that are on)."""
@@ -91,7 +91,10 @@ class MultiTaskRecommender(tfrs.Model):
         if self.genre_head is None:
             raise ValueError("the genres task is off in this model")
         hidden = (self.space.genre_column, ITEM_ID)
-        return self.genre_head(tf.math.l2_normalize(self.item_tower(features, training=training, drop=hidden), -1))
+        return self.genre_head(self._normalize(self.item_tower(features, training=training, drop=hidden)))
+
+    def _normalize(self, embeddings: tf.Tensor) -> tf.Tensor:
+        return tf.math.l2_normalize(embeddings, axis=-1) if self.config.normalize_embeddings else embeddings
 
     def _rated_history(self, features: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor] | None:
         if HISTORY_LABELS not in self.space.user_columns:
@@ -121,7 +124,7 @@ class MultiTaskRecommender(tfrs.Model):
                            "catalog_ids": self._catalog[ITEM_ID]}
             probability = tf.gather(self._item_probability, self._item_index(inputs[ITEM_ID]))
             losses[RETRIEVAL] = self.retrieval_task(
-                tf.math.l2_normalize(users, -1), tf.math.l2_normalize(items, -1), inputs[ITEM_ID],
+                self._normalize(users), self._normalize(items), inputs[ITEM_ID],
                 sampling_probability=probability, **catalog)
         if self.ranking_heads is not None:
             label = tf.cast(inputs[self.space.rating_label], tf.float32)

@@ -23,17 +23,22 @@ from tfmtl.features import FeatureSpace
 class CategoricalEmbedding(tf.keras.layers.Layer):
     """Strings [B] -> [B, dim]; padded lists [B, W] ("" = padding) -> masked mean [B, dim]."""
 
-    def __init__(self, vocabulary: Sequence[str], dim: int, *, prefix: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, vocabulary: Sequence[str], dim: int, *, prefix: int | None = None, dropout: float = 0.0,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.lookup = tf.keras.layers.StringLookup(vocabulary=list(vocabulary) or None, num_oov_indices=1,
                                                    mask_token=None)
         self.embedding = tf.keras.layers.Embedding(len(vocabulary) + 1, dim)
         self.prefix = prefix
+        self.dropout = dropout
 
-    def call(self, values: tf.Tensor) -> tf.Tensor:
+    def call(self, values: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         if self.prefix:
             values = tf.strings.substr(values, 0, self.prefix, unit="UTF8_CHAR")
-        embedded = self.embedding(self.lookup(values))
+        index = self.lookup(values)
+        if training and self.dropout > 0:  # some rows become "unknown" (OOV index 0)
+            index = tf.where(tf.random.uniform(tf.shape(index)) < self.dropout, tf.zeros_like(index), index)
+        embedded = self.embedding(index)
         if values.shape.rank == 1:
             return embedded
         mask = tf.cast(tf.not_equal(values, PAD), embedded.dtype)[..., tf.newaxis]
@@ -156,7 +161,7 @@ class Tower(tf.keras.layers.Layer):
                              f"(reads: {', '.join(self.feature_keys)})")
         parts = []
         for key, layer in self.features.items():
-            embedded = layer(inputs[key], training=training) if _takes_training(layer) else layer(inputs[key])
+            embedded = layer(inputs[key], training=training)  # tf-keras drops it for layers that take none
             parts.append(tf.zeros_like(embedded) if key in drop else embedded)
         x = tf.concat(parts, axis=-1)
         for dense, dropout in zip(self.hidden, self.dropouts, strict=False):
@@ -164,13 +169,10 @@ class Tower(tf.keras.layers.Layer):
         return self.output_layer(x)
 
 
-def _takes_training(layer: tf.keras.layers.Layer) -> bool:
-    return isinstance(layer, (TextFeature, HistoryEncoder))
-
-
 def build_user_tower(space: FeatureSpace, config: TowerConfig, output_dim: int, *, history_pooling: str) -> Tower:
     features: dict[str, tf.keras.layers.Layer] = {
-        USER_ID: CategoricalEmbedding(space.vocabularies[USER_ID], config.id_dim, name="user_id")}
+        USER_ID: CategoricalEmbedding(space.vocabularies[USER_ID], config.id_dim, dropout=config.id_dropout,
+                                      name="user_id")}
     features.update(_side_features(space, config, space.user_categorical, space.user_multi_valued, space.user_numeric))
     if space.history_length:
         features[HISTORY] = HistoryEncoder(space.vocabularies[ITEM_ID], config.id_dim, length=space.history_length,
@@ -181,7 +183,8 @@ def build_user_tower(space: FeatureSpace, config: TowerConfig, output_dim: int, 
 def build_item_tower(space: FeatureSpace, config: TowerConfig, output_dim: int,
                      encoder: TextEncoder | None) -> Tower:
     features: dict[str, tf.keras.layers.Layer] = {
-        ITEM_ID: CategoricalEmbedding(space.vocabularies[ITEM_ID], config.id_dim, name="item_id")}
+        ITEM_ID: CategoricalEmbedding(space.vocabularies[ITEM_ID], config.id_dim, dropout=config.id_dropout,
+                                      name="item_id")}
     features.update(_side_features(space, config, space.item_categorical, space.item_multi_valued, space.item_numeric))
     for column in space.item_text:
         if encoder is None:

@@ -15,7 +15,7 @@ from tfmtl.cli import main
 from tfmtl.config import Config
 from tfmtl.data.pipeline import make_dataset
 from tfmtl.run import RunFolder, load_run
-from tfmtl.train import train
+from tfmtl.training import train
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ def test_early_stopping_follows_the_monitor(schema: Path, tmp_path: Path, monkey
     # Validation RMSE per epoch: best at epoch 2, then two epochs without improvement -> stop after epoch 4,
     # and the best weights (epoch 2) are the ones kept.
     sequence = iter([1.0, 0.9, 0.95, 0.91, 0.5, 0.5])
-    monkeypatch.setattr("tfmtl.train.evaluate_model", lambda *args, **kwargs: {"rating/rmse": next(sequence)})
+    monkeypatch.setattr("tfmtl.training.evaluate_model", lambda *args, **kwargs: {"rating/rmse": next(sequence)})
     config = _config(schema, epochs=6, patience=2, monitor="rating/rmse")
     result = train(config, output=tmp_path / "run", progress=False, evaluate_test=False)
     assert [row["epoch"] for row in result.history] == [1, 2, 3, 4]
@@ -110,5 +110,15 @@ def test_cli_train_and_evaluate_print_json(schema: Path, tmp_path: Path, capsys:
     assert main(["evaluate", "--run", str(output), "--json"]) == 0
     evaluated = json.loads(capsys.readouterr().out)
     assert evaluated["rating/rmse"] == pytest.approx(trained["rating/rmse"], abs=1e-5)
+    # --resume without --config continues the saved run (its dataset and model), not the defaults.
+    assert main(["train", "--resume", "--epochs", "2", "--output", str(output), "--no-progress", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["epochs"] == 2
     assert main(["evaluate", "--run", str(tmp_path), "--json"]) == 2
     assert "not a tfmtl run folder" in json.loads(capsys.readouterr().out)["error"]
+
+
+def test_train_is_exposed_at_the_top_level() -> None:
+    import tfmtl
+    import tfmtl.training
+
+    assert tfmtl.train is tfmtl.training.train
