@@ -53,6 +53,7 @@ NEGATIVES = ("catalog", "in_batch")
 LOSS_WEIGHTINGS = ("static", "uncertainty")
 BOTTOMS = ("shared", "mmoe")
 HISTORY_POOLINGS = ("mean", "attention")
+HISTORY_MODES = ("before", "others")
 SPLITS = ("tfrs", "time", "leave_last")
 OPTIMIZERS = ("adam", "adagrad")
 
@@ -229,6 +230,10 @@ class ModelConfig(_Section):
         history_length: H, how many of the user's earlier items the user tower reads (0 turns it off).
         history_pooling: ``mean`` (masked mean of item embeddings) or ``attention`` (one attention layer with
             position embeddings, then a masked mean).
+        history_mode: ``before``: a training row reads the items that came before it (a sequence model; offline,
+            a test row reads the training items before its own time). ``others``: a training row reads the
+            user's other training items, earlier or later (a bag-of-items model, like EASE; a test row reads them
+            all). Served users always send (or are looked up with) their whole history.
         text_features: item text columns read by the text encoder; None reads every declared text column.
         normalize_embeddings: L2-normalise user and item embeddings (retrieval scores are then cosines, scaled
             by the retrieval temperature).
@@ -240,6 +245,7 @@ class ModelConfig(_Section):
     loss_weighting: str = "static"
     history_length: int = 50
     history_pooling: str = "mean"
+    history_mode: str = "before"
     text_features: tuple[str, ...] | None = None
     normalize_embeddings: bool = True
     encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
@@ -260,6 +266,8 @@ class ModelConfig(_Section):
         _require(self.loss_weighting in LOSS_WEIGHTINGS, "model.loss_weighting", self.loss_weighting,
                  f"must be one of {', '.join(LOSS_WEIGHTINGS)}")
         _require(self.history_length >= 0, "model.history_length", self.history_length, "must be >= 0")
+        _require(self.history_mode in HISTORY_MODES, "model.history_mode", self.history_mode,
+                 f"must be one of {', '.join(HISTORY_MODES)}")
         _require(self.history_pooling in HISTORY_POOLINGS, "model.history_pooling", self.history_pooling,
                  f"must be one of {', '.join(HISTORY_POOLINGS)}")
 

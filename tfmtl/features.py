@@ -41,6 +41,7 @@ class FeatureSpace:
         genre_column: the multi-valued item column the content task predicts ("" when none).
         history_length: H (0 = no behaviour sequence).
         rated_history: the ranking heads also read the history's ratings (``ranking.history_attention``).
+        history_mode: ``before`` (sequence) or ``others`` (bag); see ``ModelConfig.history_mode``.
     """
 
     user_categorical: tuple[str, ...]
@@ -60,6 +61,7 @@ class FeatureSpace:
     genre_column: str
     history_length: int
     rated_history: bool = False
+    history_mode: str = "before"
     catalog: dict[str, Any] = field(default_factory=dict, repr=False)  # item column -> values, every item
 
     # --- building ---
@@ -116,7 +118,7 @@ class FeatureSpace:
             widths={c: w for c, w in multi_valued_widths(data).items()}, prefixes=prefixes, rating_label=label,
             rating_mean=float(joined[label].mean()) if label else 0.0,
             item_counts=[int(counts.get(i, 0)) for i in vocabularies[ITEM_ID]], genre_column=genre_column,
-            history_length=config.history_length,
+            history_length=config.history_length, history_mode=config.history_mode,
             rated_history=bool(config.ranking.history_attention and config.history_length and label
                                and ("rating" in config.tasks or "like" in config.tasks)))
         space.catalog = space.item_arrays(data, data.items)
@@ -147,7 +149,8 @@ class FeatureSpace:
         if self.history_length:
             out.update(history_features(data, train_rows, rows, length=self.history_length, is_training=is_training,
                                         until_row_time=until_row_time,
-                                        label=self.rating_label if self.rated_history else None))
+                                        label=self.rating_label if self.rated_history else None,
+                                        mode=self.history_mode))
         if self.rating_label:
             out[self.rating_label] = arrays[self.rating_label]
         return out

@@ -46,6 +46,19 @@ def test_other_rows_see_training_items_up_to_their_time_or_everything() -> None:
 def test_asking_for_a_training_row_as_an_evaluation_row_is_refused() -> None:
     with pytest.raises(ValueError, match="row 4 is a training row"):
         history_features(_data(), TRAIN, np.array([4]), length=3, is_training=False)
+    with pytest.raises(ValueError, match="row 5 is not a training row"):
+        history_features(_data(), TRAIN, np.array([5]), length=3, is_training=True)
+
+
+def test_bag_mode_sees_every_other_training_item() -> None:
+    out = history_features(_data(), TRAIN, TRAIN, length=2, is_training=True, mode="others")
+    # u1's timeline A, B, C, D: r0 (B) sees the newest two others C, D; r4 (D) sees B, C; r3 (A) sees C, D.
+    assert out[HISTORY].tolist()[0] == ["C", "D"]
+    assert out[HISTORY].tolist()[4] == ["B", "C"]
+    assert out[HISTORY].tolist()[3] == ["C", "D"]
+    assert out[HISTORY].tolist()[2] == ["", ""]  # u2 has no other item
+    test = history_features(_data(), TRAIN, np.array([5]), length=3, is_training=False, mode="others")
+    assert test[HISTORY].tolist() == [["B", "C", "D"]]  # no time cut in a bag
 
 
 def test_served_histories_are_the_newest_items_per_user() -> None:

@@ -14,12 +14,13 @@ from tfmtl.data.interactions import ITEM_ID, TIMESTAMP, USER_ID, InteractionData
 
 HISTORY = "history"
 HISTORY_LABELS = "history_ratings"
+HISTORY_MODES = ("before", "others")  # see history_features
 PAD = ""
 
 
 def history_features(data: InteractionData, train_rows: np.ndarray, rows: np.ndarray, *, length: int,
-                     is_training: bool, until_row_time: bool = True,
-                     label: str | None = None) -> dict[str, np.ndarray]:
+                     is_training: bool, until_row_time: bool = True, label: str | None = None,
+                     mode: str = "before") -> dict[str, np.ndarray]:
     """Item-id histories ``history`` [N, length] for ``rows`` (positions into ``data.interactions``).
 
     Args:
@@ -31,9 +32,13 @@ def history_features(data: InteractionData, train_rows: np.ndarray, rows: np.nda
         until_row_time: other rows see only the training items before their own timestamp (offline evaluation
             on a random split, matching what training rows see); False gives the whole history (serving).
         label: also return that label of each history item as ``history_ratings`` float32 [N, length] (0 = pad).
+        mode: ``before`` (a sequence: what came earlier) or ``others`` (a bag: a training row sees the user's
+            newest training items except itself, earlier or later; other rows see the whole history).
     """
     if length < 1:
         raise ValueError(f"history length must be >= 1, got {length}")
+    if mode not in HISTORY_MODES:
+        raise ValueError(f"history mode must be one of {', '.join(HISTORY_MODES)}, got {mode!r}")
     ordered, starts, ends = _user_timelines(data, train_rows)
     users = data.interactions[USER_ID].to_numpy()
     items = data.interactions[ITEM_ID].to_numpy()
@@ -49,17 +54,21 @@ def history_features(data: InteractionData, train_rows: np.ndarray, rows: np.nda
         if span is None:
             continue  # a user with no training rows has no history
         start, end = span, ends[users[row]]
-        if is_training:
-            end = position_in_timeline[row]
-            if end < 0:
-                raise ValueError(f"history_features: row {row} is not a training row")
-        elif position_in_timeline[row] >= 0:
-            raise ValueError(f"history_features: row {row} is a training row; pass is_training=True, or its own "
-                             "item and label would be in its history")
-        elif until_row_time and ordered_times is not None and times is not None:
-            # Ties with the row's own second count as earlier, as file order decides ties in training.
-            end = start + int(np.searchsorted(ordered_times[start:end], times[row], side="right"))  # type: ignore[call-overload]
-        kept = ordered[max(start, end - length):end]
+        position = position_in_timeline[row]
+        if is_training != (position >= 0):
+            raise ValueError(f"history_features: row {row} is {'not ' if is_training else ''}a training row; "
+                             f"pass is_training={not is_training}" + ("" if is_training else
+                                                                       ", or its own item and label would leak"))
+        if is_training and mode == "others":
+            window = ordered[max(start, end - length - 1):end]
+            kept = window[window != row][-length:]
+        else:
+            if is_training:
+                end = position
+            elif mode == "before" and until_row_time and ordered_times is not None and times is not None:
+                # Ties with the row's own second count as earlier, as file order decides ties in training.
+                end = start + int(np.searchsorted(ordered_times[start:end], times[row], side="right"))  # type: ignore[call-overload]
+            kept = ordered[max(start, end - length):end]
         if len(kept):
             out[n, length - len(kept):] = items[kept]
             if labels is not None:
