@@ -114,7 +114,7 @@ def test_config_round_trips_through_json() -> None:
 @pytest.mark.parametrize("field,value", [("sequence_length", 1), ("pooling", "max"), ("trainable_layers", -2),
                                          ("truncate", "head"), ("dropout", 1.0)])
 def test_bad_config_names_the_field(field: str, value: object) -> None:
-    with pytest.raises(ValueError, match=f"'{field}'"):
+    with pytest.raises(ValueError, match=f"'encoder.{field}'"):
         TextEncoderConfig(**{field: value})
 
 
