@@ -87,6 +87,7 @@ def _functions(model: MultiTaskRecommender) -> dict[str, Any]:
             "items": tf.function(lambda batch: model.embed_item(batch, training=False)),
             "rows": tf.function(lambda batch: (model.embed_user(batch, training=False),
                                                model.rank(batch, training=False))),
+            "genres": tf.function(lambda batch: tf.sigmoid(model.genre_logits(batch, training=False))),
         }
     return _TRACED[model]
 
@@ -144,13 +145,11 @@ def _genres(model: MultiTaskRecommender, arrays: dict[str, np.ndarray], batch_si
     head = model.genre_head
     if head is None:
         return {}
-    column = model.space.genre_column
-    step = tf.function(lambda batch: (tf.sigmoid(model.genre_logits(batch)), head.targets(batch[column])))
+    column, step = model.space.genre_column, _functions(model)["genres"]
     scores, targets = [], []
     for batch in make_dataset(items, batch_size=batch_size):
-        score, target = step(batch)
-        scores.append(score.numpy())
-        targets.append(target.numpy())
+        scores.append(step(batch).numpy())
+        targets.append(head.targets(batch[column]).numpy())
     return multilabel_metrics(np.concatenate(scores), np.concatenate(targets), prefix=GENRES)
 
 
