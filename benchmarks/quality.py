@@ -196,8 +196,10 @@ def markdown(results: dict[str, object]) -> str:
     for model in ("popularity", "ease", "biases", "tfrs", "tfmtl", "tfmtl_whole_history"):
         if model in results:
             lines.append(f"| {model} | " + " | ".join(_value(results[model], n) for n in REPORTED) + " |")
-    cold = results.get("cold_start")
-    if isinstance(cold, dict):
+    for key in sorted(k for k in results if k.startswith("cold_start")):
+        cold = results[key]
+        if not isinstance(cold, dict):
+            continue
         dropout = cold.get("item_id_dropout", 0.0)
         lines += ["", f"## Cold start: {cold['held_out_items']} items never seen in training "
                       f"({cold['cold_test_rows']:,} test rows), ranked against the whole catalog", "",
