@@ -34,7 +34,7 @@ from tfmtl.config import Config
 from tfmtl.data import InteractionData, load_dataset, tfrs_tutorial_split
 from tfmtl.data.splits import Split, hold_out_validation
 from tfmtl.evaluate import evaluate_model
-from tfmtl.metrics import rating_metrics, retrieval_metrics, retrieval_ranks
+from tfmtl.metrics import chunked_retrieval_metrics, rating_metrics
 from tfmtl.training import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -67,14 +67,9 @@ def _indices(data: InteractionData) -> tuple[np.ndarray, np.ndarray, int, int]:
 def _ranked_metrics(score_rows, user_index: np.ndarray, item_index: np.ndarray, seen: np.ndarray,
                     rows: np.ndarray) -> dict[str, float]:  # type: ignore[no-untyped-def]
     """Retrieval metrics of a scorer ``score_rows(user_indices) -> [n, I]`` over test ``rows``."""
-    ranks_all, ranks_excluded = [], []
-    for start in range(0, len(rows), SCORE_CHUNK):
-        chunk = rows[start:start + SCORE_CHUNK]
-        users = user_index[chunk]
-        ranks = retrieval_ranks(score_rows(users), item_index[chunk], seen[users])
-        ranks_all.append(ranks[0])
-        ranks_excluded.append(ranks[1])
-    return retrieval_metrics(np.concatenate(ranks_all), np.concatenate(ranks_excluded))
+    users = user_index[rows]
+    return chunked_retrieval_metrics(lambda start, stop: score_rows(users[start:stop]), item_index[rows],
+                                     lambda start, stop: seen[users[start:stop]], chunk_size=SCORE_CHUNK)
 
 
 def baselines(data: InteractionData, split: Split, test: np.ndarray, seed: int) -> dict[str, dict[str, float]]:

@@ -33,7 +33,7 @@ import tensorflow_recommenders as tfrs
 
 # isort: on
 from tfmtl.data import InteractionData, Split, load_dataset, tfrs_tutorial_split
-from tfmtl.metrics import retrieval_metrics, retrieval_ranks
+from tfmtl.metrics import chunked_retrieval_metrics, columns_mask
 
 EMBEDDING_DIMENSION = 32
 TRAIN_BATCH = 8192
@@ -190,17 +190,10 @@ def seen_excluded_metrics(data: InteractionData, split: Split, scorer: TutorialS
         seen.setdefault(user, []).append(column[item])
     test_users, test_items = users[split.test], items[split.test]
     positives = np.array([column[item] for item in test_items], dtype=np.int64)
-    rank_all, rank_excluded = [], []
-    for start in range(0, len(test_users), _SCORE_CHUNK):
-        chunk_users = test_users[start:start + _SCORE_CHUNK]
-        scores = scorer(chunk_users)
-        exclude = np.zeros(scores.shape, dtype=bool)
-        for row, user in enumerate(chunk_users):
-            exclude[row, seen.get(user, [])] = True
-        ranks = retrieval_ranks(scores, positives[start:start + _SCORE_CHUNK], exclude)
-        rank_all.append(ranks[0])
-        rank_excluded.append(ranks[1])
-    return retrieval_metrics(np.concatenate(rank_all), np.concatenate(rank_excluded), ks=ks)
+    row_seen = [seen.get(user, []) for user in test_users]
+    return chunked_retrieval_metrics(lambda start, stop: scorer(test_users[start:stop]), positives,
+                                     lambda start, stop: columns_mask(row_seen[start:stop], len(column)), ks=ks,
+                                     chunk_size=_SCORE_CHUNK)
 
 
 def main() -> None:

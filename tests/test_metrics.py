@@ -5,7 +5,15 @@ import math
 import numpy as np
 import pytest
 
-from tfmtl.metrics import binary_metrics, multilabel_metrics, rating_metrics, retrieval_metrics, retrieval_ranks
+from tfmtl.metrics import (
+    binary_metrics,
+    chunked_retrieval_metrics,
+    columns_mask,
+    multilabel_metrics,
+    rating_metrics,
+    retrieval_metrics,
+    retrieval_ranks,
+)
 
 # Three test rows (users) over four items. Expected ranks, worked out by hand:
 # row 0: positive item 2 (0.5). Ahead: item 0 (0.9 > 0.5) and item 1 (0.5 tie, lower index) -> rank_all 2.
@@ -170,3 +178,12 @@ def test_multilabel_by_hand() -> None:
     # genre 2 positive 0.4 loses to 0.6, beats 0.1 -> 0.5. Mean of the defined ones: 0.75.
     assert metrics["genres/macro_auc"] == pytest.approx(0.75)
     assert list(metrics) == ["genres/micro_f1", "genres/macro_auc", "genres/precision_at_1", "genres/accuracy"]
+
+
+def test_chunked_metrics_equal_the_hand_worked_toy_case() -> None:
+    # The toy case above scored two rows at a time, exclusions given as column lists.
+    seen = [[0], [1], [0, 1]]
+    chunked = chunked_retrieval_metrics(lambda start, stop: SCORES[start:stop], POSITIVES,
+                                        lambda start, stop: columns_mask(seen[start:stop], 4), ks=(1, 3),
+                                        chunk_size=2)
+    assert chunked == retrieval_metrics(np.array([2, 0, 3]), np.array([1, 0, 1]), ks=(1, 3))

@@ -19,10 +19,10 @@ from tfmtl.data.pipeline import make_dataset
 from tfmtl.metrics import (
     DEFAULT_KS,
     binary_metrics,
+    chunked_retrieval_metrics,
+    columns_mask,
     multilabel_metrics,
     rating_metrics,
-    retrieval_metrics,
-    retrieval_ranks,
 )
 from tfmtl.model import MultiTaskRecommender
 from tfmtl.tasks import GENRES, LIKE, RATING, RETRIEVAL
@@ -115,18 +115,11 @@ def _retrieval(model: MultiTaskRecommender, data: InteractionData, train_rows: n
                          f"({len(unknown)} rows); rebuild the features from this data")
     positives = np.array([column[str(i)] for i in arrays[ITEM_ID]], dtype=np.int64)
     seen = _seen_columns(data, train_rows, column)
+    row_seen = [seen.get(str(user), []) for user in arrays[USER_ID]]
     items = catalog_embeddings(model, batch_size)
-    rank_all, rank_excluded = [], []
-    for start in range(0, len(positives), SCORE_CHUNK):
-        stop = start + SCORE_CHUNK
-        scores = users[start:stop] @ items.T
-        exclude = np.zeros(scores.shape, dtype=bool)
-        for n, user in enumerate(arrays[USER_ID][start:stop]):
-            exclude[n, seen.get(str(user), [])] = True
-        ranks = retrieval_ranks(scores, positives[start:stop], exclude)
-        rank_all.append(ranks[0])
-        rank_excluded.append(ranks[1])
-    return retrieval_metrics(np.concatenate(rank_all), np.concatenate(rank_excluded), ks=tuple(ks))
+    return chunked_retrieval_metrics(lambda start, stop: users[start:stop] @ items.T, positives,
+                                     lambda start, stop: columns_mask(row_seen[start:stop], len(items)), ks=ks,
+                                     chunk_size=SCORE_CHUNK)
 
 
 def _seen_columns(data: InteractionData, train_rows: np.ndarray, column: dict[str, int]) -> dict[str, list[int]]:

@@ -11,7 +11,7 @@ Shapes: B test rows (interactions), I catalog items, N examples, G labels of a m
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -115,6 +115,37 @@ def retrieval_metrics(rank_all: np.ndarray, rank_excluded: np.ndarray,
         metrics[f"retrieval/ndcg_at_{k}"] = float(np.mean(np.where(rank_excluded < k, gains, 0.0)))
     metrics["retrieval/mrr"] = float(np.mean(1.0 / (rank_excluded.astype(np.float64) + 1.0)))
     return metrics
+
+
+def chunked_retrieval_metrics(scores: Callable[[int, int], np.ndarray], positives: np.ndarray,
+                              exclude: Callable[[int, int], np.ndarray | None], *, ks: Sequence[int] = DEFAULT_KS,
+                              chunk_size: int = 2048) -> dict[str, float]:
+    """:func:`retrieval_metrics` over many rows without a full [B, I] matrix in memory.
+
+    Args:
+        scores: ``scores(start, stop)`` -> float [stop - start, I] for rows ``start:stop``.
+        positives: int [B], each row's held-out column.
+        exclude: ``exclude(start, stop)`` -> bool [stop - start, I] (e.g. the user's training items) or None.
+        ks: cut-offs.
+        chunk_size: rows scored at once.
+    """
+    rank_all, rank_excluded = [], []
+    for start in range(0, len(positives), chunk_size):
+        stop = min(start + chunk_size, len(positives))
+        ranks = retrieval_ranks(scores(start, stop), positives[start:stop], exclude(start, stop))
+        rank_all.append(ranks[0])
+        rank_excluded.append(ranks[1])
+    if not rank_all:
+        raise ValueError("chunked_retrieval_metrics: there are no rows to score")
+    return retrieval_metrics(np.concatenate(rank_all), np.concatenate(rank_excluded), ks=tuple(ks))
+
+
+def columns_mask(rows: Sequence[Sequence[int]], num_columns: int) -> np.ndarray:
+    """Column lists per row -> bool [len(rows), num_columns]."""
+    mask = np.zeros((len(rows), num_columns), dtype=bool)
+    for row, columns in enumerate(rows):
+        mask[row, list(columns)] = True
+    return mask
 
 
 def rating_metrics(predicted: np.ndarray, actual: np.ndarray) -> dict[str, float]:
@@ -268,5 +299,5 @@ def _ratio(numerator: float, denominator: float) -> float:
     return float(numerator / denominator) if denominator else 0.0
 
 
-__all__ = ["DEFAULT_KS", "retrieval_ranks", "retrieval_metrics", "rating_metrics", "binary_metrics",
-           "multilabel_metrics"]
+__all__ = ["DEFAULT_KS", "retrieval_ranks", "retrieval_metrics", "chunked_retrieval_metrics", "columns_mask",
+           "rating_metrics", "binary_metrics", "multilabel_metrics"]

@@ -119,7 +119,7 @@ def train(config: Config | None = None, *, output: str | Path, resume: bool = Fa
     steps = int(np.ceil(len(split.train) / config.train.batch_size))
     tracker = _EpochEnd(run, config, model, data, split, manager, epoch, history)
     start = int(epoch.numpy())
-    if start < config.train.epochs and not tracker.stopped_before():
+    if start < config.train.epochs and not tracker.should_stop():
         model.fit(dataset, epochs=config.train.epochs, initial_epoch=start, verbose=0,
                   callbacks=[_Progress(steps, config.train.epochs, enabled=progress), tracker])
     if run.best.with_suffix(".index").exists():
@@ -236,6 +236,3 @@ class _EpochEnd(tf.keras.callbacks.Callback):
         best = self.best_epoch()
         patience = self.config.train.patience
         return bool(patience and self.history and best is not None and self.history[-1]["epoch"] - best >= patience)
-
-    def stopped_before(self) -> bool:
-        return self.should_stop()
