@@ -7,7 +7,7 @@ from typing import Any
 from tfmtl import _compat  # noqa: F401  (must run before anything imports tf.keras)
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "train"]
+__all__ = ["__version__", "export", "train"]
 
 
 def __getattr__(name: str) -> Any:
@@ -16,4 +16,8 @@ def __getattr__(name: str) -> Any:
         from tfmtl.training import train
 
         return train
+    if name == "export":
+        from tfmtl.exporting import export
+
+        return export
     raise AttributeError(f"module 'tfmtl' has no attribute {name!r}")

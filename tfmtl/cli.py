@@ -67,6 +67,18 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--run", required=True, metavar="RUN_DIR", help="a run folder from `tfmtl train`")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     evaluate.set_defaults(handler=_evaluate)
+
+    export = commands.add_parser("export", help="export a run as the next version of a TF Serving model")
+    export.add_argument("--run", required=True, metavar="RUN_DIR", help="a run folder from `tfmtl train`")
+    export.add_argument("--name", required=True, metavar="NAME", help="the model name TF Serving serves it as")
+    export.add_argument("--base", default="saved_models", metavar="DIR",
+                        help="model base folder: versions go to DIR/NAME/<version> (default: saved_models)")
+    export.add_argument("--max-k", type=int, metavar="K", help="the largest k retrieve accepts (default 1000)")
+    export.add_argument("--tf-serving-version", metavar="X.Y",
+                        help="the TF Serving the export must load on; its ops are checked (default 2.20)")
+    export.add_argument("--no-verify", action="store_true", help="skip the reload-and-compare verification")
+    export.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    export.set_defaults(handler=_export)
     return parser
 
 
@@ -161,6 +173,34 @@ def _evaluate(args: argparse.Namespace) -> dict[str, float]:
     if not args.json:
         _print_metrics(f"test metrics ({args.run})", metrics)
     return metrics
+
+
+def _export(args: argparse.Namespace) -> dict[str, object]:
+    import dataclasses
+
+    from tfmtl.config import ExportConfig
+    from tfmtl.exporting import export
+
+    options: dict[str, object] = {"verify": not args.no_verify}
+    if args.max_k is not None:
+        options["max_k"] = args.max_k
+    if args.tf_serving_version:
+        options["tf_serving_version"] = args.tf_serving_version
+    config = dataclasses.replace(ExportConfig(), **options)
+    result = export(args.run, name=args.name, base=args.base, config=config).to_json()
+    if not args.json:
+        verification = result["verification"] or {}
+        _print_table(f"exported {result['name']} version {result['version']}", [
+            ("path", str(result["path"])),
+            ("signatures", ", ".join(result["signatures"])),  # type: ignore[arg-type]
+            ("max k", str(result["max_k"])),
+            ("TF Serving", f">= {result['minimum_tf_serving'] or '? (not verified)'}"),
+            ("verified", f"{verification.get('requests', 0)} requests on both loaders, max |diff| "
+                         f"{verification.get('max_abs_difference', float('nan')):.1e}" if verification else "no"),
+            ("size", f"{verification.get('size_bytes', 0) / 2**20:.1f} MiB" if verification else "-"),
+        ])
+        print(f"serve it with stock TF Serving:\n  {result['docker']}")
+    return result
 
 
 def _print_metrics(title: str, metrics: dict[str, float]) -> None:

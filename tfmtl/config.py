@@ -318,6 +318,38 @@ class TrainConfig(_Section):
 
 
 @dataclass(frozen=True)
+class ExportConfig(_Section):
+    """Exporting a trained run for TF Serving (``tfmtl export``).
+
+    Attributes:
+        max_k: the largest ``k`` the retrieve signatures accept (capped at the catalog size).
+        tf_serving_version: the stock TF Serving the export must load on: its ops are checked against it.
+        verify: reload in a fresh process with both loaders and compare every signature before publishing.
+        warmup_users: known users in the warmup requests (plus one unknown user).
+        max_batch_size / batch_timeout_micros / num_batch_threads / max_enqueued_batches: TF Serving's batching.
+    """
+
+    max_k: int = 1000
+    tf_serving_version: str = "2.20"
+    verify: bool = True
+    warmup_users: int = 3
+    max_batch_size: int = 64
+    batch_timeout_micros: int = 2000
+    num_batch_threads: int = 4
+    max_enqueued_batches: int = 100
+
+    def __post_init__(self) -> None:
+        _require(self.max_k >= 1, "export.max_k", self.max_k, "must be >= 1")
+        parts = str(self.tf_serving_version).split(".")
+        _require(len(parts) >= 2 and all(p.isdigit() for p in parts), "export.tf_serving_version",
+                 self.tf_serving_version, "must be MAJOR.MINOR, e.g. '2.20'")
+        _require(1 <= self.warmup_users <= 100, "export.warmup_users", self.warmup_users, "must be in [1, 100]")
+        for name in ("max_batch_size", "batch_timeout_micros", "num_batch_threads", "max_enqueued_batches"):
+            _require(getattr(self, name) >= (0 if name == "batch_timeout_micros" else 1), f"export.{name}",
+                     getattr(self, name), "must be positive")
+
+
+@dataclass(frozen=True)
 class Config(_Section):
     """Everything a run needs; written resolved into the run folder."""
 

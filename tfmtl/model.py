@@ -68,20 +68,27 @@ class MultiTaskRecommender(tfrs.Model):
 
     def embed_user(self, features: dict[str, tf.Tensor], training: bool | None = False) -> tf.Tensor:
         """User features -> L2-normalised user embeddings [B, D]."""
-        return self._normalize(self.user_tower(features, training=training))
+        return self.normalize(self.user_tower(features, training=training))
 
     def embed_item(self, features: dict[str, tf.Tensor], training: bool | None = False) -> tf.Tensor:
         """Item features (raw text included) -> L2-normalised item embeddings [B, D]."""
-        return self._normalize(self.item_tower(features, training=training))
+        return self.normalize(self.item_tower(features, training=training))
 
     def rank(self, features: dict[str, tf.Tensor], training: bool | None = False) -> dict[str, tf.Tensor]:
         """Joined user + item features [B] -> ``rating`` [B] and ``like_probability`` [B] (heads that are on)."""
         if self.ranking_heads is None:
             return {}
-        outputs = self.ranking_heads(self.user_tower(features, training=training),
-                                     self.item_tower(features, training=training),
-                                     features[USER_ID], features[ITEM_ID], history=self._rated_history(features),
-                                     training=training)
+        return self.rank_tower_outputs(self.user_tower(features, training=training),
+                                       self.item_tower(features, training=training), features[USER_ID],
+                                       features[ITEM_ID], history=self._rated_history(features), training=training)
+
+    def rank_tower_outputs(self, users: tf.Tensor, items: tf.Tensor, user_ids: tf.Tensor, item_ids: tf.Tensor, *,
+                           history: tuple[tf.Tensor, tf.Tensor] | None = None,
+                           training: bool | None = False) -> dict[str, tf.Tensor]:
+        """Tower outputs [B, D] and raw ids [B] -> the ranking heads' predictions (see :meth:`rank`)."""
+        if self.ranking_heads is None:
+            return {}
+        outputs = self.ranking_heads(users, items, user_ids, item_ids, history=history, training=training)
         return {("like_probability" if task == LIKE else task): (tf.sigmoid(v) if task == LIKE else v)
                 for task, v in outputs.items()}
 
@@ -91,9 +98,10 @@ class MultiTaskRecommender(tfrs.Model):
         if self.genre_head is None:
             raise ValueError("the genres task is off in this model")
         hidden = (self.space.genre_column, ITEM_ID)
-        return self.genre_head(self._normalize(self.item_tower(features, training=training, drop=hidden)))
+        return self.genre_head(self.normalize(self.item_tower(features, training=training, drop=hidden)))
 
-    def _normalize(self, embeddings: tf.Tensor) -> tf.Tensor:
+    def normalize(self, embeddings: tf.Tensor) -> tf.Tensor:
+        """Tower outputs -> embeddings (L2-normalised when ``normalize_embeddings``)."""
         return tf.math.l2_normalize(embeddings, axis=-1) if self.config.normalize_embeddings else embeddings
 
     def _rated_history(self, features: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor] | None:
@@ -124,7 +132,7 @@ class MultiTaskRecommender(tfrs.Model):
                            "catalog_ids": self._catalog[ITEM_ID]}
             probability = tf.gather(self._item_probability, self._item_index(inputs[ITEM_ID]))
             losses[RETRIEVAL] = self.retrieval_task(
-                self._normalize(users), self._normalize(items), inputs[ITEM_ID],
+                self.normalize(users), self.normalize(items), inputs[ITEM_ID],
                 sampling_probability=probability, **catalog)
         if self.ranking_heads is not None:
             label = tf.cast(inputs[self.space.rating_label], tf.float32)

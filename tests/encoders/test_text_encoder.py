@@ -14,7 +14,7 @@ from tests.conftest import run_python
 from tests.encoders.conftest import TITLES, tiny_encoder
 from tfmtl.config import TextEncoderConfig
 from tfmtl.encoders import TextEncoder
-from tfmtl.export import save_text_embedder
+from tfmtl.exporting import save_text_embedder
 
 
 class TitleRetrieval(tfrs.Model):

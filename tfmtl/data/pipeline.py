@@ -45,9 +45,7 @@ def feature_arrays(frame: pd.DataFrame, data: InteractionData, *, include_labels
         for column in features.multi_valued:
             arrays[column] = _pad(frame[column], widths[column])
         for column in features.numeric:
-            # A missing number becomes its table's mean (the same for every split): the model must not see NaN.
-            mean = table[column].astype("float64").mean()
-            fill = float(mean) if np.isfinite(mean) else 0.0
+            fill = numeric_fill(table, column)
             arrays[column] = frame[column].astype("float32").fillna(fill).to_numpy(np.float32)
     for column in (USER_ID, ITEM_ID):
         if column in frame:
@@ -58,6 +56,12 @@ def feature_arrays(frame: pd.DataFrame, data: InteractionData, *, include_labels
         if TIMESTAMP in frame:
             arrays[TIMESTAMP] = frame[TIMESTAMP].to_numpy(np.int64)
     return arrays
+
+
+def numeric_fill(table: pd.DataFrame, column: str) -> float:
+    """What a missing number becomes: its table's mean (the same for every split and at serving), else 0."""
+    mean = table[column].astype("float64").mean()
+    return float(mean) if np.isfinite(mean) else 0.0
 
 
 def _pad(series: pd.Series, width: int) -> np.ndarray:

@@ -1,8 +1,119 @@
-"""THE wire contract: signature names, input and output keys. Imported by export and by the client."""
+"""THE wire contract: signature names, input and output keys, dtypes and shapes. Imported by export and client.
+
+Every signature is a Predict signature whose input keys are feature names (raw values, no client-side
+preprocessing) and whose output keys are domain nouns, never layer names. Labels are never inputs.
+
+A value the client does not know is sent as *missing*: ``""`` for a string, NaN for a number, a row of ``""``
+for a list. The served model fills a missing value from its snapshot of the known user or item (taken at
+export), and otherwise uses the unknown bucket (strings) or the training table's mean (numbers). So a known
+user can be queried by ``user_id`` alone, and a new user or item by its features.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tfmtl.features import FeatureSpace
+
+# === Signatures ===
+RETRIEVE = "retrieve"  # also served as DEFAULT
+RETRIEVE_EXCLUDING = "retrieve_excluding"
+RANK = "rank"
+USER_EMBEDDING = "user_embedding"
+ITEM_EMBEDDING = "item_embedding"
+DEFAULT = "serving_default"
+SIGNATURES = (RETRIEVE, RETRIEVE_EXCLUDING, RANK, USER_EMBEDDING, ITEM_EMBEDDING)
+
+# === Input keys (besides feature names) ===
+USER_ID = "user_id"
+ITEM_ID = "item_id"
+K = "k"  # int32 [B]: one k per row, so TF Serving's batching (which splits every input on dim 0) can merge requests
+EXCLUDE_ITEM_IDS = "exclude_item_ids"  # string [B, M], padded with ""
+
+# === Output keys ===
+ITEM_IDS = "item_ids"  # string [B, K]; "" where a row asked for fewer than K or too few items remained
+SCORES = "scores"  # float32 [B, K], sorted descending; ties keep catalog order; 0 where item_ids is ""
+ITEM_TITLES = "item_titles"  # string [B, K]: the item's first text column, when the items have text
+USER_EMBEDDING_OUTPUT = "user_embedding"  # float32 [B, D]
+ITEM_EMBEDDING_OUTPUT = "item_embedding"  # float32 [B, D]
+RATING = "rating"  # float32 [B, C]
+LIKE_PROBABILITY = "like_probability"  # float32 [B, C]
+RETRIEVAL_SCORE = "retrieval_score"  # float32 [B, C]: the user-item dot product retrieval ranks by
+
+MISSING_STRING = ""
+PAD = ""
 
 # A standalone text encoder export: strings in, embeddings out.
 TEXT_EMBEDDING = "embed_text"
 TEXT_EMBEDDING_INPUT = "text"
 TEXT_EMBEDDING_OUTPUT = "text_embedding"
+
+
+@dataclass(frozen=True)
+class Field:
+    """One tensor of a signature: its key, dtype name (as TensorFlow spells it) and shape (None = any size)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | None, ...]
+
+    def to_json(self) -> dict[str, object]:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+
+def user_inputs(space: FeatureSpace) -> list[Field]:
+    """The user features a signature takes, each [B] (lists [B, W])."""
+    return ([Field(USER_ID, "string", (None,))]
+            + [Field(c, "string", (None,)) for c in space.user_categorical]
+            + [Field(c, "float32", (None,)) for c in space.user_numeric]
+            + [Field(c, "string", (None, None)) for c in space.user_multi_valued])
+
+
+def item_inputs(space: FeatureSpace, *, candidates: bool = False) -> list[Field]:
+    """The item features a signature takes: [B] (lists [B, W]), or [B, C] (lists [B, C, W]) for candidates."""
+    lead: tuple[None, ...] = (None, None) if candidates else (None,)
+    return ([Field(ITEM_ID, "string", lead)]
+            + [Field(c, "string", lead) for c in (*space.item_categorical, *space.item_text)]
+            + [Field(c, "float32", lead) for c in space.item_numeric]
+            + [Field(c, "string", (*lead, None)) for c in space.item_multi_valued])
+
+
+def rank_outputs(space: FeatureSpace, tasks: tuple[str, ...]) -> list[str]:
+    names = [RETRIEVAL_SCORE] if "retrieval" in tasks else []
+    if "rating" in tasks:
+        names.append(RATING)
+    if "like" in tasks:
+        names.append(LIKE_PROBABILITY)
+    return names
+
+
+def signature_inputs(space: FeatureSpace, tasks: tuple[str, ...]) -> dict[str, list[Field]]:
+    """Signature name -> its inputs, for a model with these features and tasks."""
+    users = user_inputs(space)
+    out: dict[str, list[Field]] = {}
+    if "retrieval" in tasks:
+        out[RETRIEVE] = [*users, Field(K, "int32", (None,))]
+        out[RETRIEVE_EXCLUDING] = [*out[RETRIEVE], Field(EXCLUDE_ITEM_IDS, "string", (None, None))]
+    if rank_outputs(space, tasks):
+        out[RANK] = [*users, *item_inputs(space, candidates=True)]
+    out[USER_EMBEDDING] = users
+    out[ITEM_EMBEDDING] = item_inputs(space)
+    return out
+
+
+def signature_outputs(space: FeatureSpace, tasks: tuple[str, ...], dim: int) -> dict[str, list[Field]]:
+    """Signature name -> its outputs."""
+    ranked = [Field(ITEM_IDS, "string", (None, None)), Field(SCORES, "float32", (None, None))]
+    if space.item_text:
+        ranked.append(Field(ITEM_TITLES, "string", (None, None)))
+    out: dict[str, list[Field]] = {}
+    if "retrieval" in tasks:
+        out[RETRIEVE] = ranked
+        out[RETRIEVE_EXCLUDING] = ranked
+    if rank_outputs(space, tasks):
+        out[RANK] = [Field(name, "float32", (None, None)) for name in rank_outputs(space, tasks)]
+    out[USER_EMBEDDING] = [Field(USER_EMBEDDING_OUTPUT, "float32", (None, dim))]
+    out[ITEM_EMBEDDING] = [Field(ITEM_EMBEDDING_OUTPUT, "float32", (None, dim))]
+    return out

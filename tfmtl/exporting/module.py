@@ -1,0 +1,271 @@
+"""The serving ``tf.Module``: only the inference parts of a trained model, with the wire contract's signatures.
+
+It holds the towers and ranking heads (never the ``tfrs.Model``, whose tasks cannot be serialised), a snapshot of
+the known users and items (:class:`FeatureStore`), and the catalog's item embeddings computed once at export, so
+``retrieve`` runs only the user tower and one matmul + top-k; ``item_embedding`` and ``rank`` run the item tower
+(and the text encoder) only for items the snapshot does not cover.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from tfmtl.data.history import HISTORY
+from tfmtl.data.pipeline import make_dataset
+from tfmtl.features import FeatureSpace
+from tfmtl.model import MultiTaskRecommender
+from tfmtl.serving import signatures as wire
+
+
+class FeatureStore(tf.Module):
+    """Known entities' features by id: fills a request's missing values (see ``serving.signatures``).
+
+    ``columns``: name -> array [N] (strings or float32) or [N, W] (string lists), row n for ``ids[n]``.
+    ``defaults``: numeric column -> the value for an unknown id's missing number.
+    """
+
+    def __init__(self, ids: np.ndarray, columns: Mapping[str, np.ndarray], defaults: Mapping[str, float],
+                 name: str) -> None:
+        super().__init__(name=name)
+        keys = np.asarray(ids).astype(str)
+        self.size = len(keys)
+        self.index = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(tf.constant(keys if len(keys) else [""], tf.string),
+                                                tf.range(max(1, len(keys)), dtype=tf.int64)),
+            default_value=-1)
+        self.values = {column: tf.Variable(_tensor(array), trainable=False, name=column)
+                       for column, array in columns.items()}
+        self.defaults = {column: float(value) for column, value in defaults.items()}
+
+    def rows(self, ids: tf.Tensor) -> tf.Tensor:
+        """ids (any shape) -> row numbers, -1 for unknown ids (and for "", which is never an id)."""
+        found = self.index.lookup(ids)
+        return tf.where(tf.equal(ids, wire.MISSING_STRING), tf.constant(-1, tf.int64), found) if self.size else found
+
+    def stored(self, column: str, rows: tf.Tensor) -> tf.Tensor:
+        """The snapshot's values at ``rows`` (-1 -> padding/zero)."""
+        table = self.values[column]
+        values = tf.gather(table, tf.maximum(rows, 0))
+        known = _expand(rows >= 0, values.shape.rank)
+        return tf.where(known, values, tf.zeros_like(values) if table.dtype != tf.string else tf.fill(
+            tf.shape(values), wire.PAD))
+
+    def fill(self, features: Mapping[str, tf.Tensor], rows: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Missing values of known rows from the snapshot; unknown rows' missing numbers get their default."""
+        out = dict(features)
+        known = rows >= 0
+        for column in self.values:
+            if column not in features:
+                continue
+            value, stored = features[column], self.stored(column, rows)
+            if value.dtype == tf.string and value.shape.rank == rows.shape.rank:
+                out[column] = tf.where(known & tf.equal(value, wire.MISSING_STRING), stored, value)
+            elif value.dtype == tf.string:  # lists [..., W]: a row of "" is missing
+                value, stored = _same_width(value, stored)
+                missing = tf.reduce_all(tf.equal(value, wire.PAD), axis=-1)
+                out[column] = tf.where((known & missing)[..., tf.newaxis], stored, value)
+            else:
+                missing = tf.math.is_nan(value)
+                default = tf.fill(tf.shape(value), tf.constant(self.defaults.get(column, 0.0), value.dtype))
+                out[column] = tf.where(missing, tf.where(known, tf.cast(stored, value.dtype), default), value)
+        return out
+
+    def sent(self, features: Mapping[str, tf.Tensor], rows: tf.Tensor) -> tf.Tensor:
+        """Per row: whether any stored column was sent with a value (not missing)."""
+        sent = tf.zeros_like(rows, dtype=tf.bool)
+        for column in self.values:
+            value = features.get(column)
+            if value is None:
+                continue
+            if value.dtype == tf.string and value.shape.rank == rows.shape.rank:
+                sent |= tf.not_equal(value, wire.MISSING_STRING)
+            elif value.dtype == tf.string:
+                sent |= tf.reduce_any(tf.not_equal(value, wire.PAD), axis=-1)
+            else:
+                sent |= ~tf.math.is_nan(value)
+        return sent
+
+
+class _Untracked:
+    """Plain holder: the training model stays out of the saved object graph."""
+
+    def __init__(self, model: MultiTaskRecommender) -> None:
+        self.model = model
+
+
+class ServingModule(tf.Module):
+    """Signatures of ``serving.signatures`` over a trained model; see :func:`build_serving_module`."""
+
+    def __init__(self, model: MultiTaskRecommender, *, users: FeatureStore, items: FeatureStore,
+                 catalog_outputs: np.ndarray, max_k: int) -> None:
+        super().__init__(name="tfmtl_serving")
+        space = model.space
+        # === Layers ===
+        self.user_tower = model.user_tower
+        self.item_tower = model.item_tower
+        self.ranking_heads = model.ranking_heads
+        self.users = users
+        self.items = items
+        self.catalog_outputs = tf.Variable(catalog_outputs, trainable=False, name="catalog_outputs")  # [I, D]
+        self.catalog_embeddings = tf.Variable(model.normalize(tf.constant(catalog_outputs)), trainable=False,
+                                              name="catalog_embeddings")
+        # === Config ===
+        self._untracked = _Untracked(model)
+        self.space = space
+        self.max_k = int(max_k)
+        self.title_column = space.item_text[0] if space.item_text else None
+
+    @property
+    def model(self) -> MultiTaskRecommender:
+        return self._untracked.model
+
+    # --- the two towers, with the snapshot filling missing values ---
+
+    def user_outputs(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        """User features [B] -> user tower outputs [B, D]."""
+        rows = self.users.rows(inputs[wire.USER_ID])
+        features = self.users.fill(inputs, rows)
+        if self.space.history_length:
+            features[HISTORY] = self.users.stored(HISTORY, rows)
+        return self.user_tower(features, training=False)
+
+    def item_outputs(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        """Item features [N] -> item tower outputs [N, D]: precomputed for catalog items sent by id alone."""
+        rows = self.items.rows(inputs[wire.ITEM_ID])
+        cached = (rows >= 0) & ~self.items.sent(inputs, rows)
+        precomputed = tf.gather(self.catalog_outputs, tf.maximum(rows, 0))
+
+        def compute() -> tf.Tensor:
+            computed = self.item_tower(self.items.fill(inputs, rows), training=False)
+            return tf.where(cached[:, tf.newaxis], precomputed, computed)
+
+        return tf.cond(tf.reduce_all(cached), lambda: precomputed, compute)
+
+    # --- signatures ---
+
+    def retrieve(self, **inputs: tf.Tensor) -> dict[str, tf.Tensor]:
+        k = inputs.pop(wire.K)
+        users = self.model.normalize(self.user_outputs(inputs))
+        return self._top_k(tf.matmul(users, self.catalog_embeddings, transpose_b=True), k)
+
+    def retrieve_excluding(self, **inputs: tf.Tensor) -> dict[str, tf.Tensor]:
+        k, excluded = inputs.pop(wire.K), inputs.pop(wire.EXCLUDE_ITEM_IDS)
+        users = self.model.normalize(self.user_outputs(inputs))
+        scores = tf.matmul(users, self.catalog_embeddings, transpose_b=True)
+        rows = self.items.rows(excluded)  # [B, M]; "" and unknown ids -> -1, ignored
+        where = tf.where(rows >= 0)
+        columns = tf.stack([where[:, 0], tf.gather_nd(rows, where)], axis=1)
+        hits = tf.scatter_nd(columns, tf.ones(tf.shape(columns)[:1], tf.int32), tf.shape(scores, tf.int64))
+        return self._top_k(tf.where(hits > 0, tf.constant(-np.inf, scores.dtype), scores), k)
+
+    def rank(self, **inputs: tf.Tensor) -> dict[str, tf.Tensor]:
+        user_keys = {f.name for f in wire.user_inputs(self.space)}
+        user_inputs = {key: value for key, value in inputs.items() if key in user_keys}
+        candidates = {key: value for key, value in inputs.items() if key not in user_keys}
+        ids = candidates[wire.ITEM_ID]  # [B, C]
+        batch, count = tf.shape(ids)[0], tf.shape(ids)[1]
+        flat = {key: tf.reshape(value, tf.concat([[-1], tf.shape(value)[2:]], 0)) for key, value in candidates.items()}
+        items = self.item_outputs(flat)  # [B·C, D]
+        users = tf.repeat(self.user_outputs(user_inputs), count, axis=0)
+        user_ids = tf.repeat(user_inputs[wire.USER_ID], count, axis=0)
+        outputs = self.model.rank_tower_outputs(users, items, user_ids, flat[wire.ITEM_ID], training=False)
+        if wire.RETRIEVAL_SCORE in wire.rank_outputs(self.space, tuple(self.model.config.tasks)):
+            outputs[wire.RETRIEVAL_SCORE] = tf.reduce_sum(self.model.normalize(users) * self.model.normalize(items),
+                                                          axis=-1)
+        return {key: tf.reshape(value, [batch, count]) for key, value in outputs.items()}
+
+    def user_embedding(self, **inputs: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {wire.USER_EMBEDDING_OUTPUT: self.model.normalize(self.user_outputs(inputs))}
+
+    def item_embedding(self, **inputs: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {wire.ITEM_EMBEDDING_OUTPUT: self.model.normalize(self.item_outputs(inputs))}
+
+    def _top_k(self, scores: tf.Tensor, k: tf.Tensor) -> dict[str, tf.Tensor]:
+        """scores [B, I], k [B] -> the contract's sorted outputs [B, max(k)]; rows past their own k are padding."""
+        checks = [tf.debugging.assert_greater_equal(k, 1, message="input k must be >= 1"),
+                  tf.debugging.assert_less_equal(k, self.max_k,
+                                                 message=f"input k must be <= {self.max_k}, the max_k of this export")]
+        with tf.control_dependencies(checks):
+            width = tf.maximum(tf.reduce_max(tf.concat([k, [0]], 0)), 0)
+        # top_k is stable: equal scores keep catalog order, so results are deterministic.
+        values, index = tf.math.top_k(scores, k=width, sorted=True)
+        valid = (tf.range(width)[tf.newaxis, :] < k[:, tf.newaxis]) & (values > -np.inf)
+        out = {wire.ITEM_IDS: tf.where(valid, tf.gather(self.items.values[_ID], index), wire.PAD),
+               wire.SCORES: tf.where(valid, values, tf.zeros_like(values))}
+        if self.title_column is not None:
+            out[wire.ITEM_TITLES] = tf.where(valid, tf.gather(self.items.values[self.title_column], index), wire.PAD)
+        return out
+
+    # --- export ---
+
+    def signatures(self) -> dict[str, Any]:
+        """Signature name -> concrete function, with input keys and dtypes from ``serving.signatures``."""
+        functions = {}
+        for name, fields in wire.signature_inputs(self.space, tuple(self.model.config.tasks)).items():
+            specs = {f.name: tf.TensorSpec(f.shape, tf.as_dtype(f.dtype), name=f.name) for f in fields}
+            functions[name] = tf.function(getattr(self, name)).get_concrete_function(**specs)
+        functions[wire.DEFAULT] = functions.get(wire.RETRIEVE, functions[wire.USER_EMBEDDING])
+        return functions
+
+
+_ID = "ids"  # the item store column that holds the ids themselves (no feature is named so)
+
+
+def build_serving_module(model: MultiTaskRecommender, *, user_ids: np.ndarray, user_columns: Mapping[str, np.ndarray],
+                         user_defaults: Mapping[str, float], item_defaults: Mapping[str, float],
+                         max_k: int, batch_size: int = 4096) -> ServingModule:
+    """The serving module of ``model``: its catalog is ``model.space.catalog``; users are the given snapshot.
+
+    ``user_columns``: the user tower's side features and ``history`` [U, H], row u for ``user_ids[u]``.
+    """
+    space: FeatureSpace = model.space
+    if space.rated_history:
+        raise ValueError("config field 'model.ranking.history_attention' is on: exporting a model whose ranking "
+                         "heads read the rated history is not supported yet; train with it off")
+    catalog = space.catalog
+    item_columns = {c: catalog[c] for c in model.item_tower.feature_keys if c != wire.ITEM_ID}
+    item_columns[_ID] = np.asarray(catalog[wire.ITEM_ID]).astype(str)
+    items = FeatureStore(catalog[wire.ITEM_ID], item_columns, item_defaults, name="items")
+    users = FeatureStore(user_ids, user_columns, user_defaults, name="users")
+    max_k = min(int(max_k), len(item_columns[_ID]))
+    if max_k < 1:
+        raise ValueError("cannot export a model whose item catalog is empty")
+    outputs = catalog_tower_outputs(model, batch_size=batch_size)
+    return ServingModule(model, users=users, items=items, catalog_outputs=outputs, max_k=max_k)
+
+
+def catalog_tower_outputs(model: MultiTaskRecommender, *, batch_size: int = 4096) -> np.ndarray:
+    """Item tower outputs [I, D] of every catalog item (inference mode), in catalog order."""
+    tower = tf.function(lambda batch: model.item_tower(batch, training=False))
+    columns = {c: model.space.catalog[c] for c in model.item_tower.feature_keys}
+    return np.concatenate([tower(batch).numpy() for batch in make_dataset(columns, batch_size=batch_size)])
+
+
+def _tensor(array: np.ndarray) -> tf.Tensor:
+    array = np.asarray(array)
+    if array.dtype == object or array.dtype.kind in "US":
+        return tf.constant(array.astype(str).tolist() if array.size else np.zeros(array.shape, dtype=bytes),
+                           dtype=tf.string, shape=array.shape)
+    return tf.constant(array.astype(np.float32))
+
+
+def _expand(mask: tf.Tensor, rank: int | None) -> tf.Tensor:
+    for _ in range((rank or 0) - (mask.shape.rank or 0)):
+        mask = mask[..., tf.newaxis]
+    return mask
+
+
+def _same_width(a: tf.Tensor, b: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Pads two string lists [..., Wa], [..., Wb] with "" to the same width."""
+    width = tf.maximum(tf.shape(a)[-1], tf.shape(b)[-1])
+
+    def pad(x: tf.Tensor) -> tf.Tensor:
+        rank = x.shape.rank
+        paddings = tf.concat([tf.zeros([rank - 1, 2], tf.int32), [[0, width - tf.shape(x)[-1]]]], 0)
+        return tf.pad(x, paddings, constant_values=wire.PAD)
+
+    return pad(a), pad(b)

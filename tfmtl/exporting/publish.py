@@ -1,0 +1,129 @@
+"""Versioned, atomic publishing under ``<base>/<name>/<version>/``, the layout TF Serving polls.
+
+A version is written into a hidden ``.partial-<pid>-<token>`` folder beside the versions (same filesystem), then
+renamed into place under a lock: TF Serving never sees a half-written version, and a killed export leaves only a
+hidden folder, which the next export removes once its process is gone. Versions are integers that only grow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+PARTIAL_PREFIX = ".partial-"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def check_model_name(name: str) -> str:
+    """A model name is one path component of letters, digits, '_', '-', '.' (never '..' or a separator)."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
+        raise ValueError(f"model name {name!r} is invalid: use letters, digits, '_', '-' and '.', starting with a "
+                         "letter or digit, without '..' or path separators")
+    return name
+
+
+def versions(model_dir: Path) -> list[int]:
+    """The numeric version folders, as TF Serving reads them ('00012' is 12), ascending."""
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def version_path(model_dir: Path, version: int) -> Path:
+    for path in model_dir.iterdir():
+        if path.is_dir() and path.name.isdigit() and int(path.name) == version:
+            return path
+    return model_dir / str(version)
+
+
+@contextlib.contextmanager
+def partial_version(model_dir: Path) -> Iterator[Path]:
+    """A fresh hidden folder to write a version into; removed if the block fails."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(model_dir)
+    path = model_dir / f"{PARTIAL_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    path.mkdir()
+    try:
+        yield path
+    finally:
+        if path.exists():
+            shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def version_lock(model_dir: Path) -> Iterator[None]:
+    """Serialises version numbering between concurrent exports of one model."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    with open(model_dir / ".export.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def next_version(model_dir: Path) -> int:
+    existing = versions(model_dir)
+    return existing[-1] + 1 if existing else 1
+
+
+def publish(partial: Path, model_dir: Path, version: int) -> Path:
+    """Renames a finished partial folder to ``<model_dir>/<version>`` (call under :func:`version_lock`)."""
+    target = model_dir / str(version)
+    if target.exists() or version in versions(model_dir):
+        raise RuntimeError(f"version {version} of {model_dir} already exists; versions are never overwritten")
+    _fsync_tree(partial)
+    os.rename(partial, target)  # atomic on one filesystem
+    _fsync_dir(model_dir)
+    return target
+
+
+def remove_stale_partials(model_dir: Path) -> list[Path]:
+    """Removes partial folders whose exporting process no longer runs (a killed export)."""
+    removed = []
+    for path in model_dir.glob(f"{PARTIAL_PREFIX}*"):
+        pid = path.name[len(PARTIAL_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fsync_tree(root: Path) -> None:
+    for folder, _, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(folder, name), "rb") as handle:
+                os.fsync(handle.fileno())
+        _fsync_dir(Path(folder))
+
+
+def _fsync_dir(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
