@@ -38,7 +38,7 @@ class Verification:
     size_ratio: float
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
 def expected_outputs(functions: Mapping[str, Callable[..., Any]],
