@@ -25,3 +25,36 @@ def run_python(code: str, env: dict[str, str] | None = None, timeout: float = 30
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
                           env=full_env, cwd=REPO)
+
+
+# === A toy run and its export, shared by the export and serving tests ===
+
+@pytest.fixture(scope="session")
+def toy_run(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """One toy run (tiny BERT reading titles; the data as CSV files + schema), trained once."""
+    import dataclasses
+
+    from tests.toy import toy_config, write_toy_schema
+    from tfmtl.training import train
+
+    schema = write_toy_schema(tmp_path_factory.mktemp("toy-data"))
+    config = toy_config()
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, dataset=str(schema), epochs=2))
+    return train(config, output=tmp_path_factory.mktemp("toy-run") / "run", progress=False)
+
+
+@pytest.fixture(scope="session")
+def exported(toy_run, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """Version 1 of model "toy" under a fresh base folder."""
+    from tfmtl.exporting import export
+
+    return export(toy_run, name="toy", base=tmp_path_factory.mktemp("saved_models"))
+
+
+@pytest.fixture(scope="session")
+def loaded(exported):  # type: ignore[no-untyped-def]
+    """The toy export loaded in this process with tf.saved_model.load."""
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (its ops must be registered before loading)
+
+    return tf.saved_model.load(str(exported.path))

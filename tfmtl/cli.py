@@ -79,6 +79,33 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--no-verify", action="store_true", help="skip the reload-and-compare verification")
     export.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     export.set_defaults(handler=_export)
+
+    serve = commands.add_parser("serve", help="a local TF-Serving-compatible gRPC server (development, demos)")
+    serve.add_argument("--model-base", required=True, metavar="DIR", help="the export base, e.g. saved_models")
+    serve.add_argument("--name", required=True, metavar="NAME", help="the model: DIR/NAME/<version>")
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500, as TF Serving)")
+    serve.set_defaults(handler=_serve)
+
+    query = commands.add_parser("query", help="ask a served model for a user's recommendations over gRPC")
+    query.add_argument("--address", required=True, metavar="HOST:PORT", help="TF Serving or `tfmtl serve`")
+    query.add_argument("--name", required=True, metavar="NAME", help="the served model name")
+    query.add_argument("--user-id", required=True, metavar="ID", help="the user (unknown ids work too)")
+    query.add_argument("-k", type=int, default=10, help="how many items (default 10)")
+    query.add_argument("--exclude", metavar="IDS", default="", help="comma-separated item ids to leave out")
+    query.add_argument("--timeout", type=float, default=10.0, help="seconds per attempt (default 10)")
+    query.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    query.set_defaults(handler=_query)
+
+    demo = commands.add_parser("demo", help="the main job: real data, train, evaluate, export, serve, query")
+    demo.add_argument("--dataset", default="ml-100k", metavar="DATASET", help="ml-100k | ml-1m | schema file")
+    demo.add_argument("--epochs", type=int, metavar="N", help="maximum epochs (default: the config's 15)")
+    demo.add_argument("--users", metavar="IDS", help="comma-separated user ids to query (default: the first 3)")
+    demo.add_argument("--runs", default="runs", metavar="DIR", help="where the run folder goes (default runs)")
+    demo.add_argument("--base", default="saved_models", metavar="DIR", help="export base (default saved_models)")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bars")
+    demo.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    demo.set_defaults(handler=_demo)
     return parser
 
 
@@ -201,6 +228,35 @@ def _export(args: argparse.Namespace) -> dict[str, object]:
         ])
         print(f"serve it with stock TF Serving:\n  {result['docker']}")
     return result
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from tfmtl.serving.server import serve
+
+    serve(args.model_base, args.name, host=args.host, port=args.port)
+
+
+def _query(args: argparse.Namespace) -> dict[str, object]:
+    from tfmtl.serving.client import Client
+
+    exclude = [item for item in args.exclude.split(",") if item]
+    with Client(args.address, args.name, timeout=args.timeout) as client:  # its errors are RuntimeErrors
+        result = (client.recommend_excluding(args.user_id, exclude, k=args.k) if exclude
+                  else client.recommend(args.user_id, k=args.k))
+    if not args.json:
+        print(f"top {args.k} for user {args.user_id} ({args.name} version {result.version} at {args.address})")
+        for rank, item in enumerate(result, 1):
+            print(f"  {rank:>2}. {item.title or item.item_id:<60.60} {item.score:6.3f}  (item {item.item_id})")
+    return {"user_id": result.user_id, "version": result.version,
+            "items": [{"item_id": r.item_id, "title": r.title, "score": r.score} for r in result]}
+
+
+def _demo(args: argparse.Namespace) -> dict[str, object]:
+    from tfmtl.demo import run_demo
+
+    users = [u for u in args.users.split(",") if u] if args.users else None
+    return run_demo(dataset=args.dataset, runs=args.runs, base=args.base, users=users, epochs=args.epochs,
+                    progress=not args.no_progress, show=not args.json)
 
 
 def _print_metrics(title: str, metrics: dict[str, float]) -> None:

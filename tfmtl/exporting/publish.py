@@ -10,22 +10,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import re
 import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from tfmtl.serving.signatures import check_model_name  # noqa: F401  (re-exported: names are checked before writing)
+
 PARTIAL_PREFIX = ".partial-"
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-
-
-def check_model_name(name: str) -> str:
-    """A model name is one path component of letters, digits, '_', '-', '.' (never '..' or a separator)."""
-    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
-        raise ValueError(f"model name {name!r} is invalid: use letters, digits, '_', '-' and '.', starting with a "
-                         "letter or digit, without '..' or path separators")
-    return name
 
 
 def versions(model_dir: Path) -> list[int]:

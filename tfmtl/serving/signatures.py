@@ -11,6 +11,7 @@ user can be queried by ``user_id`` alone, and a new user or item by its features
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -41,6 +42,8 @@ ITEM_EMBEDDING_OUTPUT = "item_embedding"  # float32 [B, D]
 RATING = "rating"  # float32 [B, C]
 LIKE_PROBABILITY = "like_probability"  # float32 [B, C]
 RETRIEVAL_SCORE = "retrieval_score"  # float32 [B, C]: the user-item dot product retrieval ranks by
+
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 MISSING_STRING = ""
 PAD = ""
@@ -117,3 +120,11 @@ def signature_outputs(space: FeatureSpace, tasks: tuple[str, ...], dim: int) -> 
     out[USER_EMBEDDING] = [Field(USER_EMBEDDING_OUTPUT, "float32", (None, dim))]
     out[ITEM_EMBEDDING] = [Field(ITEM_EMBEDDING_OUTPUT, "float32", (None, dim))]
     return out
+
+
+def check_model_name(name: str) -> str:
+    """A model name is one path component of letters, digits, '_', '-', '.' (never '..' or a separator)."""
+    if not isinstance(name, str) or not _MODEL_NAME.fullmatch(name) or ".." in name:
+        raise ValueError(f"model name {name!r} is invalid: use letters, digits, '_', '-' and '.', starting with a "
+                         "letter or digit, without '..' or path separators")
+    return name

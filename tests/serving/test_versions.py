@@ -1,0 +1,141 @@
+"""Version lifecycle on the local server, and the client's retries and deadlines. Every loop is bounded in time."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+import pytest
+from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+from tfmtl.serving.client import Client
+from tfmtl.serving.errors import DeadlineExceededError, UnavailableError
+from tfmtl.serving.server import LocalServer
+
+
+def publish_copy(source: Path, model_dir: Path, version: int, corrupt: str | None = None) -> Path:
+    """Copies a version folder next to the others, optionally damaged, and renames it into place."""
+    staging = model_dir / f".staging-{version}"
+    shutil.copytree(source, staging)
+    if corrupt == "graph":
+        (staging / "saved_model.pb").write_bytes(b"this is not a SavedModel")
+    elif corrupt == "warmup":
+        (staging / "assets.extra" / "tf_serving_warmup_requests").write_bytes(b"\x00not a TFRecord")
+    os.rename(staging, model_dir / str(version))
+    return model_dir / str(version)
+
+
+def wait_for(condition, seconds: float = 90.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.fixture
+def model_dir(exported, tmp_path) -> Path:  # type: ignore[no-untyped-def]
+    folder = tmp_path / "toy"
+    folder.mkdir()
+    publish_copy(exported.path, folder, 1)
+    return folder
+
+
+def test_hot_swap_under_nonstop_requests_fails_none(model_dir: Path) -> None:
+    with LocalServer(model_dir.parent, "toy", port=0, poll_seconds=0.2, log=False) as server:
+        stop, seen, failures, count = threading.Event(), set(), [], [0]
+
+        def hammer() -> None:
+            with Client(server.address, "toy", timeout=30, retries=0) as client:
+                while not stop.is_set():
+                    try:
+                        seen.add(client.recommend("u0", k=3).version)
+                        count[0] += 1
+                    except Exception as error:  # any failure is the test's failure
+                        failures.append(error)
+
+        workers = [threading.Thread(target=hammer) for _ in range(2)]
+        for worker in workers:
+            worker.start()
+        try:
+            assert wait_for(lambda: count[0] > 20)
+            publish_copy(model_dir / "1", model_dir, 2)
+            assert wait_for(lambda: 2 in seen), "version 2 was never served"
+            settled = count[0]
+            assert wait_for(lambda: count[0] > settled + 20)
+        finally:
+            stop.set()
+            for worker in workers:
+                worker.join(timeout=60)
+        assert failures == [] and seen == {1, 2}
+        with Client(server.address, "toy", timeout=30) as client:
+            states = {s.version: s.state for s in client.status()}
+        assert states == {2: "AVAILABLE", 1: "END"}
+
+
+@pytest.mark.parametrize("damage", ["graph", "warmup"])
+def test_a_version_that_fails_to_load_leaves_the_old_one_serving(model_dir: Path, damage: str) -> None:
+    with LocalServer(model_dir.parent, "toy", port=0, poll_seconds=0.2, log=False) as server:
+        with Client(server.address, "toy", timeout=30) as client:
+            publish_copy(model_dir / "1", model_dir, 2, corrupt=damage)
+            assert wait_for(lambda: any(s.version == 2 and s.state == "END" for s in client.status()))
+            failed = next(s for s in client.status() if s.version == 2)
+            assert failed.error_code != 0 and failed.error_message
+            assert client.recommend("u0", k=3).version == 1
+            assert {s.version: s.state for s in client.status()}[1] == "AVAILABLE"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_the_client_retries_until_a_late_server_comes_up(model_dir: Path) -> None:
+    port = free_port()
+    servers: list[LocalServer] = []
+    starter = threading.Timer(1.5, lambda: servers.append(
+        LocalServer(model_dir.parent, "toy", port=port, log=False).start()))
+    starter.start()
+    try:
+        with Client(f"127.0.0.1:{port}", "toy", timeout=5, retries=10, backoff=0.2, max_backoff=2.0) as client:
+            assert len(client.recommend("u0", k=2)) == 2
+    finally:
+        starter.join()
+        for server in servers:
+            server.stop()
+
+
+def test_no_server_at_all_is_a_clear_unavailable_error() -> None:
+    with Client(f"127.0.0.1:{free_port()}", "toy", timeout=1, retries=2, backoff=0.05) as client:
+        with pytest.raises(UnavailableError, match="3 attempt"):
+            client.status()
+
+
+class SlowPredictions(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def GetModelMetadata(self, request, context):  # type: ignore[no-untyped-def]
+        time.sleep(2.0)
+        context.abort(grpc.StatusCode.INTERNAL, "too late anyway")
+
+
+def test_a_deadline_that_runs_out_is_a_clear_timeout() -> None:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(SlowPredictions(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with Client(f"127.0.0.1:{port}", "toy", timeout=0.2, retries=1, backoff=0.01) as client:
+            started = time.monotonic()
+            with pytest.raises(DeadlineExceededError, match=r"DEADLINE_EXCEEDED.*2 attempt.*timeout 0.2 s") as caught:
+                client.metadata()
+            assert time.monotonic() - started < 1.5
+            assert isinstance(caught.value, TimeoutError)
+    finally:
+        server.stop(0)

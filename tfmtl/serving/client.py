@@ -1,0 +1,359 @@
+"""A typed gRPC client for tfmtl models served by TF Serving (or the local server), over tensorflow-serving-api.
+
+```python
+with Client("localhost:8500", "movielens", timeout=5) as client:
+    for item in client.recommend("42", k=10):
+        print(item.title, item.score)
+```
+
+Inputs are sent in the exact dtypes of the model's signatures, read once from GetModelMetadata; user or item
+features you leave out are sent as *missing* (see ``serving.signatures``), so a known user needs only its id.
+Every RPC has a deadline (``timeout`` per attempt); UNAVAILABLE and DEADLINE_EXCEEDED are retried with
+exponential backoff (all these RPCs are reads, so idempotent); errors become :mod:`tfmtl.serving.errors`.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from tfmtl.serving import signatures as wire
+from tfmtl.serving.errors import ServingError, from_rpc_error
+from tfmtl.serving.tensors import to_array, to_proto
+
+RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+STATES = {0: "UNKNOWN", 10: "START", 20: "LOADING", 30: "AVAILABLE", 40: "UNLOADING", 50: "END"}
+
+
+# === Typed results ===
+
+@dataclass(frozen=True)
+class Recommendation:
+    item_id: str
+    score: float
+    title: str | None = None
+
+
+@dataclass(frozen=True)
+class Recommendations:
+    """One user's top items, best first; ``version`` is the model version that answered."""
+
+    user_id: str
+    items: tuple[Recommendation, ...]
+    version: int
+
+    def __iter__(self) -> Iterator[Recommendation]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> Recommendation:
+        return self.items[index]
+
+    @property
+    def item_ids(self) -> list[str]:
+        return [item.item_id for item in self.items]
+
+
+@dataclass(frozen=True)
+class RankedItem:
+    """A candidate with each ranking output (``rating``, ``like_probability``, ``retrieval_score``)."""
+
+    item_id: str
+    scores: dict[str, float]
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    dtype: str
+    shape: tuple[int | None, ...]
+
+
+@dataclass(frozen=True)
+class SignatureInfo:
+    inputs: dict[str, TensorInfo]
+    outputs: dict[str, TensorInfo]
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    name: str
+    version: int
+    signatures: dict[str, SignatureInfo] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class VersionStatus:
+    version: int
+    state: str
+    error_code: int
+    error_message: str
+
+
+User = str | Mapping[str, Any]
+Item = str | Mapping[str, Any]
+
+
+class Client:
+    """See the module docstring. ``version`` or ``version_label`` pins a version (default: the newest)."""
+
+    def __init__(self, address: str, model_name: str, *, timeout: float = 10.0, version: int | None = None,
+                 version_label: str | None = None, retries: int = 3, backoff: float = 0.1, max_backoff: float = 2.0,
+                 max_message_bytes: int = 64 << 20, credentials: grpc.ChannelCredentials | None = None) -> None:
+        if version is not None and version_label is not None:
+            raise ValueError("pass version or version_label, not both")
+        if timeout <= 0:
+            raise ValueError(f"timeout must be positive seconds, got {timeout!r}")
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries!r}")
+        self.address, self.model_name = address, model_name
+        self.timeout, self.retries, self.backoff, self.max_backoff = float(timeout), retries, backoff, max_backoff
+        self.version, self.version_label = version, version_label
+        options = [("grpc.max_receive_message_length", max_message_bytes),
+                   ("grpc.max_send_message_length", max_message_bytes)]
+        self._channel = (grpc.secure_channel(address, credentials, options) if credentials is not None
+                         else grpc.insecure_channel(address, options))
+        self._predictions = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+        self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
+        self._metadata: ModelMetadata | None = None
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- model information ---
+
+    def metadata(self, *, refresh: bool = False) -> ModelMetadata:
+        """The signatures (inputs, outputs, dtypes, shapes) of the served version; cached."""
+        if self._metadata is None or refresh:
+            request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+            self._spec(request.model_spec)
+            response = self._call("GetModelMetadata", self._predictions.GetModelMetadata, request)
+            signatures = get_model_metadata_pb2.SignatureDefMap()
+            response.metadata["signature_def"].Unpack(signatures)
+            self._metadata = ModelMetadata(
+                name=response.model_spec.name, version=response.model_spec.version.value,
+                signatures={name: SignatureInfo(inputs=_infos(d.inputs), outputs=_infos(d.outputs))
+                            for name, d in signatures.signature_def.items() if not name.startswith("__")})
+        return self._metadata
+
+    def status(self) -> list[VersionStatus]:
+        """Each known version's state (AVAILABLE, LOADING, END, ...) and error, newest first."""
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = self.model_name
+        if self.version is not None:
+            request.model_spec.version.value = self.version
+        response = self._call("GetModelStatus", self._models.GetModelStatus, request)
+        return sorted((VersionStatus(s.version, STATES.get(s.state, str(s.state)), s.status.error_code,
+                                     s.status.error_message) for s in response.model_version_status),
+                      key=lambda s: -s.version)
+
+    # --- the signatures, typed ---
+
+    def recommend(self, user: User | Sequence[User], k: int = 10) -> Any:
+        """Top ``k`` items for one user (-> Recommendations) or a list of users (-> list of them).
+
+        A user is an id string or a dict of features (``user_id`` plus any of the model's user features).
+        """
+        users, single = _many(user)
+        return self._recommend(wire.RETRIEVE, users, k, {}, single)
+
+    def recommend_excluding(self, user: User | Sequence[User], exclude: Sequence[str] | Sequence[Sequence[str]],
+                            k: int = 10) -> Any:
+        """Like :meth:`recommend`, never returning the ``exclude`` item ids (one list, or one list per user)."""
+        users, single = _many(user)
+        lists = [list(exclude)] if single else [list(e) for e in exclude]  # type: ignore[arg-type]
+        if len(lists) != len(users):
+            raise ValueError(f"exclude: {len(lists)} lists for {len(users)} users")
+        width = max([1, *map(len, lists)])
+        padded = np.array([[str(i) for i in row] + [wire.PAD] * (width - len(row)) for row in lists], dtype=object)
+        return self._recommend(wire.RETRIEVE_EXCLUDING, users, k, {wire.EXCLUDE_ITEM_IDS: padded}, single)
+
+    def rank(self, user: User, candidates: Sequence[Item]) -> list[RankedItem]:
+        """Scores each candidate (an item id, or a dict with ``item_id`` and features for a new item) for one user,
+        in the given order."""
+        if not candidates:
+            return []
+        signature = self.metadata().signatures.get(wire.RANK)
+        if signature is None:
+            raise ValueError(f"model '{self.model_name}' has no '{wire.RANK}' signature (no ranking task)")
+        user_keys = set(self.metadata().signatures[wire.USER_EMBEDDING].inputs)
+        inputs = self._features(signature, [_as_dict(user, wire.USER_ID)], user_keys, lead=1)
+        items = [_as_dict(c, wire.ITEM_ID) for c in candidates]
+        item_keys = set(signature.inputs) - user_keys
+        flat = self._features(signature, items, item_keys, lead=2)
+        inputs.update({key: value[np.newaxis] for key, value in flat.items()})
+        outputs, _ = self._predict(wire.RANK, inputs)
+        return [RankedItem(str(items[n][wire.ITEM_ID]), {key: float(value[0, n]) for key, value in outputs.items()})
+                for n in range(len(items))]
+
+    def embed_users(self, users: Sequence[User]) -> np.ndarray:
+        """User embeddings [B, D] (float32)."""
+        signature = self.metadata().signatures[wire.USER_EMBEDDING]
+        rows = [_as_dict(u, wire.USER_ID) for u in users]
+        outputs, _ = self._predict(wire.USER_EMBEDDING, self._features(signature, rows, set(signature.inputs)))
+        return outputs[wire.USER_EMBEDDING_OUTPUT]
+
+    def embed_items(self, items: Sequence[Item]) -> np.ndarray:
+        """Item embeddings [B, D] (float32); a dict with a new title runs the text encoder on the server."""
+        signature = self.metadata().signatures[wire.ITEM_EMBEDDING]
+        rows = [_as_dict(i, wire.ITEM_ID) for i in items]
+        outputs, _ = self._predict(wire.ITEM_EMBEDDING, self._features(signature, rows, set(signature.inputs)))
+        return outputs[wire.ITEM_EMBEDDING_OUTPUT]
+
+    # --- the raw Predict ---
+
+    def predict(self, signature: str, inputs: Mapping[str, Any], *, output_filter: Sequence[str] = (),
+                cast: bool = True) -> dict[str, np.ndarray]:
+        """One Predict call. ``cast`` sends each input in the signature's dtype (else as the array's own dtype)."""
+        return self._predict(signature, inputs, output_filter=output_filter, cast=cast)[0]
+
+    def _predict(self, signature: str, inputs: Mapping[str, Any], *, output_filter: Sequence[str] = (),
+                 cast: bool = True) -> tuple[dict[str, np.ndarray], int]:
+        request = predict_pb2.PredictRequest(output_filter=list(output_filter))
+        self._spec(request.model_spec)
+        request.model_spec.signature_name = signature
+        dtypes = {}
+        if cast:
+            info = self.metadata().signatures.get(signature or wire.DEFAULT)
+            dtypes = {key: tf.as_dtype(t.dtype) for key, t in info.inputs.items()} if info else {}
+        for key, value in inputs.items():
+            array = np.asarray(value, dtype=object if _is_text(value) else None)
+            dtype = dtypes.get(key)
+            if dtype is not None and dtype != tf.string:
+                array = array.astype(dtype.as_numpy_dtype)
+            request.inputs[key].CopyFrom(to_proto(array, dtype if dtype is not None else _dtype_of(array)))
+        response = self._call("Predict", self._predictions.Predict, request)
+        return {key: to_array(proto) for key, proto in response.outputs.items()}, response.model_spec.version.value
+
+    # --- plumbing ---
+
+    def _recommend(self, signature: str, users: list[User], k: int, extra: dict[str, np.ndarray],
+                   single: bool) -> Any:
+        if not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        info = self.metadata().signatures.get(signature)
+        if info is None:
+            raise ValueError(f"model '{self.model_name}' has no '{signature}' signature")
+        rows = [_as_dict(u, wire.USER_ID) for u in users]
+        inputs = self._features(info, rows, set(info.inputs) - {wire.K, wire.EXCLUDE_ITEM_IDS})
+        inputs[wire.K] = np.full(len(rows), k, np.int32)
+        inputs.update(extra)
+        outputs, version = self._predict(signature, inputs)
+        titles = outputs.get(wire.ITEM_TITLES)
+        results = []
+        for n, row in enumerate(rows):
+            items = tuple(Recommendation(_text(i), float(s), _text(titles[n, j]) if titles is not None else None)
+                          for j, (i, s) in enumerate(zip(outputs[wire.ITEM_IDS][n], outputs[wire.SCORES][n],
+                                                         strict=True))
+                          if _text(i) != wire.PAD and j < k)
+            results.append(Recommendations(str(row[wire.USER_ID]), items, version))
+        return results[0] if single else results
+
+    def _features(self, signature: SignatureInfo, rows: list[dict[str, Any]], keys: set[str],
+                  lead: int = 1) -> dict[str, np.ndarray]:
+        """Columns for ``keys`` from dict rows: missing values filled, lists padded, each in its signature dtype."""
+        allowed = sorted(keys)
+        for number, row in enumerate(rows):
+            unknown = sorted(set(row) - keys)
+            if unknown:
+                raise ValueError(f"row {number}: unknown feature '{unknown[0]}' (this model takes: "
+                                 f"{', '.join(allowed)})")
+        out = {}
+        for key in allowed:
+            info = signature.inputs[key]
+            is_list = len(info.shape) > lead
+            values = [row.get(key) for row in rows]
+            if info.dtype == "string" and is_list:
+                lists = [[str(v) for v in (value or [])] for value in values]
+                width = max([1, *map(len, lists)])
+                out[key] = np.array([v + [wire.PAD] * (width - len(v)) for v in lists], dtype=object).reshape(
+                    len(rows), width)
+            elif info.dtype == "string":
+                out[key] = np.array([wire.MISSING_STRING if v is None else str(v) for v in values], dtype=object)
+            else:
+                out[key] = np.array([np.nan if v is None else v for v in values],
+                                    dtype=tf.as_dtype(info.dtype).as_numpy_dtype)
+        return out
+
+    def _spec(self, spec: Any) -> None:
+        spec.name = self.model_name
+        if self.version is not None:
+            spec.version.value = self.version
+        elif self.version_label is not None:
+            spec.version_label = self.version_label
+
+    def _call(self, method: str, rpc: Callable[..., Any], request: Any) -> Any:
+        attempt = 0
+        while True:
+            try:
+                return rpc(request, timeout=self.timeout)
+            except grpc.RpcError as error:
+                if error.code() in RETRYABLE and attempt < self.retries:
+                    delay = min(self.max_backoff, self.backoff * 2 ** attempt)
+                    time.sleep(delay * (0.5 + random.random() / 2))  # jitter: replicas do not retry in step
+                    attempt += 1
+                    continue
+                failure = from_rpc_error(error, method)
+                if error.code() in RETRYABLE:
+                    failure = type(failure)(failure.code, f"{failure.details} (server {self.address}; "
+                                                          f"{attempt + 1} attempt(s), timeout {self.timeout:g} s "
+                                                          "each)", method=method)
+                raise failure from None
+
+
+def _infos(tensors: Any) -> dict[str, TensorInfo]:
+    return {key: TensorInfo(tf.as_dtype(info.dtype).name,
+                            tuple(None if d.size < 0 else d.size for d in info.tensor_shape.dim))
+            for key, info in tensors.items()}
+
+
+def _many(value: Any) -> tuple[list[Any], bool]:
+    if isinstance(value, (str, Mapping)):
+        return [value], True
+    return list(value), False
+
+
+def _as_dict(value: Any, id_key: str) -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        if id_key not in value:
+            raise ValueError(f"a feature dict needs '{id_key}' (got keys: {', '.join(map(str, value))})")
+        return dict(value)
+    return {id_key: str(value)}
+
+
+def _is_text(value: Any) -> bool:
+    array = np.asarray(value) if not isinstance(value, np.ndarray) else value
+    return array.dtype == object or array.dtype.kind in "US"
+
+
+def _dtype_of(array: np.ndarray) -> tf.DType:
+    return tf.string if array.dtype == object or array.dtype.kind in "US" else tf.as_dtype(array.dtype)
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+__all__ = ["Client", "ModelMetadata", "RankedItem", "Recommendation", "Recommendations", "ServingError",
+           "VersionStatus"]
