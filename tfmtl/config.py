@@ -370,3 +370,19 @@ class Config(_Section):
 
     def to_file(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.get_config(), indent=2) + "\n", encoding="utf-8")
+
+
+def quick_config(dataset: str = "ml-100k") -> Config:
+    """Minutes, not quality: a tiny random BERT (vocabulary learned from the titles), small towers, one epoch.
+
+    For smoke runs (the notebooks under ``TFMTL_SMOKE=1``) and a first look at the whole path; ``Config()`` is the
+    real model.
+    """
+    encoder = TextEncoderConfig(preset="tiny", sequence_length=16, tiny_vocabulary_size=800, tiny_hidden_dim=16,
+                                tiny_num_layers=1, tiny_num_heads=2, tiny_intermediate_dim=32)
+    tower = TowerConfig(id_dim=16, feature_dim=8, text_dim=8, hidden_units=(32,), dropout=0.1)
+    model = ModelConfig(embedding_dim=16, history_length=10, encoder=encoder,
+                        user_tower=TowerConfig(id_dim=16, feature_dim=8, text_dim=8, hidden_units=(32,), dropout=0.1,
+                                               prefixes={"zip": 1}),
+                        item_tower=tower, ranking=RankingConfig(hidden_units=(32,), head_units=(16,)))
+    return Config(model=model, train=TrainConfig(dataset=dataset, epochs=1, batch_size=2048, patience=0))

@@ -217,6 +217,18 @@ class TextEncoder(tf.keras.layers.Layer):
         return np.concatenate(outputs) if outputs else np.zeros((0, self.output_dim), np.float32)
 
 
+    def most_similar(self, query: str, texts: Any, *, k: int = 5, batch_size: int = 64) -> list[tuple[str, float]]:
+        """The ``k`` texts closest to ``query`` by cosine similarity of their embeddings, best first (the query
+        itself is skipped when it is among them)."""
+        values = [str(t) for t in np.asarray(texts, dtype=object).reshape(-1)]
+        vectors = self.embed(values, batch_size=batch_size)
+        target = self.embed([query])[0]
+        norms = np.linalg.norm(vectors, axis=1) * max(float(np.linalg.norm(target)), 1e-12)
+        scores = vectors @ target / np.maximum(norms, 1e-12)
+        order = [i for i in np.argsort(-scores, kind="stable") if values[i] != query][:k]
+        return [(values[i], float(scores[i])) for i in order]
+
+
 def _checkpoint_key(path: str) -> str:
     return path.replace("/", ".")
 

@@ -46,7 +46,7 @@ from tfmtl.exporting.warmup import WARMUP_FILE, sample_requests, write_warmup
 from tfmtl.model import MultiTaskRecommender
 from tfmtl.serving import signatures as wire
 
-__all__ = ["ExportResult", "export", "save_text_embedder", "MANIFEST_FILE"]
+__all__ = ["ExportResult", "MANIFEST_FILE", "Prepared", "export", "prepare", "save_text_embedder"]
 
 MANIFEST_FILE = "tfmtl_export.json"
 ASSETS_EXTRA = "assets.extra"
@@ -91,15 +91,11 @@ def export(run: Any, *, name: str, base: str | Path = "saved_models", config: Ex
     config = config or ExportConfig()
     check_model_name(name)
     started = time.perf_counter()
-    source = _load_source(run, data)
+    prepared = prepare(run, data=data, max_k=config.max_k)
+    module, source, user_ids, user_columns = (prepared.module, prepared.source, prepared.user_ids,
+                                              prepared.user_columns)
     space = source.model.space
     tasks = tuple(source.model.config.tasks)
-    user_ids, user_columns = user_snapshot(source.model, source.data, source.known_rows)
-    _log(f"building the serving module ({len(space.catalog[wire.ITEM_ID]):,} items, {len(user_ids):,} users)")
-    module = build_serving_module(
-        source.model, user_ids=user_ids, user_columns=user_columns,
-        user_defaults={c: numeric_fill(source.data.users, c) for c in space.user_numeric},
-        item_defaults={c: numeric_fill(source.data.items, c) for c in space.item_numeric}, max_k=config.max_k)
     functions = module.signatures()
     inputs = wire.signature_inputs(space, tasks)
     outputs = wire.signature_outputs(space, tasks, source.model.config.embedding_dim)
@@ -124,6 +120,29 @@ def export(run: Any, *, name: str, base: str | Path = "saved_models", config: Ex
             configs = write_tf_serving_configs(model_dir, name, versions(model_dir), _batching(config))
     _log(f"exported {name} version {version} to {path} in {time.perf_counter() - started:.1f} s")
     return ExportResult(name=name, version=version, path=path, manifest=manifest, tf_serving_configs=configs)
+
+
+@dataclass
+class Prepared:
+    """A run's serving module with what it was built from."""
+
+    module: ServingModule
+    source: _Source
+    user_ids: np.ndarray
+    user_columns: dict[str, np.ndarray]
+
+
+def prepare(run: Any, *, data: InteractionData | None = None, max_k: int = 1000) -> Prepared:
+    """The serving module of ``run`` (a run folder or :func:`tfmtl.train`'s result), as :func:`export` saves it."""
+    source = _load_source(run, data)
+    space = source.model.space
+    user_ids, user_columns = user_snapshot(source.model, source.data, source.known_rows)
+    _log(f"building the serving module ({len(space.catalog[wire.ITEM_ID]):,} items, {len(user_ids):,} users)")
+    module = build_serving_module(
+        source.model, user_ids=user_ids, user_columns=user_columns,
+        user_defaults={c: numeric_fill(source.data.users, c) for c in space.user_numeric},
+        item_defaults={c: numeric_fill(source.data.items, c) for c in space.item_numeric}, max_k=max_k)
+    return Prepared(module, source, user_ids, user_columns)
 
 
 def user_snapshot(model: MultiTaskRecommender, data: InteractionData,

@@ -272,29 +272,9 @@ class Client:
 
     def _features(self, signature: SignatureInfo, rows: list[dict[str, Any]], keys: set[str],
                   lead: int = 1) -> dict[str, np.ndarray]:
-        """Columns for ``keys`` from dict rows: missing values filled, lists padded, each in its signature dtype."""
-        allowed = sorted(keys)
-        for number, row in enumerate(rows):
-            unknown = sorted(set(row) - keys)
-            if unknown:
-                raise ValueError(f"row {number}: unknown feature '{unknown[0]}' (this model takes: "
-                                 f"{', '.join(allowed)})")
-        out = {}
-        for key in allowed:
-            info = signature.inputs[key]
-            is_list = len(info.shape) > lead
-            values = [row.get(key) for row in rows]
-            if info.dtype == "string" and is_list:
-                lists = [[str(v) for v in (value or [])] for value in values]
-                width = max([1, *map(len, lists)])
-                out[key] = np.array([v + [wire.PAD] * (width - len(v)) for v in lists], dtype=object).reshape(
-                    len(rows), width)
-            elif info.dtype == "string":
-                out[key] = np.array([wire.MISSING_STRING if v is None else str(v) for v in values], dtype=object)
-            else:
-                out[key] = np.array([np.nan if v is None else v for v in values],
-                                    dtype=tf.as_dtype(info.dtype).as_numpy_dtype)
-        return out
+        """Columns for ``keys`` from dict rows, in the signature's dtypes (see ``signatures.feature_columns``)."""
+        specs = {key: (signature.inputs[key].dtype, signature.inputs[key].shape) for key in keys}
+        return wire.feature_columns(specs, rows, lead=lead)
 
     def _spec(self, spec: Any) -> None:
         spec.name = self.model_name

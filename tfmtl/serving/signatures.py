@@ -12,8 +12,11 @@ user can be queried by ``user_id`` alone, and a new user or item by its features
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 if TYPE_CHECKING:
     from tfmtl.features import FeatureSpace
@@ -128,3 +131,26 @@ def check_model_name(name: str) -> str:
         raise ValueError(f"model name {name!r} is invalid: use letters, digits, '_', '-' and '.', starting with a "
                          "letter or digit, without '..' or path separators")
     return name
+
+
+def feature_columns(specs: Mapping[str, tuple[str, tuple[int | None, ...]]], rows: Sequence[Mapping[str, Any]],
+                    *, lead: int = 1) -> dict[str, np.ndarray]:
+    """Request columns from feature dicts: key -> (dtype, shape) of the inputs wanted; what a row lacks is sent
+    missing, lists are padded with ""; a key no spec names is refused (ValueError naming it and the row)."""
+    for number, row in enumerate(rows):
+        unknown = sorted(set(row) - set(specs))
+        if unknown:
+            raise ValueError(f"row {number}: unknown feature '{unknown[0]}' (this model takes: "
+                             f"{', '.join(sorted(specs))})")
+    out = {}
+    for key, (dtype, shape) in sorted(specs.items()):
+        values = [row.get(key) for row in rows]
+        if dtype == "string" and len(shape) > lead:
+            lists = [[str(v) for v in (value or [])] for value in values]
+            width = max([1, *map(len, lists)])
+            out[key] = np.array([v + [PAD] * (width - len(v)) for v in lists], dtype=object).reshape(len(rows), width)
+        elif dtype == "string":
+            out[key] = np.array([MISSING_STRING if v is None else str(v) for v in values], dtype=object)
+        else:
+            out[key] = np.array([np.nan if v is None else v for v in values], dtype=np.dtype(dtype))
+    return out
