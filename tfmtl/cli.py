@@ -208,12 +208,10 @@ def _export(args: argparse.Namespace) -> dict[str, object]:
     from tfmtl.config import ExportConfig
     from tfmtl.exporting import export
 
-    options: dict[str, object] = {"verify": not args.no_verify}
-    if args.max_k is not None:
-        options["max_k"] = args.max_k
-    if args.tf_serving_version:
-        options["tf_serving_version"] = args.tf_serving_version
-    config = dataclasses.replace(ExportConfig(), **options)
+    defaults = ExportConfig()
+    config = dataclasses.replace(defaults, verify=not args.no_verify,
+                                 max_k=args.max_k if args.max_k is not None else defaults.max_k,
+                                 tf_serving_version=args.tf_serving_version or defaults.tf_serving_version)
     result = export(args.run, name=args.name, base=args.base, config=config).to_json()
     if not args.json:
         verification = result["verification"] or {}

@@ -36,7 +36,7 @@ def run_demo(*, dataset: str = "ml-100k", runs: str | Path = "runs", base: str |
     started = time.perf_counter()
     config = config or Config()
     train_section = dataclasses.replace(config.train, dataset=dataset,
-                                        **({"epochs": epochs} if epochs is not None else {}))
+                                        epochs=epochs if epochs is not None else config.train.epochs)
     config = Config(model=config.model, train=train_section)
 
     _step(1, f"loading {dataset}")

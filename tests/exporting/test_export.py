@@ -17,16 +17,16 @@ from tfmtl.exporting.verify import reload_in_fresh_process
 from tfmtl.exporting.warmup import MAX_WARMUP_RECORDS, WARMUP_FILE, read_warmup
 from tfmtl.serving import signatures as wire
 
-S, F, I = "string", "float32", "int32"
+S, F, INT = "string", "float32", "int32"
 # The toy data: users have gender (categorical) and age (numeric); items have year, title and genres.
 USER = {"user_id": (S, [-1]), "gender": (S, [-1]), "age": (F, [-1])}
 ITEM = {"item_id": (S, [-1]), "year": (S, [-1]), "title": (S, [-1]), "genres": (S, [-1, -1])}
 CANDIDATES = {"item_id": (S, [-1, -1]), "year": (S, [-1, -1]), "title": (S, [-1, -1]), "genres": (S, [-1, -1, -1])}
 RANKED = {"item_ids": (S, [-1, -1]), "scores": (F, [-1, -1]), "item_titles": (S, [-1, -1])}
 EXPECTED = {
-    "retrieve": ({**USER, "k": (I, [-1])}, RANKED),
-    "serving_default": ({**USER, "k": (I, [-1])}, RANKED),
-    "retrieve_excluding": ({**USER, "k": (I, [-1]), "exclude_item_ids": (S, [-1, -1])}, RANKED),
+    "retrieve": ({**USER, "k": (INT, [-1])}, RANKED),
+    "serving_default": ({**USER, "k": (INT, [-1])}, RANKED),
+    "retrieve_excluding": ({**USER, "k": (INT, [-1]), "exclude_item_ids": (S, [-1, -1])}, RANKED),
     "rank": ({**USER, **CANDIDATES}, {"rating": (F, [-1, -1]), "like_probability": (F, [-1, -1]),
                                       "retrieval_score": (F, [-1, -1])}),
     "user_embedding": (USER, {"user_embedding": (F, [-1, 8])}),

@@ -131,3 +131,12 @@ def test_cli_export_prints_path_and_version_as_json(toy_run, tmp_path, capsys) -
 def test_cli_export_error_is_one_line(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     assert main(["export", "--run", str(tmp_path / "missing"), "--name", "toy", "--base", str(tmp_path)]) == 2
     assert "not a tfmtl run folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("field,value", [("max_k", 0), ("tf_serving_version", "twenty"), ("warmup_users", 0),
+                                         ("max_batch_size", 0)])
+def test_bad_export_config_names_the_field(field: str, value: object) -> None:
+    from tfmtl.config import ExportConfig
+
+    with pytest.raises(ValueError, match=f"'export.{field}'"):
+        ExportConfig(**{field: value})

@@ -1,8 +1,8 @@
 """Client against a server that must behave like TF Serving: every signature, every status case, typed outputs.
 
 Runs against the local server on the toy export, and against a real TF Serving when TFMTL_TF_SERVING_ADDRESS
-(host:port) is set; that server must serve a tfmtl export under TFMTL_TF_SERVING_MODEL (default "toy"), e.g.
-``docker run -p 8500:8500 -v $BASE/toy:/models/toy -e MODEL_NAME=toy tensorflow/serving:2.20.0``.
+(host:port) is set and that server serves the toy export as TFMTL_TF_SERVING_MODEL (default "toy"); see
+``tests/serving/make_toy_export.py`` for the three commands.
 """
 
 from __future__ import annotations

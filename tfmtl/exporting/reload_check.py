@@ -62,7 +62,7 @@ def main(saved_model: str, requests_path: str, ops_json: str, out_dir: str) -> i
                     outputs[f"tf1/{number}/{key}"] = _plain(value)
     except Exception:
         report["errors"]["tf1"] = traceback.format_exc(limit=3)
-    np.savez(out / "outputs.npz", **outputs)
+    np.savez(out / "outputs.npz", **outputs)  # type: ignore[arg-type]
     (out / "report.json").write_text(json.dumps(report))
     return 0
 

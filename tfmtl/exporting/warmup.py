@@ -25,7 +25,8 @@ Request = tuple[str, dict[str, np.ndarray]]  # (signature name, input key -> arr
 
 
 def sample_requests(space: FeatureSpace, tasks: tuple[str, ...], *, user_ids: np.ndarray,
-                    user_columns: Mapping[str, np.ndarray], k: int, users: int = 3, candidates: int = 4) -> list[Request]:
+                    user_columns: Mapping[str, np.ndarray], k: int, users: int = 3,
+                    candidates: int = 4) -> list[Request]:
     """One request per signature from real users and catalog items, plus an unknown user and a new item.
 
     Known users are sent with their real features; the unknown user with every feature missing. Exclusions are

@@ -291,7 +291,7 @@ class Client:
             except grpc.RpcError as error:
                 if error.code() in RETRYABLE and attempt < self.retries:
                     delay = min(self.max_backoff, self.backoff * 2 ** attempt)
-                    time.sleep(delay * (0.5 + random.random() / 2))  # jitter: replicas do not retry in step
+                    time.sleep(delay * (0.5 + random.random() / 2))  # noqa: S311  (jitter: clients do not retry in step)
                     attempt += 1
                     continue
                 failure = from_rpc_error(error, method)

@@ -60,7 +60,8 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, model: _Model) -> None:
         self.model = model
 
-    def Predict(self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext) -> predict_pb2.PredictResponse:
+    def Predict(self, request: predict_pb2.PredictRequest,
+                context: grpc.ServicerContext) -> predict_pb2.PredictResponse:
         try:
             version = self.model.check_spec(request.model_spec)
             with self.model.manager.servable(version) as servable:

@@ -102,7 +102,8 @@ class Servable:
                                 f"Expects arg[{position}] to be {_type_name(want)} but {_type_name(got)} is provided "
                                 f"(input '{key}')")
             feed[info.name] = value
-        fetch = {key: info.name for key, info in definition.outputs.items() if not output_filter or key in output_filter}
+        fetch = {key: info.name for key, info in definition.outputs.items()
+                 if not output_filter or key in output_filter}
         try:
             return name, self.session.run(fetch, feed)
         except tf.errors.OpError as error:
