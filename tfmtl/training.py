@@ -21,7 +21,7 @@ import tensorflow as tf
 from tfmtl.config import Config
 from tfmtl.data import load_dataset
 from tfmtl.data.interactions import InteractionData
-from tfmtl.data.pipeline import make_dataset
+from tfmtl.data.pipeline import epoch_batches
 from tfmtl.data.splits import Split, hold_out_validation, split_interactions
 from tfmtl.evaluate import evaluate_model, metric_names, metrics_table
 from tfmtl.features import FeatureSpace
@@ -115,12 +115,13 @@ def train(config: Config | None = None, *, output: str | Path, resume: bool = Fa
         _log(f"resuming after epoch {int(epoch.numpy())}")
 
     train_arrays = space.interaction_arrays(data, split.train, split.train, is_training=True)
-    dataset = make_dataset(train_arrays, batch_size=config.train.batch_size, shuffle=True, seed=config.train.seed)
     steps = int(np.ceil(len(split.train) / config.train.batch_size))
     tracker = _EpochEnd(run, config, model, data, split, manager, epoch, history)
     start = int(epoch.numpy())
     if start < config.train.epochs and not tracker.should_stop():
-        model.fit(dataset, epochs=config.train.epochs, initial_epoch=start, verbose=0,
+        dataset = epoch_batches(train_arrays, batch_size=config.train.batch_size, seed=config.train.seed,
+                                first_epoch=start, epochs=config.train.epochs)
+        model.fit(dataset, epochs=config.train.epochs, initial_epoch=start, steps_per_epoch=steps, verbose=0,
                   callbacks=[_Progress(steps, config.train.epochs, enabled=progress), tracker])
     if run.best.with_suffix(".index").exists():
         tf.train.Checkpoint(model=model).read(str(run.best)).assert_existing_objects_matched().expect_partial()

@@ -139,3 +139,33 @@ def test_a_deadline_that_runs_out_is_a_clear_timeout() -> None:
             assert isinstance(caught.value, TimeoutError)
     finally:
         server.stop(0)
+
+
+def test_calls_inside_their_deadline_survive_a_server_restart(model_dir: Path) -> None:
+    port = free_port()
+    first = LocalServer(model_dir.parent, "toy", port=port, log=False).start()
+    answered: list[int] = []
+    failed: list[Exception] = []
+
+    def stream() -> None:
+        with Client(f"127.0.0.1:{port}", "toy", timeout=5, retries=20, backoff=0.1, max_backoff=1.0) as client:
+            for _ in range(80):
+                try:
+                    answered.append(len(client.recommend("u0", k=2)))
+                except Exception as error:  # a dropped request is the test's failure
+                    failed.append(error)
+                time.sleep(0.02)
+
+    worker = threading.Thread(target=stream)
+    worker.start()
+    second = None
+    try:
+        assert wait_for(lambda: len(answered) >= 10)
+        first.stop(grace=1.0)  # requests in flight finish; new ones find no server until the restart
+        time.sleep(1.0)
+        second = LocalServer(model_dir.parent, "toy", port=port, log=False).start()
+        worker.join(timeout=180)
+    finally:
+        if second is not None:
+            second.stop()
+    assert failed == [] and answered == [2] * 80

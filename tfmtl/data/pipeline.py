@@ -87,6 +87,27 @@ def make_dataset(arrays: dict[str, np.ndarray], *, batch_size: int, shuffle: boo
     return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
 
 
+def epoch_batches(arrays: dict[str, np.ndarray], *, batch_size: int, seed: int, first_epoch: int,
+                  epochs: int):  # type: ignore[no-untyped-def]
+    """Shuffled batches of epochs ``first_epoch .. epochs-1``, one epoch after another.
+
+    Epoch e's order depends only on (seed, e), not on how many epochs this process has run, so a run resumed at
+    epoch e sees exactly the batches an uninterrupted run would.
+    """
+    import tensorflow as tf
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    rows = tf.data.Dataset.from_tensor_slices(arrays)
+    size = len(next(iter(arrays.values())))
+
+    def epoch(number: tf.Tensor):  # type: ignore[no-untyped-def]
+        order = rows.shuffle(size, seed=tf.cast(seed, tf.int64) * 7919 + number, reshuffle_each_iteration=False)
+        return order.batch(batch_size)
+
+    return tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch).prefetch(tf.data.AUTOTUNE)
+
+
 def interaction_dataset(data: InteractionData, rows: np.ndarray, *, batch_size: int, shuffle: bool = False,
                         seed: int = 0, drop_remainder: bool = False):  # type: ignore[no-untyped-def]
     """Interactions at ``rows`` joined with their item and user features."""
