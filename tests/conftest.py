@@ -6,8 +6,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 import tfmtl  # noqa: F401  (the Keras guard runs before any test imports TensorFlow)
+
+# CI explores the same fuzz examples every run (a failure there is reproducible); elsewhere they vary run to run.
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,6 +7,7 @@ never a hang. Examples are bounded in number; every file is tiny.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -19,7 +20,8 @@ from hypothesis import strategies as st
 from tests.data.test_own_data import ITEMS_CSV, RATINGS_CSV, USERS_CSV, write_shop
 from tfmtl.data import DataError, load_dataset
 
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(max_examples=int(os.environ.get("TFMTL_FUZZ_EXAMPLES", "60")),  # more for a deeper run
+                deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 def load_or_refuse(schema: Path) -> None:

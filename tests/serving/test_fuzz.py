@@ -6,6 +6,8 @@ must answer the next valid request. The number of examples and each RPC's deadli
 
 from __future__ import annotations
 
+import os
+
 import grpc
 import numpy as np
 import pytest
@@ -21,6 +23,7 @@ CLEAR = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION, 
          grpc.StatusCode.RESOURCE_EXHAUSTED}
 KEYS = ["user_id", "gender", "age", "k", "exclude_item_ids", "item_id", "title", "year", "genres", "rating", "x"]
 SIGNATURES = [*wire.SIGNATURES, wire.DEFAULT, "", "nope"]
+EXAMPLES = int(os.environ.get("TFMTL_FUZZ_EXAMPLES", "60"))  # more for a deeper run
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +68,7 @@ def valid_retrieve(k: int = 3) -> predict_pb2.PredictRequest:
     return request
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                   HealthCheck.too_slow])
 @given(signature=st.sampled_from(SIGNATURES), inputs=st.dictionaries(st.sampled_from(KEYS), tensors(), max_size=6),
        name=st.sampled_from(["toy", "toy", "other", ""]))
@@ -133,7 +136,7 @@ def shaped(draw, dtype: str):  # type: ignore[no-untyped-def]
     return np.array(draw(st.lists(st.floats(width=32), min_size=size, max_size=size)), np.float32).reshape(shape)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                   HealthCheck.too_slow])
 @given(data=st.data(), signature=st.sampled_from(sorted(SIGNATURE_KEYS)))
 def test_the_right_keys_with_random_shapes_and_values(stub, data, signature) -> None:  # type: ignore[no-untyped-def]

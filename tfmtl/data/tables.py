@@ -132,7 +132,10 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as error:
         raise DataError(f"cannot be read as Parquet: {error}", file=str(path)) from None
-    frame = table.to_pandas(integer_object_nulls=True)  # integer ids with nulls must not become '1.0'
+    try:
+        frame = table.to_pandas(integer_object_nulls=True)  # integer ids with nulls must not become '1.0'
+    except (pa.ArrowException, KeyError, ValueError, TypeError, IndexError) as error:  # e.g. damaged pandas metadata
+        raise DataError(f"cannot be read as Parquet: {type(error).__name__}: {error}", file=str(path)) from None
     frame.index = pd.RangeIndex(1, len(frame) + 1, name="row")
     for column in frame.columns:
         frame[column] = _decode_bytes(frame[column], str(path), str(column))
