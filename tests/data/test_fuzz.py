@@ -111,3 +111,17 @@ def test_a_yaml_schema_cannot_construct_python_objects(tmp_path: Path) -> None:
     with pytest.raises((DataError, ValueError)):
         load_dataset(tmp_path / "schema.yaml")
     assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
+
+
+def test_invalid_utf8_inside_a_parquet_string_column_names_column_and_row(parquet_shop, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for file in parquet_shop.iterdir():
+        shutil.copy(file, tmp_path / file.name)
+    items = pq.read_table(tmp_path / "items.parquet")
+    titles = pa.array([b"Red shoe", b"Blue \xff hat", b"Green scarf"], pa.binary()).view(pa.string())  # unchecked
+    pq.write_table(items.set_column(items.column_names.index("title"), "title", titles), tmp_path / "items.parquet")
+    with pytest.raises(DataError, match="invalid UTF-8") as caught:
+        load_dataset(tmp_path / "schema.json")
+    assert "title" in str(caught.value) and "row 2" in str(caught.value)

@@ -8,9 +8,11 @@ Under the ``skip`` policy a bad row is dropped and counted in a :class:`SkipRepo
 from __future__ import annotations
 
 import csv
+import re
 import io
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -132,6 +134,7 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as error:
         raise DataError(f"cannot be read as Parquet: {error}", file=str(path)) from None
+    _check_utf8(table, str(path))
     try:
         frame = table.to_pandas(integer_object_nulls=True)  # integer ids with nulls must not become '1.0'
     except (pa.ArrowException, KeyError, ValueError, TypeError, IndexError) as error:  # e.g. damaged pandas metadata
@@ -140,6 +143,26 @@ def _read_parquet(path: Path) -> pd.DataFrame:
     for column in frame.columns:
         frame[column] = _decode_bytes(frame[column], str(path), str(column))
     return frame
+
+
+def _check_utf8(table: Any, file: str) -> None:
+    """Parquet does not check that string columns hold UTF-8; find the first bad value's row before pandas trips."""
+    import pyarrow as pa
+
+    for name in table.column_names:
+        column = table.column(name)
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            continue
+        offset = 0
+        for chunk in column.chunks:
+            try:
+                chunk.validate(full=True)
+            except pa.ArrowException as error:
+                found = re.search(r"index (\d+)", str(error))
+                row = offset + int(found.group(1)) + 1 if found else None
+                raise DataError("invalid UTF-8" if found else f"cannot be read as Parquet: {error}", file=file,
+                                column=str(name), row=row) from None
+            offset += len(chunk)
 
 
 def _decode_bytes(series: pd.Series, file: str, column: str) -> pd.Series:
