@@ -8,8 +8,8 @@ Under the ``skip`` policy a bad row is dropped and counted in a :class:`SkipRepo
 from __future__ import annotations
 
 import csv
-import re
 import io
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any

@@ -27,13 +27,6 @@ def versions(model_dir: Path) -> list[int]:
     return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
 
 
-def version_path(model_dir: Path, version: int) -> Path:
-    for path in model_dir.iterdir():
-        if path.is_dir() and path.name.isdigit() and int(path.name) == version:
-            return path
-    return model_dir / str(version)
-
-
 @contextlib.contextmanager
 def partial_version(model_dir: Path) -> Iterator[Path]:
     """A fresh hidden folder to write a version into; removed if the block fails."""
