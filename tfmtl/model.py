@@ -25,14 +25,15 @@ class MultiTaskRecommender(tfrs.Model):
     ``weight_<task>`` (reported as ``loss/<task>``).
     """
 
-    def __init__(self, config: ModelConfig, space: FeatureSpace, encoder: TextEncoder | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(self, config: ModelConfig, space: FeatureSpace, encoder: TextEncoder | None = None, *,
+                 per_example_text: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         tasks = config.tasks
         # === Layers ===
         self.user_tower = build_user_tower(space, config.user_tower, config.embedding_dim,
                                            history_pooling=config.history_pooling)
-        self.item_tower = build_item_tower(space, config.item_tower, config.embedding_dim, encoder)
+        self.item_tower = build_item_tower(space, config.item_tower, config.embedding_dim, encoder,
+                                           per_example_text=per_example_text)
         self.retrieval_task = RetrievalTask(config.retrieval) if RETRIEVAL in tasks else None
         self.ranking_heads = (RankingHeads(config.ranking, tuple(tasks), rating_mean=space.rating_mean,
                                            user_vocabulary=space.vocabularies[USER_ID],

@@ -141,12 +141,14 @@ def build_encoder(config: ModelConfig, space: FeatureSpace, *, seed: int | None 
 
 
 def build_model(config: ModelConfig, space: FeatureSpace, encoder: TextEncoder | None, *,
-                fill_text_cache: bool = True) -> MultiTaskRecommender:
+                fill_text_cache: bool = True, per_example_text: bool = False) -> MultiTaskRecommender:
     """A model with every variable created (so checkpoints restore eagerly and completely).
 
-    ``fill_text_cache`` encodes the catalog's texts once (skip it only when a checkpoint will restore the cache).
+    ``fill_text_cache`` encodes the catalog's texts once and precomputes the training caches (skip it only for
+    inference when a checkpoint will restore the cache). ``per_example_text`` runs the text encoder on every row
+    with no caches: the straightforward reference the fast path is tested and benchmarked against.
     """
-    model = MultiTaskRecommender(config, space, encoder)
+    model = MultiTaskRecommender(config, space, encoder, per_example_text=per_example_text)
     model.task_losses(example_batch(space), training=False)
     if fill_text_cache:
         for feature in model.item_tower.features.values():

@@ -58,34 +58,43 @@ class NumericBuckets(tf.keras.layers.Layer):
 
 
 class TextFeature(tf.keras.layers.Layer):
-    """Texts [B] -> projected text embeddings [B, dim].
+    """Texts [B] -> projected text embeddings [B, dim]. The work scales with items, not with rows:
 
-    A frozen encoder's output depends on the text alone, so the catalog's texts are encoded once and looked up;
-    only texts outside the cache (a new item) run the encoder. A trainable encoder runs once per unique text
-    in the batch.
+    * a frozen encoder's output depends on the text alone, so the catalog's texts are encoded once and looked
+      up (a checkpointed cache); only texts outside the catalog (a new item) run the encoder;
+    * otherwise the encoder runs once per unique text of the batch, and in training the catalog's token ids and
+      the frozen stage's hidden states (``TextEncoder.lower``) are precomputed once per item, so a step runs only
+      the trainable layers (``TextEncoder.upper``). These training caches are rebuilt by :meth:`fill_cache`,
+      never checkpointed or exported.
+
+    ``per_example=True`` is the straightforward reference path: tokenise and encode every row, no caches.
     """
 
     def __init__(self, encoder: TextEncoder, dim: int, *, cached_texts: Sequence[str] = (), dropout: float = 0.0,
-                 **kwargs: Any) -> None:
+                 per_example: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.encoder = encoder
         self.projection = tf.keras.layers.Dense(dim, name="projection")
         self.dropout = tf.keras.layers.Dropout(dropout)
+        self.per_example = per_example
         # The encoder's own projection trains, so only a fully frozen encoder's output can be cached.
         self.frozen = encoder.config.trainable_layers == 0 and encoder.projection is None
-        keys = sorted({str(t) for t in cached_texts}) if self.frozen else []
+        texts = sorted({str(t) for t in cached_texts})
+        keys = texts if self.frozen else []
         self.cache_keys = keys
         self.cache = tf.Variable(tf.zeros([max(1, len(keys)), encoder.output_dim]), trainable=False,
                                  name="text_cache")
-        self.cache_index = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(tf.constant(keys or [PAD], tf.string),
-                                                tf.range(max(1, len(keys)), dtype=tf.int64)),
-            default_value=-1) if keys else None
+        self.cache_index = _index(keys) if keys and not per_example else None
+        self.catalog_texts = texts
+        self._train_cache = _TrainingCache()
 
     def fill_cache(self, batch_size: int = 64) -> None:
-        """Encode the cached texts (once, after the weights are final for a frozen encoder)."""
+        """Encode the cached texts (once, after the weights are final for a frozen encoder), and precompute the
+        training caches of a trainable encoder."""
         if self.cache_keys:
             self.cache.assign(self.encoder.embed(self.cache_keys, batch_size=batch_size))
+        if not self.frozen and not self.per_example and self.catalog_texts:
+            self._train_cache = _TrainingCache.build(self.encoder, self.catalog_texts, batch_size=batch_size)
 
     def call(self, texts: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         return self.dropout(self.projection(self.encode(texts, training=training)), training=training)
@@ -93,19 +102,83 @@ class TextFeature(tf.keras.layers.Layer):
     def encode(self, texts: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         """Texts [B] -> encoder outputs [B, E] (cached where possible)."""
         texts = tf.reshape(tf.convert_to_tensor(texts, tf.string), [-1])
-        if self.cache_index is None:
-            unique, position = tf.unique(texts)
-            return tf.gather(self.encoder(unique, training=training), position)
-        index = self.cache_index.lookup(texts)
-        hit = index >= 0
-        cached = tf.gather(self.cache, tf.maximum(index, 0))
+        if self.per_example:
+            return self.encoder(texts, training=training)
+        if self.cache_index is not None:
+            return _with_misses(self.cache_index.lookup(texts), lambda index: tf.gather(self.cache, index),
+                                texts, lambda missed: self.encoder(missed, training=False))
+        unique, position = tf.unique(texts)
+        return tf.gather(self._encode_unique(unique, training), position)
 
-        def encode_misses() -> tf.Tensor:
-            misses = tf.where(~hit)
-            computed = self.encoder(tf.gather_nd(texts, misses), training=False)
-            return tf.tensor_scatter_nd_update(cached, misses, computed)
+    def _encode_unique(self, texts: tf.Tensor, training: bool | None) -> tf.Tensor:
+        cache = self._train_cache
+        if not training or cache.index is None:
+            return self.encoder(texts, training=training)
 
-        return tf.cond(tf.reduce_all(hit), lambda: cached, encode_misses)
+        def cached(index: tf.Tensor) -> tf.Tensor:
+            mask = tf.gather(cache.padding_mask, index)
+            if cache.hidden is not None:
+                return self.encoder.upper(tf.gather(cache.hidden, index), mask, training=training)
+            token_ids = tf.gather(cache.token_ids, index)
+            return self.encoder({"token_ids": token_ids, "segment_ids": tf.zeros_like(token_ids),
+                                 "padding_mask": mask}, training=training)
+
+        return _with_misses(cache.index.lookup(texts), cached, texts,
+                            lambda missed: self.encoder(missed, training=training))
+
+
+HIDDEN_CACHE_LIMIT_BYTES = 2 << 30  # above this, training caches token ids only
+
+
+class _TrainingCache:
+    """Per catalog text: token ids and padding mask [N, W], and the frozen stage's hidden states [N, W, H].
+
+    W is the longest tokenised catalog text: the columns after it are padding for every item, and padding
+    positions are masked out of attention and pooling, so dropping them changes nothing. Not a trackable
+    attribute: it is neither checkpointed nor exported.
+    """
+
+    def __init__(self) -> None:
+        self.index: tf.lookup.StaticHashTable | None = None
+        self.token_ids: tf.Tensor | None = None
+        self.padding_mask: tf.Tensor | None = None
+        self.hidden: tf.Tensor | None = None
+
+    @classmethod
+    def build(cls, encoder: TextEncoder, texts: Sequence[str], *, batch_size: int) -> _TrainingCache:
+        tokens = [encoder.tokenize(texts[i:i + batch_size]) for i in range(0, len(texts), batch_size)]
+        token_ids = tf.concat([t["token_ids"] for t in tokens], axis=0)
+        padding_mask = tf.concat([t["padding_mask"] for t in tokens], axis=0)
+        width = max(1, int(tf.reduce_max(tf.reduce_sum(padding_mask, axis=1))))
+        cache = cls()
+        cache.index = _index(list(texts))
+        cache.token_ids, cache.padding_mask = token_ids[:, :width], padding_mask[:, :width]
+        if encoder.has_frozen_stage and len(texts) * width * encoder.hidden_dim * 4 <= HIDDEN_CACHE_LIMIT_BYTES:
+            lower = tf.function(encoder.lower, autograph=False)
+            cache.hidden = tf.concat([lower({"token_ids": cache.token_ids[i:i + batch_size],
+                                             "segment_ids": tf.zeros_like(cache.token_ids[i:i + batch_size]),
+                                             "padding_mask": cache.padding_mask[i:i + batch_size]})
+                                      for i in range(0, len(texts), batch_size)], axis=0)
+        return cache
+
+
+def _index(keys: Sequence[str]) -> tf.lookup.StaticHashTable:
+    """Text -> its row in a cache; -1 for texts outside it."""
+    return tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(list(keys), tf.string),
+                                            tf.range(len(keys), dtype=tf.int64)), default_value=-1)
+
+
+def _with_misses(index: tf.Tensor, cached: Any, texts: tf.Tensor, compute: Any) -> tf.Tensor:
+    """Rows found in a cache (index >= 0) come from ``cached(index)``; the others from ``compute(texts)``."""
+    hit = index >= 0
+    found = cached(tf.maximum(index, 0))
+
+    def fill_misses() -> tf.Tensor:
+        misses = tf.where(~hit)
+        return tf.tensor_scatter_nd_update(found, misses, compute(tf.gather_nd(texts, misses)))
+
+    return tf.cond(tf.reduce_all(hit), lambda: found, fill_misses)
 
 
 class HistoryEncoder(tf.keras.layers.Layer):
@@ -181,7 +254,7 @@ def build_user_tower(space: FeatureSpace, config: TowerConfig, output_dim: int, 
 
 
 def build_item_tower(space: FeatureSpace, config: TowerConfig, output_dim: int,
-                     encoder: TextEncoder | None) -> Tower:
+                     encoder: TextEncoder | None, *, per_example_text: bool = False) -> Tower:
     features: dict[str, tf.keras.layers.Layer] = {
         ITEM_ID: CategoricalEmbedding(space.vocabularies[ITEM_ID], config.id_dim, dropout=config.id_dropout,
                                       name="item_id")}
@@ -191,7 +264,8 @@ def build_item_tower(space: FeatureSpace, config: TowerConfig, output_dim: int,
             raise ValueError(f"text column '{column}' needs a text encoder")
         texts = np.asarray(space.catalog.get(column, []), dtype=object)
         features[column] = TextFeature(encoder, config.text_dim, cached_texts=[str(t) for t in texts],
-                                       dropout=config.dropout, name=f"text_{column}")
+                                       dropout=config.dropout, per_example=per_example_text,
+                                       name=f"text_{column}")
     return Tower(features, config, output_dim, name="item_tower")
 
 

@@ -70,6 +70,7 @@ class _Keras3Parts:
         self.tokenizer = tokenizer
         self.packer = packer
         self.embed_fn: Any = None  # the compiled embed(), built on first use
+        self.upper_fn: Any = None  # the XLA-compiled trainable stage (``jit_compile``)
 
 
 class TextEncoder(tf.keras.layers.Layer):
@@ -103,6 +104,7 @@ class TextEncoder(tf.keras.layers.Layer):
         self.hidden_dim = int(backbone.hidden_dim)
         self.output_dim = config.projection_dim or self.hidden_dim
         self.num_transformer_layers = int(backbone.num_layers)
+        self.jit_compile = False  # a runtime choice (train.jit_compile), not part of the architecture
 
     # --- construction ---
 
@@ -183,14 +185,61 @@ class TextEncoder(tf.keras.layers.Layer):
 
     def call(self, inputs: Any, training: bool | None = None) -> tf.Tensor:
         tokens = inputs if isinstance(inputs, dict) else self._tokenize(tf.convert_to_tensor(inputs, tf.string))
-        # A frozen encoder runs in inference mode (deterministic, cacheable features).
-        training = bool(training) and self.config.trainable_layers != 0
+        if not self.has_frozen_stage:  # trainable_layers=-1: the embeddings train too
+            backbone = self._keras3.backbone
+            sequence = backbone({"token_ids": tokens["token_ids"], "segment_ids": tokens["segment_ids"],
+                                 "padding_mask": tokens["padding_mask"]}, training=bool(training))["sequence_output"]
+            for loss in backbone.losses:
+                self.add_loss(loss)
+            return self._head(sequence, tokens["padding_mask"])
+        return self.upper(self.lower(tokens), tokens["padding_mask"], training=training)
+
+    # --- the frozen stage and the trainable stage ---
+
+    @property
+    def has_frozen_stage(self) -> bool:
+        """True unless everything trains: the embeddings and the lower ``frozen_layers`` layers never change."""
+        return self.config.trainable_layers != -1
+
+    @property
+    def frozen_layers(self) -> int:
+        """Transformer layers below the trainable ones (all of them when the encoder is frozen)."""
+        layers = self.config.trainable_layers
+        if layers == -1:
+            return 0
+        return self.num_transformer_layers if layers == 0 else max(0, self.num_transformer_layers - layers)
+
+    def lower(self, tokens: dict[str, tf.Tensor]) -> tf.Tensor:
+        """Tokens [B, L] -> hidden states [B, L, H] after the frozen stage. It always runs in inference mode, so
+        its output depends on the text alone and can be cached per item (see ``TextFeature``)."""
         backbone = self._keras3.backbone
-        sequence = backbone({"token_ids": tokens["token_ids"], "segment_ids": tokens["segment_ids"],
-                             "padding_mask": tokens["padding_mask"]}, training=training)["sequence_output"]
-        for loss in backbone.losses:
-            self.add_loss(loss)
-        pooled = self._pool(tf.cast(sequence, tf.float32), tokens["padding_mask"])
+        embedded = backbone.token_embedding(tokens["token_ids"])
+        x = backbone.embeddings_add((embedded, backbone.position_embedding(embedded),
+                                     backbone.segment_embedding(tokens["segment_ids"])))
+        x = backbone.embeddings_dropout(backbone.embeddings_layer_norm(x), training=False)
+        return self._layers(x, tokens["padding_mask"], 0, self.frozen_layers, training=False)
+
+    def upper(self, hidden: tf.Tensor, padding_mask: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        """Hidden states of the frozen stage [B, L, H] -> text embeddings [B, D] (trainable layers, pooling,
+        projection). ``jit_compile`` compiles this stage with XLA (the string ops before it cannot compile)."""
+        if self.jit_compile:
+            if self._keras3.upper_fn is None:
+                self._keras3.upper_fn = tf.function(self._upper, jit_compile=True, autograph=False)
+            return self._keras3.upper_fn(hidden, padding_mask, bool(training))
+        return self._upper(hidden, padding_mask, bool(training))
+
+    def _upper(self, hidden: tf.Tensor, padding_mask: tf.Tensor, training: bool) -> tf.Tensor:
+        x = self._layers(hidden, padding_mask, self.frozen_layers, self.num_transformer_layers,
+                         training=training and self.config.trainable_layers != 0)
+        return self._head(x, padding_mask)
+
+    def _layers(self, x: tf.Tensor, padding_mask: tf.Tensor, start: int, stop: int, *, training: bool) -> tf.Tensor:
+        for layer in self._keras3.backbone.transformer_layers[start:stop]:
+            x = layer(x, padding_mask=padding_mask, training=training)
+        return x
+
+    def _head(self, sequence: tf.Tensor, padding_mask: tf.Tensor) -> tf.Tensor:
+        pooled = self._pool(tf.cast(sequence, tf.float32), padding_mask)
         if self.projection is not None:
             pooled = self.projection(pooled)
         return tf.math.l2_normalize(pooled, axis=-1) if self.config.normalize else pooled
