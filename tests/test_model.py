@@ -133,3 +133,15 @@ def test_id_dropout_sends_some_training_rows_to_the_unknown_bucket(data) -> None
     assert not np.any(np.all(inference == unknown, axis=1))
     dropped = np.all(training == unknown, axis=1).mean()
     assert 0.4 < dropped < 0.6
+
+
+def test_ranking_losses_are_row_means_worked_out_by_hand(data) -> None:  # type: ignore[no-untyped-def]
+    model, batch = _model(data, toy_config())
+    losses = model.task_losses(batch, training=False)
+    outputs = model.rank(batch)
+    rating = batch["rating"].numpy().astype(np.float64)
+    predicted = outputs["rating"].numpy().astype(np.float64)
+    np.testing.assert_allclose(losses["rating"].numpy(), np.mean((predicted - rating) ** 2), rtol=1e-5)
+    p, liked = outputs["like_probability"].numpy().astype(np.float64), (rating >= 4).astype(np.float64)
+    bce = -np.mean(liked * np.log(p) + (1 - liked) * np.log(1 - p))
+    np.testing.assert_allclose(losses["like"].numpy(), bce, rtol=1e-4)

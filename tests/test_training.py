@@ -122,3 +122,18 @@ def test_train_is_exposed_at_the_top_level() -> None:
     import tfmtl.training
 
     assert tfmtl.train is tfmtl.training.train
+
+
+def test_fine_tuning_with_xla_and_mixed_precision_trains_and_reloads_in_float32(schema: Path,
+                                                                                 tmp_path: Path) -> None:
+    config = _config(schema, epochs=1, jit_compile=True, mixed_precision=True)
+    config = dataclasses.replace(config, model=dataclasses.replace(
+        config.model, encoder=dataclasses.replace(config.model.encoder, trainable_layers=1)))
+    trained = train(config, output=tmp_path / "run", progress=False, evaluate_test=False)
+    assert all(np.isfinite(trained.history[-1][f"loss/{task}"]) for task in config.model.tasks)
+    _, model, split = load_run(trained.path)
+    assert model.item_tower.features["title"].encoder._keras3.backbone.compute_dtype == "float32"
+    arrays = trained.model.space.interaction_arrays(trained.data, split.train, split.test, is_training=False)
+    batch = next(iter(make_dataset(arrays, batch_size=64)))
+    bf16, fp32 = trained.model.embed_item(batch).numpy(), model.embed_item(batch).numpy()
+    assert (bf16 * fp32).sum(1).min() > 0.98  # the same weights, computed in another precision

@@ -57,8 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--output", metavar="RUN_DIR",
                        help="run folder (default: a new runs/<dataset>-<date>-<time>)")
     train.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its last checkpoint")
-    train.add_argument("--strategy", choices=("default", "mirrored", "multi_worker"), default="default",
-                       help="tf.distribute strategy (only 'default' is available in this version)")
+    train.add_argument("--strategy", choices=("default", "mirrored", "multi_worker"),
+                       help="tf.distribute strategy (default: the config's train.strategy, else one device); "
+                            "multi_worker reads TF_CONFIG; the batch size is global")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
     train.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     train.set_defaults(handler=_train)
@@ -156,8 +157,6 @@ def _train(args: argparse.Namespace) -> dict[str, object]:
     from tfmtl.run import RunFolder
     from tfmtl.training import train
 
-    if args.strategy != "default":
-        raise ValueError(f"--strategy {args.strategy} is not available yet; use --strategy default")
     if args.output is None and args.resume:
         raise ValueError("--resume needs --output RUN_DIR: the run to continue")
     saved = RunFolder(Path(args.output or ".")).config
@@ -172,6 +171,10 @@ def _train(args: argparse.Namespace) -> dict[str, object]:
         train_section = dataclasses.replace(train_section, dataset=args.dataset)
     if args.epochs is not None:
         train_section = dataclasses.replace(train_section, epochs=args.epochs)
+    if args.strategy:
+        train_section = dataclasses.replace(train_section, strategy=args.strategy)
+    if train_section.strategy == "multi_worker" and args.output is None:
+        raise ValueError("--strategy multi_worker needs --output RUN_DIR: every worker must name the same run folder")
     model_section = config.model
     if args.encoder:
         model_section = dataclasses.replace(model_section,

@@ -32,16 +32,18 @@ _TRACED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def evaluate_model(model: MultiTaskRecommender, data: InteractionData, train_rows: np.ndarray, rows: np.ndarray, *,
-                   ks: Sequence[int] = DEFAULT_KS, batch_size: int = 4096,
-                   until_row_time: bool = True) -> dict[str, float]:
-    """Metrics of every task that is on, over interaction ``rows`` (the user's ``train_rows`` are excluded).
+                   ks: Sequence[int] = DEFAULT_KS, batch_size: int = 4096, until_row_time: bool = True,
+                   tasks: Sequence[str] | None = None) -> dict[str, float]:
+    """Metrics of every task that is on (or of ``tasks`` only), over interaction ``rows`` (the user's
+    ``train_rows`` are excluded).
 
     Retrieval ranks every item of ``data.items``: ``retrieval/top_K_accuracy`` with nothing excluded (the TFRS
     protocol), recall / NDCG @K and MRR with the user's training items excluded.
     """
     if len(rows) == 0:
         raise ValueError("evaluate_model: there are no rows to evaluate")
-    space, tasks = model.space, model.config.tasks
+    space = model.space
+    tasks = [t for t in model.config.tasks if tasks is None or t in tasks]
     arrays = space.interaction_arrays(data, train_rows, rows, is_training=False, until_row_time=until_row_time)
     users, outputs = _predict_rows(model, arrays, batch_size)
     metrics: dict[str, float] = {}

@@ -11,10 +11,14 @@ import tensorflow_recommenders as tfrs
 from tfmtl.config import ModelConfig
 from tfmtl.data.history import HISTORY, HISTORY_LABELS
 from tfmtl.data.interactions import ITEM_ID, USER_ID
+from tfmtl.distribute import replica_scale
 from tfmtl.encoders.text import TextEncoder
 from tfmtl.features import FeatureSpace
 from tfmtl.tasks import GENRES, LIKE, RATING, RETRIEVAL, GenreHead, LossWeighting, RankingHeads, RetrievalTask
 from tfmtl.towers import build_item_tower, build_user_tower
+
+
+SUM = tf.keras.losses.Reduction.SUM
 
 
 class MultiTaskRecommender(tfrs.Model):
@@ -40,8 +44,10 @@ class MultiTaskRecommender(tfrs.Model):
                                            item_vocabulary=space.vocabularies[ITEM_ID],
                                            rated_history=space.rated_history)
                               if RATING in tasks or LIKE in tasks else None)
-        self.rating_task = tfrs.tasks.Ranking(loss=tf.keras.losses.MeanSquaredError()) if RATING in tasks else None
-        self.like_task = (tfrs.tasks.Ranking(loss=tf.keras.losses.BinaryCrossentropy(from_logits=True))
+        # SUM reductions, divided by the rows by hand: tf-keras refuses its mean inside a tf.distribute strategy.
+        self.rating_task = (tfrs.tasks.Ranking(loss=tf.keras.losses.MeanSquaredError(reduction=SUM))
+                            if RATING in tasks else None)
+        self.like_task = (tfrs.tasks.Ranking(loss=tf.keras.losses.BinaryCrossentropy(from_logits=True, reduction=SUM))
                           if LIKE in tasks else None)
         self.genre_head = GenreHead(space.vocabularies[space.genre_column]) if GENRES in tasks else None
         self.weighting = LossWeighting(dict(tasks), config.loss_weighting)
@@ -119,7 +125,8 @@ class MultiTaskRecommender(tfrs.Model):
             getattr(self, f"loss_{task}_tracker").update_state(losses[task])
             getattr(self, f"weight_{task}_tracker").update_state(weight)
         self.loss_total_tracker.update_state(total)
-        return total
+        scale, _ = replica_scale()  # the optimizer sums replicas' gradients: each returns its share of the mean
+        return total * scale
 
     def task_losses(self, inputs: dict[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:
         """Unweighted loss per task that is on, each a mean over the batch."""
@@ -127,23 +134,28 @@ class MultiTaskRecommender(tfrs.Model):
         items = self.item_tower(inputs, training=training)
         losses: dict[str, tf.Tensor] = {}
         if self.retrieval_task is not None:
+            # Integer ids (equal exactly when the strings are): collectives gather numbers, not strings.
+            index = self._item_index(inputs[ITEM_ID])
             catalog = {}
             if self.config.retrieval.negatives == "catalog":
                 catalog = {"catalog_embeddings": self.embed_item(self._catalog, training=training),
-                           "catalog_ids": self._catalog[ITEM_ID]}
-            probability = tf.gather(self._item_probability, self._item_index(inputs[ITEM_ID]))
+                           "catalog_ids": self._item_index(self._catalog[ITEM_ID])}
             losses[RETRIEVAL] = self.retrieval_task(
-                self.normalize(users), self.normalize(items), inputs[ITEM_ID],
-                sampling_probability=probability, **catalog)
+                self.normalize(users), self.normalize(items), index,
+                sampling_probability=tf.gather(self._item_probability, index), **catalog)
         if self.ranking_heads is not None:
             label = tf.cast(inputs[self.space.rating_label], tf.float32)
+            rows = tf.cast(tf.maximum(tf.shape(label)[0], 1), tf.float32)
             outputs = self.ranking_heads(users, items, inputs[USER_ID], inputs[ITEM_ID],
                                          history=self._rated_history(inputs), training=training)
             if self.rating_task is not None:
-                losses[RATING] = self.rating_task(labels=label, predictions=outputs[RATING], compute_metrics=False)
+                losses[RATING] = self.rating_task(labels=label[:, tf.newaxis],  # [B, 1]: one loss per row
+                                                  predictions=outputs[RATING][:, tf.newaxis],
+                                                  compute_metrics=False) / rows
             if self.like_task is not None:
                 liked = tf.cast(label >= self.config.ranking.like_threshold, tf.float32)
-                losses[LIKE] = self.like_task(labels=liked, predictions=outputs[LIKE], compute_metrics=False)
+                losses[LIKE] = self.like_task(labels=liked[:, tf.newaxis], predictions=outputs[LIKE][:, tf.newaxis],
+                                              compute_metrics=False) / rows
         if self.genre_head is not None:
             targets = self.genre_head.targets(inputs[self.space.genre_column])
             logits = self.genre_logits(inputs, training=training)

@@ -132,12 +132,15 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
-def build_encoder(config: ModelConfig, space: FeatureSpace, *, seed: int | None = None) -> TextEncoder | None:
-    """The item tower's text encoder (None when the items have no text column in use)."""
+def build_encoder(config: ModelConfig, space: FeatureSpace, *, seed: int | None = None,
+                  mixed_precision: bool = False) -> TextEncoder | None:
+    """The item tower's text encoder (None when the items have no text column in use); ``mixed_precision``
+    computes it in bfloat16 (float32 variables)."""
     if not space.item_text:
         return None
     texts = [str(t) for column in space.item_text for t in space.catalog[column]]
-    return TextEncoder.from_encoder_config(config.encoder, texts=texts, seed=seed)
+    return TextEncoder.from_encoder_config(config.encoder, texts=texts, seed=seed,
+                                           dtype="mixed_bfloat16" if mixed_precision else None)
 
 
 def build_model(config: ModelConfig, space: FeatureSpace, encoder: TextEncoder | None, *,

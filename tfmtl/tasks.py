@@ -9,6 +9,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from tfmtl.config import RankingConfig, RetrievalConfig
+from tfmtl.distribute import replica_scale
 
 RETRIEVAL, RATING, LIKE, GENRES = "retrieval", "rating", "like", "genres"
 # Kendall et al. (2018): a Gaussian likelihood gives 1/(2σ²)·L + log σ, a softmax/Bernoulli one 1/σ²·L + log σ.
@@ -33,7 +34,7 @@ class RetrievalTask(tf.keras.layers.Layer):
         remove = config.remove_accidental_hits or config.negatives == "catalog"
         self.task = tfrs.tasks.Retrieval(
             loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True,
-                                                         reduction=tf.keras.losses.Reduction.SUM_OVER_BATCH_SIZE),
+                                                         reduction=tf.keras.losses.Reduction.SUM),
             temperature=config.temperature, remove_accidental_hits=remove,
             num_hard_negatives=config.hard_negatives or None)
 
@@ -51,10 +52,31 @@ class RetrievalTask(tf.keras.layers.Layer):
             rows, catalog_size = tf.shape(item_embeddings)[0], tf.shape(catalog_embeddings)[0]
             mask = tf.concat([tf.eye(rows, dtype=tf.bool), tf.ones([rows, catalog_size], tf.bool)], axis=1)
             sampling_probability = None
-        elif not self.config.logq_correction:
-            sampling_probability = None
-        return self.task(user_embeddings, candidates, candidate_sampling_probability=sampling_probability,
-                         candidate_ids=ids, compute_metrics=False, compute_batch_metrics=False, score_mask=mask)
+        else:
+            if not self.config.logq_correction:
+                sampling_probability = None
+            candidates, ids, sampling_probability = _cross_replica(candidates, ids, sampling_probability)
+        total = self.task(user_embeddings, candidates, candidate_sampling_probability=sampling_probability,
+                          candidate_ids=ids, compute_metrics=False, compute_batch_metrics=False, score_mask=mask)
+        # SUM, then the mean by hand: tf-keras refuses its mean reduction inside a tf.distribute strategy.
+        return total / tf.cast(tf.maximum(tf.shape(user_embeddings)[0], 1), total.dtype)
+
+
+def _cross_replica(items: tf.Tensor, ids: tf.Tensor,
+                   probability: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor | None]:
+    """In-batch candidates of every replica: this replica's positives first (TFRS's labels are the diagonal),
+    then the other replicas' (gradients flow back to them through all_gather). Unchanged on one replica."""
+    _, context = replica_scale()
+    if context is None:
+        return items, ids, probability
+    rows = tf.shape(items)[0]
+    others = tf.not_equal(tf.range(rows * context.num_replicas_in_sync) // rows,
+                          tf.cast(context.replica_id_in_sync_group, tf.int32))
+
+    def gather(local: tf.Tensor) -> tf.Tensor:
+        return tf.concat([local, tf.boolean_mask(context.all_gather(local, axis=0), others)], axis=0)
+
+    return gather(items), gather(ids), None if probability is None else gather(probability)
 
 
 # === Ranking ===

@@ -91,7 +91,7 @@ class TextFeature(tf.keras.layers.Layer):
     def fill_cache(self, batch_size: int = 64) -> None:
         """Encode the cached texts (once, after the weights are final for a frozen encoder), and precompute the
         training caches of a trainable encoder."""
-        if self.cache_keys:
+        if self.cache_keys and not self.per_example:
             self.cache.assign(self.encoder.embed(self.cache_keys, batch_size=batch_size))
         if not self.frozen and not self.per_example and self.catalog_texts:
             self._train_cache = _TrainingCache.build(self.encoder, self.catalog_texts, batch_size=batch_size)

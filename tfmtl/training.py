@@ -9,7 +9,9 @@ by ``train.monitor``. At the end it restores the best weights and evaluates the 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +23,17 @@ import tensorflow as tf
 from tfmtl.config import Config
 from tfmtl.data import load_dataset
 from tfmtl.data.interactions import InteractionData
-from tfmtl.data.pipeline import epoch_batches
+from tfmtl.distribute import distributed_batches, is_chief, make_strategy
 from tfmtl.data.splits import Split, hold_out_validation, split_interactions
 from tfmtl.evaluate import evaluate_model, metric_names, metrics_table
 from tfmtl.features import FeatureSpace
 from tfmtl.model import MultiTaskRecommender
 from tfmtl.plots import plot_history, plot_metrics
 from tfmtl.run import RunFolder, build_encoder, build_model, check_data, data_fingerprint
+
+
+class WorkerFailure(RuntimeError):
+    """Multi-worker training lost a peer (collectives failed or timed out)."""
 
 
 @dataclass
@@ -63,9 +69,13 @@ def train(config: Config | None = None, *, output: str | Path, resume: bool = Fa
     """Trains ``config`` (defaults if None) into the run folder ``output``; see the module docstring.
 
     ``data`` and ``split`` replace the configured dataset and split (benchmarks, notebooks with their own frames);
-    the validation part is still carved out of ``split.train``.
+    the validation part is still carved out of ``split.train``. With ``train.strategy`` ``multi_worker`` every
+    worker runs this with the same config and ``output`` (a shared file system, e.g. NFS or a bucket mount);
+    only the chief writes there (see ``tfmtl.distribute``).
     """
     config = config or Config()
+    strategy = make_strategy(config.train.strategy)  # first: multi-worker collectives are set up at start-up
+    chief = is_chief(strategy)
     run = RunFolder(Path(output))
     if resume:
         run.require()
@@ -88,46 +98,68 @@ def train(config: Config | None = None, *, output: str | Path, resume: bool = Fa
     split = run.load_split() if resume else make_split(data, config, split)
     space = FeatureSpace.load(run.features) if resume else FeatureSpace.build(config.model, data, split.train)
 
-    run.path.mkdir(parents=True, exist_ok=True)
-    if not resume:
+    if chief:
+        run.path.mkdir(parents=True, exist_ok=True)
+    if chief and not resume:
         config.to_file(run.config)
         run.write_json(run.data, data_fingerprint(data))
         space.save(run.features)
         run.save_split(split)
-    encoder = build_encoder(config.model, space, seed=config.train.seed)
-    if encoder is not None:
-        run.write_json(run.encoder, encoder.get_config())
-    if encoder is not None:
-        _log(f"encoding {len(space.catalog['item_id']):,} item texts once")
-    model = build_model(config.model, space, encoder)
-
-    optimizer = _optimizer(config)
-    model.compile(optimizer=optimizer)
-    epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+    with strategy.scope():
+        encoder = build_encoder(config.model, space, seed=config.train.seed,
+                                mixed_precision=config.train.mixed_precision)
+        if encoder is not None and chief:
+            run.write_json(run.encoder, encoder.get_config())
+        if encoder is not None:
+            _log(f"encoding {len(space.catalog['item_id']):,} item texts once")
+        model = build_model(config.model, space, encoder)
+        if encoder is not None:
+            encoder.jit_compile = config.train.jit_compile
+        optimizer = _optimizer(config)
+        model.compile(optimizer=optimizer)
+        epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+    if strategy.num_replicas_in_sync > 1:
+        _log(f"{config.train.strategy}: {strategy.num_replicas_in_sync} replicas, global batch "
+             f"{config.train.batch_size} ({config.train.batch_size // strategy.num_replicas_in_sync} per replica)"
+             + ("" if chief else "; this worker is not the chief and writes nothing into the run folder"))
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch)
-    manager = tf.train.CheckpointManager(checkpoint, str(run.checkpoints), max_to_keep=1)
+    # Every worker saves (a save may need all of them); the others write to a scratch folder.
+    writes = run if chief else RunFolder(Path(tempfile.mkdtemp(prefix="tfmtl-worker-")))
+    manager = tf.train.CheckpointManager(checkpoint, str(writes.checkpoints), max_to_keep=1)
+    restore_from = tf.train.latest_checkpoint(str(run.checkpoints)) if resume else None
     history = run.read_history() if resume else []
     if resume:
-        if manager.latest_checkpoint is None:
+        if restore_from is None:
             raise ValueError(f"--resume: {run.checkpoints} holds no checkpoint")
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        checkpoint.restore(restore_from).assert_existing_objects_matched()
         history = [row for row in history if row["epoch"] <= int(epoch.numpy())]
         _log(f"resuming after epoch {int(epoch.numpy())}")
 
     train_arrays = space.interaction_arrays(data, split.train, split.train, is_training=True)
-    steps = int(np.ceil(len(split.train) / config.train.batch_size))
-    tracker = _EpochEnd(run, config, model, data, split, manager, epoch, history)
+    steps = steps_per_epoch(len(split.train), config.train.batch_size, strategy.num_replicas_in_sync)
+    tracker = _EpochEnd(run, writes, config, model, data, split, manager, epoch, history, chief=chief)
     start = int(epoch.numpy())
     if start < config.train.epochs and not tracker.should_stop():
-        dataset = epoch_batches(train_arrays, batch_size=config.train.batch_size, seed=config.train.seed,
-                                first_epoch=start, epochs=config.train.epochs)
-        model.fit(dataset, epochs=config.train.epochs, initial_epoch=start, steps_per_epoch=steps, verbose=0,
-                  callbacks=[_Progress(steps, config.train.epochs, enabled=progress), tracker])
-    if run.best.with_suffix(".index").exists():
-        tf.train.Checkpoint(model=model).read(str(run.best)).assert_existing_objects_matched().expect_partial()
+        dataset = distributed_batches(strategy, train_arrays, batch_size=config.train.batch_size,
+                                      seed=config.train.seed, first_epoch=start, epochs=config.train.epochs)
+        try:
+            model.fit(dataset, epochs=config.train.epochs, initial_epoch=start, steps_per_epoch=steps, verbose=0,
+                      callbacks=[_Progress(steps, config.train.epochs, enabled=progress), tracker])
+        except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.CancelledError,
+                tf.errors.AbortedError) as error:
+            if config.train.strategy != "multi_worker":
+                raise
+            first = str(error.message).strip().splitlines()[0][:300]
+            raise WorkerFailure(f"a worker of the cluster failed or stopped responding ({type(error).__name__}: "
+                                f"{first}). Restart every worker with --resume (the same --output) to continue from "
+                                f"the last checkpoint, epoch {int(epoch.numpy())}") from None
+    if writes.best.with_suffix(".index").exists():
+        tf.train.Checkpoint(model=model).read(str(writes.best)).assert_existing_objects_matched().expect_partial()
+    if not chief:
+        shutil.rmtree(writes.path, ignore_errors=True)
 
     metrics: dict[str, float] = {}
-    if evaluate_test and len(split.test):
+    if evaluate_test and len(split.test) and chief:
         _log(f"evaluating {len(split.test):,} test rows against {len(space.catalog['item_id']):,} items")
         metrics = evaluate_model(model, data, split.known, split.test, batch_size=config.train.eval_batch_size)
         best = tracker.best_epoch()
@@ -135,6 +167,12 @@ def train(config: Config | None = None, *, output: str | Path, resume: bool = Fa
         (run.path / "metrics.md").write_text(metrics_table(metrics, f"test metric (best epoch {best})"))
         plot_metrics(metrics, run.plots / "test_metrics.png")
     return TrainedRun(run.path, config, model, data, split, tracker.history, metrics)
+
+
+def steps_per_epoch(rows: int, batch_size: int, replicas: int = 1) -> int:
+    """Global steps per epoch; with several replicas a last batch smaller than the replica count is skipped."""
+    full, rest = divmod(rows, batch_size)
+    return full + (1 if rest >= replicas else 0)
 
 
 def _optimizer(config: Config) -> tf.keras.optimizers.Optimizer:
@@ -173,33 +211,36 @@ class _Progress(tf.keras.callbacks.Callback):
 class _EpochEnd(tf.keras.callbacks.Callback):
     """Validation, history, TensorBoard, plots, checkpoints, best weights and early stopping, once per epoch."""
 
-    def __init__(self, run: RunFolder, config: Config, model: MultiTaskRecommender, data: InteractionData,
-                 split: Split, manager: tf.train.CheckpointManager, epoch: tf.Variable,
-                 history: list[dict[str, Any]]) -> None:
+    def __init__(self, run: RunFolder, writes: RunFolder, config: Config, model: MultiTaskRecommender,
+                 data: InteractionData, split: Split, manager: tf.train.CheckpointManager, epoch: tf.Variable,
+                 history: list[dict[str, Any]], *, chief: bool) -> None:
         super().__init__()
-        self.run, self.config, self.recommender, self.data, self.split = run, config, model, data, split
-        self.manager, self.epoch, self.history = manager, epoch, history
-        self.writer = tf.summary.create_file_writer(str(run.tensorboard))
+        self.run, self.writes, self.config, self.recommender, self.data = run, writes, config, model, data
+        self.split, self.manager, self.epoch, self.history, self.chief = split, manager, epoch, history, chief
+        self.writer = tf.summary.create_file_writer(str(run.tensorboard)) if chief else None
         self.started = time.perf_counter()
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.started = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        logs = logs or {}
         row: dict[str, Any] = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - self.started, 2)}
+        # Read from the trackers, not from Keras's logs: under multi_worker the logs sum the workers' means.
+        tracked = {m.name: float(m.result()) for m in self.recommender.metrics
+                   if m.name.startswith(("loss_", "weight_"))}
         for task in self.config.model.tasks:
-            row[f"loss/{task}"] = float(logs.get(f"loss_{task}", np.nan))
-            row[f"weight/{task}"] = float(logs.get(f"weight_{task}", np.nan))
-        row["loss/total"] = float(logs.get("loss_total", np.nan))
+            row[f"loss/{task}"] = tracked.get(f"loss_{task}", np.nan)
+            row[f"weight/{task}"] = tracked.get(f"weight_{task}", np.nan)
+        row["loss/total"] = tracked.get("loss_total", np.nan)
         if len(self.split.validation):
             validation = evaluate_model(self.recommender, self.data, self.split.train, self.split.validation,
                                         batch_size=self.config.train.eval_batch_size)
             row.update({f"validation/{name}": value for name, value in validation.items()})
         self.history.append(row)
-        self._record(row)
+        if self.chief:
+            self._record(row)
         if self.best_epoch() == epoch + 1:  # before the latest checkpoint, so a resume never lacks its best
-            tf.train.Checkpoint(model=self.recommender).write(str(self.run.best))
+            tf.train.Checkpoint(model=self.recommender).write(str(self.writes.best))
         self.epoch.assign(epoch + 1)
         self.manager.save(checkpoint_number=epoch + 1)
         monitor = self.config.train.monitor
@@ -210,6 +251,7 @@ class _EpochEnd(tf.keras.callbacks.Callback):
             self.model.stop_training = True
 
     def _record(self, row: dict[str, Any]) -> None:
+        assert self.writer is not None
         self.run.write_json(self.run.history, self.history)
         with self.writer.as_default(step=row["epoch"]):
             for name, value in row.items():

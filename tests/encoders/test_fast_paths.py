@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from tests.encoders.conftest import TITLES, tiny_encoder
+from tfmtl.encoders import TextEncoder
 from tfmtl.towers import TextFeature
 
 # Rows repeat titles (as interactions repeat items) and include one text outside the catalog.
@@ -85,3 +86,15 @@ def test_xla_compiled_stage_matches() -> None:
     fast.encoder.jit_compile = True
     np.testing.assert_allclose(fast(tf.constant(ROWS), training=True).numpy(),
                                slow(tf.constant(ROWS), training=True).numpy(), atol=1e-5)
+
+
+def test_mixed_precision_encoder_is_close_to_float32() -> None:
+    full = tiny_encoder(trainable_layers=1, seed=3)
+    mixed = TextEncoder.from_encoder_config(full.config, vocabulary=full.vocabulary, seed=3, dtype="mixed_bfloat16")
+    assert all(v.dtype == tf.float32 for v in mixed.encoder_variables.values())  # float32 variables
+    for key, variable in full.encoder_variables.items():
+        mixed.encoder_variables[key].assign(variable)
+    tokens = full.tokenize(TITLES[:6])
+    reference = full(tokens).numpy()
+    cosine = (mixed(tokens).numpy() * reference).sum(1)  # both L2-normalised
+    assert cosine.min() > 0.99 and not np.array_equal(mixed(tokens).numpy(), reference)

@@ -119,8 +119,11 @@ class TextEncoder(tf.keras.layers.Layer):
 
     @classmethod
     def from_encoder_config(cls, config: TextEncoderConfig, *, texts: Any = None, seed: int | None = None,
-                            vocabulary: list[str] | None = None) -> TextEncoder:
-        backbone, vocabulary, lowercase = _load_backbone(config, texts=texts, seed=seed, vocabulary=vocabulary)
+                            vocabulary: list[str] | None = None, dtype: str | None = None) -> TextEncoder:
+        """``dtype``: the backbone's Keras dtype policy, e.g. ``mixed_bfloat16`` (variables stay float32, so a
+        checkpoint restores into a float32 encoder)."""
+        backbone, vocabulary, lowercase = _load_backbone(config, texts=texts, seed=seed, vocabulary=vocabulary,
+                                                         dtype=dtype)
         return cls(config, backbone=backbone, vocabulary=vocabulary, lowercase=lowercase,
                    name=f"text_encoder_{re.sub(r'[^0-9A-Za-z]+', '_', Path(config.preset).name)}")
 
@@ -284,8 +287,8 @@ def _checkpoint_key(path: str) -> str:
 
 # === Presets ===
 
-def _load_backbone(config: TextEncoderConfig, *, texts: Any, seed: int | None,
-                   vocabulary: list[str] | None) -> tuple[Any, list[str], bool]:
+def _load_backbone(config: TextEncoderConfig, *, texts: Any, seed: int | None, vocabulary: list[str] | None,
+                   dtype: str | None = None) -> tuple[Any, list[str], bool]:
     """(keras-hub BertBackbone, WordPiece vocabulary, lowercase?) for a preset."""
     import keras_hub
 
@@ -302,12 +305,12 @@ def _load_backbone(config: TextEncoderConfig, *, texts: Any, seed: int | None,
         backbone = keras_hub.models.BertBackbone(
             vocabulary_size=len(vocabulary), num_layers=config.tiny_num_layers, num_heads=config.tiny_num_heads,
             hidden_dim=config.tiny_hidden_dim, intermediate_dim=config.tiny_intermediate_dim,
-            dropout=config.dropout, max_sequence_length=config.sequence_length)
+            dropout=config.dropout, max_sequence_length=config.sequence_length, dtype=dtype)
         return backbone, list(vocabulary), True
 
     source = str(minilm_folder()) if config.preset == MINILM_PRESET else config.preset
     try:
-        backbone = keras_hub.models.BertBackbone.from_preset(source, dropout=config.dropout)
+        backbone = keras_hub.models.BertBackbone.from_preset(source, dropout=config.dropout, dtype=dtype)
         tokenizer = keras_hub.models.BertTokenizer.from_preset(source)
     except Exception as error:  # keras-hub raises many types for a missing or unreachable preset
         hint = ("" if Path(source).exists() else
