@@ -17,7 +17,6 @@ from tfmtl.features import FeatureSpace
 from tfmtl.tasks import GENRES, LIKE, RATING, RETRIEVAL, GenreHead, LossWeighting, RankingHeads, RetrievalTask
 from tfmtl.towers import build_item_tower, build_user_tower
 
-
 SUM = tf.keras.losses.Reduction.SUM
 
 

@@ -23,8 +23,8 @@ import tensorflow as tf
 from tfmtl.config import Config
 from tfmtl.data import load_dataset
 from tfmtl.data.interactions import InteractionData
-from tfmtl.distribute import distributed_batches, is_chief, make_strategy
 from tfmtl.data.splits import Split, hold_out_validation, split_interactions
+from tfmtl.distribute import distributed_batches, is_chief, make_strategy
 from tfmtl.evaluate import evaluate_model, metric_names, metrics_table
 from tfmtl.features import FeatureSpace
 from tfmtl.model import MultiTaskRecommender

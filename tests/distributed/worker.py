@@ -1,6 +1,7 @@
 """One training process of the distributed tests: trains CONFIG into OUTPUT, then dumps its final trainable
 weights and per-epoch losses to DUMP (.npz). ``--logical-cpus N`` splits the CPU into N devices first (for
-MirroredStrategy on a CPU-only host). Run: python tests/distributed/worker.py CONFIG OUTPUT DUMP [--logical-cpus N]
+MirroredStrategy on a CPU-only host).
+Run: python tests/distributed/worker.py CONFIG OUTPUT DUMP [--logical-cpus N] [--resume]
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def main() -> None:
     parser.add_argument("output")
     parser.add_argument("dump")
     parser.add_argument("--logical-cpus", type=int, default=0)
+    parser.add_argument("--resume", action="store_true")
     args = parser.parse_args()
     if args.logical_cpus:
         cpu = tf.config.list_physical_devices("CPU")[0]
@@ -34,7 +36,8 @@ def main() -> None:
     from tfmtl.config import Config
     from tfmtl.training import train
 
-    result = train(Config.from_file(args.config), output=args.output, progress=False, evaluate_test=False)
+    result = train(Config.from_file(args.config), output=args.output, resume=args.resume, progress=False,
+                   evaluate_test=False)
     weights = {f"w{i:03d}": v.numpy() for i, v in enumerate(result.model.trainable_variables)}
     losses = np.array([row["loss/total"] for row in result.history])
     np.savez(args.dump, losses=losses, **weights)
