@@ -13,21 +13,20 @@ import dataclasses
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
-
-import numpy as np
 
 # isort: off
 import tfmtl  # noqa: F401  (Keras 2 for TFRS, before TensorFlow loads)
 import tensorflow as tf
 from tfmtl.config import Config
 from tfmtl.data import load_dataset
-from tfmtl.data.pipeline import epoch_batches
 from tfmtl.data.splits import split_interactions
 from tfmtl.features import FeatureSpace
 from tfmtl.run import build_encoder, build_model
 from tfmtl.training import set_seed
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speed import timed_epochs  # noqa: E402
 
 # isort: on
 
@@ -42,19 +41,7 @@ def epoch_seconds(config: Config, data, split, *, mixed: bool, xla: bool, repeat
     encoder.jit_compile = xla
     model.compile(optimizer=tf.keras.optimizers.Adam(config.train.learning_rate))
     arrays = space.interaction_arrays(data, split.train, split.train, is_training=True)
-    steps = int(np.ceil(len(split.train) / config.train.batch_size))
-    step = model.make_train_function()
-    batches = iter(epoch_batches(arrays, batch_size=config.train.batch_size, seed=1, first_epoch=0,
-                                 epochs=repeats + 1))
-    for _ in range(steps):  # the first epoch traces and warms up
-        step(batches)
-    seconds = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        for _ in range(steps):
-            step(batches)
-        seconds.append(time.perf_counter() - started)
-    return seconds
+    return timed_epochs(model, arrays, batch_size=config.train.batch_size, repeats=repeats)
 
 
 def main() -> None:

@@ -250,6 +250,22 @@ def retrieve_speed(data: InteractionData, split: Any, *, repeats: int) -> dict[s
 
 # === (d) growth, each measurement in its own process ===
 
+def timed_epochs(model: Any, arrays: dict[str, np.ndarray], *, batch_size: int, repeats: int) -> list[float]:
+    """Seconds per epoch of a compiled model, ``repeats`` times, after one untimed epoch (tracing, warm-up)."""
+    steps = int(np.ceil(len(next(iter(arrays.values()))) / batch_size))
+    step = model.make_train_function()
+    batches = iter(epoch_batches(arrays, batch_size=batch_size, seed=1, first_epoch=0, epochs=repeats + 1))
+    for _ in range(steps):
+        step(batches)
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for _ in range(steps):
+            step(batches)
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
 def epoch_child(dataset: str, repeats: int) -> dict[str, Any]:
     data = load_dataset(dataset)
     split = split_interactions(data, "tfrs")
@@ -258,17 +274,7 @@ def epoch_child(dataset: str, repeats: int) -> dict[str, Any]:
     model = build_model(config.model, space, build_encoder(config.model, space, seed=42))
     model.compile(optimizer=tf.keras.optimizers.Adam(1e-3))
     arrays = space.interaction_arrays(data, split.train, split.train, is_training=True)
-    steps = int(np.ceil(len(split.train) / BATCH))
-    step = model.make_train_function()
-    batches = iter(epoch_batches(arrays, batch_size=BATCH, seed=1, first_epoch=0, epochs=repeats + 1))
-    for _ in range(steps):  # the first epoch traces and warms up
-        step(batches)
-    seconds = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        for _ in range(steps):
-            step(batches)
-        seconds.append(time.perf_counter() - started)
+    seconds = timed_epochs(model, arrays, batch_size=BATCH, repeats=repeats)
     return {"dataset": dataset, "train_rows": int(len(split.train)), "items": int(len(space.catalog["item_id"])),
             "epoch_seconds": _median(seconds), "runs": seconds, "peak_rss_mib": _peak_rss_mib()}
 

@@ -57,3 +57,27 @@ def test_data_split_tfrs_json(movielens_dir: Path) -> None:
     result = tfmtl("data", "split", "ml-100k", "--json", env={"TFMTL_DATA_DIR": str(movielens_dir)})
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["train"] == 80_000
+
+
+@pytest.mark.parametrize("tf_config, message", [
+    (None, "TF_CONFIG environment variable, which is not set"),
+    ("{not json", "TF_CONFIG is not valid JSON"),
+    ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 3}}', "'task.index' = 3"),
+])
+def test_multi_worker_without_a_usable_tf_config_is_one_clear_line(tmp_path: Path, tf_config: str | None,
+                                                                   message: str) -> None:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    if tf_config is not None:
+        env["TF_CONFIG"] = tf_config
+    result = subprocess.run([sys.executable, "-m", "tfmtl.cli", "train", "--strategy", "multi_worker", "--output",
+                             str(tmp_path / "run"), "--no-progress"], capture_output=True, text=True, timeout=300,
+                            env=env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert message in result.stderr
+
+
+def test_multi_worker_needs_an_explicit_run_folder() -> None:
+    result = tfmtl("train", "--strategy", "multi_worker", "--no-progress")
+    assert result.returncode == 2 and "--output RUN_DIR" in result.stderr

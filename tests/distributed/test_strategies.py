@@ -143,3 +143,15 @@ def test_a_dead_worker_is_a_clear_error_not_a_hang(config_file: Path, tmp_path: 
     assert workers[0].returncode != 0
     assert "a worker of the cluster failed or stopped responding" in output, output[-3000:]
     assert time.monotonic() - started < 180
+
+
+@pytest.mark.parametrize("rows, batch, replicas, steps", [
+    (600, 64, 1, 10),  # 9 full batches and one of 24 rows
+    (600, 64, 2, 10),  # 24 rows split 12 + 12
+    (577, 64, 2, 9),   # a last batch of 1 row cannot feed 2 replicas: skipped
+    (577, 64, 1, 10),
+])
+def test_steps_per_epoch_by_hand(rows: int, batch: int, replicas: int, steps: int) -> None:
+    from tfmtl.training import steps_per_epoch
+
+    assert steps_per_epoch(rows, batch, replicas) == steps
