@@ -403,26 +403,33 @@ def main() -> None:
         return
     only = set(args.only.split(","))
     started = time.perf_counter()
+    args.output.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"command": "python benchmarks/speed.py " + " ".join(sys.argv[1:]),
                                "repeats": args.repeats, "machine": f"{len(tf.config.list_physical_devices('CPU'))} "
                                f"CPU device(s), {len(tf.config.list_physical_devices('GPU'))} GPU(s)"}
+
+    def save() -> None:  # after every section, so a long run that is cut short keeps what it measured
+        results["seconds"] = round(time.perf_counter() - started, 1)
+        (args.output / "speed.json").write_text(json.dumps(results, indent=2) + "\n")
+        (args.output / "speed.md").write_text(_table(results))
+
     if only & {"a", "c"}:
         data = load_dataset("ml-100k")
         split = split_interactions(data, "tfrs")
         if "a" in only:
             results["training"] = training_speed(data, split, repeats=args.repeats, fast_steps=args.fast_steps,
                                                  slow_steps=args.slow_steps)
+            save()
         if "c" in only:
             results["retrieve"] = retrieve_speed(data, split, repeats=args.repeats)
+            save()
     if "b" in only:
         results["evaluation"] = evaluation_speed(repeats=args.repeats, batches=args.eval_batches)
+        save()
     if "d" in only:
         results["growth"] = growth(repeats=args.repeats, catalogs=[int(c) for c in args.catalogs.split(",")])
         _plot(results["growth"]["catalogs"], args.output / "speed_retrieve_latency.png")
-    results["seconds"] = round(time.perf_counter() - started, 1)
-    args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "speed.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.output / "speed.md").write_text(_table(results))
+        save()
     print(_table(results))
 
 
