@@ -27,7 +27,7 @@ from tfmtl.data.pipeline import epoch_batches
 COLLECTIVE_TIMEOUT_SECONDS = 120
 
 
-def make_strategy(name: str, *, collective_timeout: float | None = None) -> tf.distribute.Strategy:
+def make_strategy(name: str) -> tf.distribute.Strategy:
     """``default`` | ``mirrored`` (every local GPU, else every logical CPU) | ``multi_worker`` (``TF_CONFIG``)."""
     if name == "default":
         return tf.distribute.get_strategy()
@@ -37,7 +37,7 @@ def make_strategy(name: str, *, collective_timeout: float | None = None) -> tf.d
         return tf.distribute.MirroredStrategy(devices)
     if name == "multi_worker":
         _check_tf_config()
-        timeout = collective_timeout or float(os.environ.get("TFMTL_COLLECTIVE_TIMEOUT", COLLECTIVE_TIMEOUT_SECONDS))
+        timeout = float(os.environ.get("TFMTL_COLLECTIVE_TIMEOUT", COLLECTIVE_TIMEOUT_SECONDS))
         options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout)
         return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     raise ValueError(f"--strategy {name!r} is unknown; expected one of {', '.join(STRATEGIES)}")
