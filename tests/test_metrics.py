@@ -53,6 +53,21 @@ def test_ties_break_by_lower_column_index_like_top_k() -> None:
     assert [int(retrieval_ranks(scores, np.array([j]))[0][0]) for j in range(4)] == [0, 1, 2, 3]
 
 
+def test_row_wise_positive_scores_rank_as_factorized_top_k() -> None:
+    # FactorizedTopK: the rank is the number of catalog columns strictly above the row's own positive score.
+    scores = np.array([[0.3, 0.7, 0.7, 0.2],
+                       [0.3, 0.7, 0.1, 0.2]])
+    positives = np.array([2, 1])
+    # Row 0: column 1 ties the positive; TFRS keeps tied items in the top k, top_k order puts column 1 ahead.
+    # Row 1: the row-wise score is an ulp below the positive's own column, which TFRS then counts ahead of it.
+    row_wise = np.array([0.7, np.nextafter(np.float64(0.7), 0.0)])
+    rank_all, rank_excluded = retrieval_ranks(scores, positives, positive_scores=row_wise)
+    assert rank_all.tolist() == [0, 1]
+    assert rank_excluded.tolist() == [1, 0]
+    with pytest.raises(ValueError, match=r"positive_scores\[1\] is nan"):
+        retrieval_ranks(scores, positives, positive_scores=np.array([0.7, np.nan]))
+
+
 def test_positive_is_never_excluded_even_when_marked() -> None:
     scores = np.array([[0.3, 0.9, 0.1]])
     # The positive (item 1) is marked and the top item; item 0 (0.3) is behind it either way.

@@ -18,21 +18,29 @@ import numpy as np
 DEFAULT_KS = (10, 50, 100)
 
 
-def retrieval_ranks(scores: np.ndarray, positives: np.ndarray,
-                    exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def retrieval_ranks(scores: np.ndarray, positives: np.ndarray, exclude: np.ndarray | None = None, *,
+                    positive_scores: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """0-based rank of each row's held-out item among all items, and among the items not excluded.
 
-    Ties follow ``tf.math.top_k`` (and so TFRS ``FactorizedTopK`` retrieval): an item ranks ahead of the positive
-    when its score is strictly greater, or equal with a lower column index.
+    Ties follow ``tf.math.top_k``: an item ranks ahead of the positive when its score is strictly greater, or
+    equal with a lower column index.
+
+    With ``positive_scores``, ``rank_all`` follows TFRS ``FactorizedTopK`` instead, to the bit: the positive is
+    scored on its own (a row-wise dot product, rounded differently from its column of the matmul), and its rank
+    is the number of catalog columns scoring strictly higher, its own column included. (On real floats the two
+    roundings differ on most rows; where its column is the higher, TFRS ranks the positive behind itself by one.
+    ``rank_excluded`` never does.)
 
     Args:
         scores: float [B, I], one row per test interaction, one column per catalog item.
         positives: int [B], the column of each row's held-out item.
         exclude: bool [B, I] or None; True marks items to leave out of ``rank_excluded`` (typically the user's
             training items). The positive's own column is never excluded, even when marked.
+        positive_scores: float [B] or None; each row's score of its positive computed as FactorizedTopK does.
 
     Returns:
-        ``(rank_all, rank_excluded)``, both int64 [B]; ``rank_excluded == rank_all`` when ``exclude`` is None.
+        ``(rank_all, rank_excluded)``, both int64 [B]; ``rank_excluded == rank_all`` when ``exclude`` and
+        ``positive_scores`` are None.
 
     Raises:
         ValueError: on mismatched shapes, a positive outside ``[0, I)``, or a non-finite score (naming the row).
@@ -57,13 +65,24 @@ def retrieval_ranks(scores: np.ndarray, positives: np.ndarray,
         column = int(np.flatnonzero(~np.isfinite(scores[row]))[0])
         raise ValueError(f"scores row {row} has a non-finite value ({scores[row, column]} in column {column}); "
                          "ranks are undefined for NaN or infinite scores")
-    positive_scores = scores[np.arange(num_rows), positives][:, None]
+    own = scores[np.arange(num_rows), positives][:, None]
     columns = np.arange(num_items)[None, :]
     # The positive never ranks ahead of itself, so its own column drops out of every count below.
-    ahead = (scores > positive_scores) | ((scores == positive_scores) & (columns < positives[:, None]))
-    rank_all = ahead.sum(axis=1, dtype=np.int64)
+    ahead = (scores > own) | ((scores == own) & (columns < positives[:, None]))
+    if positive_scores is None:
+        rank_all = ahead.sum(axis=1, dtype=np.int64)
+    else:
+        positive_scores = np.asarray(positive_scores)
+        if positive_scores.shape != (num_rows,):
+            raise ValueError(f"positive_scores must have shape [{num_rows}] (one score per row), got "
+                             f"{positive_scores.shape}")
+        if not np.isfinite(positive_scores).all():
+            row = int(np.flatnonzero(~np.isfinite(positive_scores))[0])
+            raise ValueError(f"positive_scores[{row}] is {positive_scores[row]}; ranks are undefined for NaN or "
+                             "infinite scores")
+        rank_all = (scores > positive_scores[:, None]).sum(axis=1, dtype=np.int64)
     if exclude is None:
-        return rank_all, rank_all.copy()
+        return rank_all, ahead.sum(axis=1, dtype=np.int64)
     exclude = np.asarray(exclude)
     if exclude.shape != scores.shape:
         raise ValueError(f"exclude must have the shape of scores {scores.shape}, got {exclude.shape}")
@@ -119,7 +138,8 @@ def retrieval_metrics(rank_all: np.ndarray, rank_excluded: np.ndarray,
 
 def chunked_retrieval_metrics(scores: Callable[[int, int], np.ndarray], positives: np.ndarray,
                               exclude: Callable[[int, int], np.ndarray | None], *, ks: Sequence[int] = DEFAULT_KS,
-                              chunk_size: int = 2048) -> dict[str, float]:
+                              chunk_size: int = 2048,
+                              positive_scores: Callable[[int, int], np.ndarray] | None = None) -> dict[str, float]:
     """:func:`retrieval_metrics` over many rows without a full [B, I] matrix in memory.
 
     Args:
@@ -128,11 +148,14 @@ def chunked_retrieval_metrics(scores: Callable[[int, int], np.ndarray], positive
         exclude: ``exclude(start, stop)`` -> bool [stop - start, I] (e.g. the user's training items) or None.
         ks: cut-offs.
         chunk_size: rows scored at once.
+        positive_scores: ``positive_scores(start, stop)`` -> float [stop - start] (see :func:`retrieval_ranks`)
+            or None.
     """
     rank_all, rank_excluded = [], []
     for start in range(0, len(positives), chunk_size):
         stop = min(start + chunk_size, len(positives))
-        ranks = retrieval_ranks(scores(start, stop), positives[start:stop], exclude(start, stop))
+        ranks = retrieval_ranks(scores(start, stop), positives[start:stop], exclude(start, stop),
+                                positive_scores=None if positive_scores is None else positive_scores(start, stop))
         rank_all.append(ranks[0])
         rank_excluded.append(ranks[1])
     if not rank_all:

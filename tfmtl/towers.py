@@ -116,26 +116,38 @@ class TextFeature(tf.keras.layers.Layer):
             return self.encoder(texts, training=training)
 
         def cached(index: tf.Tensor) -> tf.Tensor:
-            mask = tf.gather(cache.padding_mask, index)
-            if cache.hidden is not None:
-                return self.encoder.upper(tf.gather(cache.hidden, index), mask, training=training)
-            token_ids = tf.gather(cache.token_ids, index)
-            return self.encoder({"token_ids": token_ids, "segment_ids": tf.zeros_like(token_ids),
-                                 "padding_mask": mask}, training=training)
+            # Texts of similar length run together, each group trimmed to its own width.
+            group = tf.searchsorted(tf.constant(cache.widths), tf.gather(cache.lengths, index))
+            positions = tf.dynamic_partition(tf.range(tf.size(index)), group, len(cache.widths))
+            return tf.dynamic_stitch(positions, [self._encode_cached(tf.gather(index, rows), width, training)
+                                                 for rows, width in zip(positions, cache.widths, strict=True)])
 
         return _with_misses(cache.index.lookup(texts), cached, texts,
                             lambda missed: self.encoder(missed, training=training))
 
 
+    def _encode_cached(self, rows: tf.Tensor, width: int, training: bool | None) -> tf.Tensor:
+        """Catalog rows of the training cache whose texts fit in ``width`` tokens -> encoder outputs."""
+        cache = self._train_cache
+        mask = tf.gather(cache.padding_mask, rows)[:, :width]
+        if cache.hidden is not None:
+            return self.encoder.upper(tf.gather(cache.hidden, rows)[:, :width], mask, training=training)
+        token_ids = tf.gather(cache.token_ids, rows)[:, :width]
+        return self.encoder({"token_ids": token_ids, "segment_ids": tf.zeros_like(token_ids),
+                             "padding_mask": mask}, training=training)
+
+
 HIDDEN_CACHE_LIMIT_BYTES = 2 << 30  # above this, training caches token ids only
+LENGTH_GROUPS = 4  # one encoder call per group and step; four already drop most of the padding of short texts
 
 
 class _TrainingCache:
     """Per catalog text: token ids and padding mask [N, W], and the frozen stage's hidden states [N, W, H].
 
     W is the longest tokenised catalog text: the columns after it are padding for every item, and padding
-    positions are masked out of attention and pooling, so dropping them changes nothing. Not a trackable
-    attribute: it is neither checkpointed nor exported.
+    positions are masked out of attention and pooling, so dropping them changes nothing. For the same reason a
+    step groups its texts by length (``widths``: ascending, at most ``LENGTH_GROUPS``, the last is W) and runs
+    each group trimmed to its width. Not a trackable attribute: it is neither checkpointed nor exported.
     """
 
     def __init__(self) -> None:
@@ -143,15 +155,21 @@ class _TrainingCache:
         self.token_ids: tf.Tensor | None = None
         self.padding_mask: tf.Tensor | None = None
         self.hidden: tf.Tensor | None = None
+        self.lengths: tf.Tensor | None = None  # tokens per text, int32 [N]
+        self.widths: list[int] = []
 
     @classmethod
     def build(cls, encoder: TextEncoder, texts: Sequence[str], *, batch_size: int) -> _TrainingCache:
         tokens = [encoder.tokenize(texts[i:i + batch_size]) for i in range(0, len(texts), batch_size)]
         token_ids = tf.concat([t["token_ids"] for t in tokens], axis=0)
         padding_mask = tf.concat([t["padding_mask"] for t in tokens], axis=0)
-        width = max(1, int(tf.reduce_max(tf.reduce_sum(padding_mask, axis=1))))
+        lengths = tf.reduce_sum(tf.cast(padding_mask, tf.int32), axis=1)
+        width = max(1, int(tf.reduce_max(lengths)))
         cache = cls()
         cache.index = _index(list(texts))
+        cache.lengths = lengths
+        quantiles = np.quantile(lengths.numpy(), np.arange(1, LENGTH_GROUPS) / LENGTH_GROUPS, method="higher")
+        cache.widths = sorted({max(1, int(q)) for q in quantiles} | {width})
         cache.token_ids, cache.padding_mask = token_ids[:, :width], padding_mask[:, :width]
         if encoder.has_frozen_stage and len(texts) * width * encoder.hidden_dim * 4 <= HIDDEN_CACHE_LIMIT_BYTES:
             lower = tf.function(encoder.lower, autograph=False)

@@ -79,6 +79,11 @@ def test_training_caches_hold_the_frozen_stage_and_trimmed_tokens() -> None:
     assert longest < fast.encoder.config.sequence_length
     assert tuple(cache.token_ids.shape) == (len(CATALOG), longest)
     assert tuple(cache.hidden.shape) == (len(CATALOG), longest, fast.encoder.hidden_dim)
+    # Steps run texts in length groups, each trimmed to its width: here several, so the equality tests above
+    # cover the regrouping; every text fits its group, the longest in the last.
+    lengths = cache.lengths.numpy()
+    assert len(cache.widths) > 2 and cache.widths[-1] == longest
+    assert sorted(cache.widths) == cache.widths and all(np.isin(cache.widths, lengths))
 
 
 def test_xla_compiled_stage_matches() -> None:
