@@ -73,7 +73,12 @@ def _median(values: list[float]) -> float:
 
 
 def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident memory. Not ``getrusage``: its ru_maxrss keeps the parent's peak across
+    fork + exec, so every child would report at least the parent's."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # no /proc: an upper bound
 
 
 def _config(**model: Any) -> Config:
@@ -354,16 +359,17 @@ def _plot(catalogs: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, left = plt.subplots(figsize=(6, 4))
+    figure, (latency, memory) = plt.subplots(1, 2, figsize=(9, 3.6))
     items = [c["items"] for c in catalogs]
-    left.plot(items, [c["retrieve_ms"] for c in catalogs], "o-", label="retrieve p50 (ms)")
-    left.set_xscale("log")
-    left.set_xlabel("catalog items")
-    left.set_ylabel("retrieve latency, batch 1, k=10 (ms)")
-    right = left.twinx()
-    right.plot(items, [c["peak_rss_mib"] for c in catalogs], "s--", color="tab:orange", label="peak RSS (MiB)")
-    right.set_ylabel("peak RSS (MiB)")
-    figure.legend(loc="upper left")
+    latency.loglog(items, [c["retrieve_ms"] for c in catalogs], "o-")
+    latency.set_title("retrieve p50, batch 1, k=10")
+    latency.set_ylabel("ms")
+    memory.semilogx(items, [c["peak_rss_mib"] for c in catalogs], "s-", color="tab:orange")
+    memory.set_title("peak RSS of the serving process")
+    memory.set_ylabel("MiB")
+    for axis in (latency, memory):
+        axis.set_xlabel("catalog items")
+        axis.grid(True, which="both", alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
 
@@ -402,6 +408,8 @@ def _table(results: dict[str, Any]) -> str:
                      "rows flip.")
     if "growth" in results:
         growth = results["growth"]
+        if "growth_command" in results:
+            lines += ["", f"Growth run: `{results['growth_command']}`"]
         lines += ["", "| growth | value | peak RSS (MiB) |", "|---|---|---|"]
         for dataset, row in growth["epochs"].items():
             lines.append(f"| epoch, {dataset} ({row['train_rows']:,} rows, {row['items']:,} items) | "
