@@ -365,7 +365,7 @@ def _plot(catalogs: list[dict[str, Any]], path: Path) -> None:
     latency.set_title("retrieve p50, batch 1, k=10")
     latency.set_ylabel("ms")
     memory.semilogx(items, [c["peak_rss_mib"] for c in catalogs], "s-", color="tab:orange")
-    memory.set_title("peak RSS of the serving process")
+    memory.set_title("peak RSS (build the module, then retrieve)")
     memory.set_ylabel("MiB")
     for axis in (latency, memory):
         axis.set_xlabel("catalog items")
@@ -406,6 +406,8 @@ def _table(results: dict[str, Any]) -> str:
                      "once-per-catalog ones in the last bits (batch shapes change CPU rounding), and FactorizedTopK "
                      "ranks a positive behind its own catalog copy when that copy rounds an ulp higher, so a few "
                      "rows flip.")
+    if "notes" in results:
+        lines += ["", results["notes"]]
     if "growth" in results:
         growth = results["growth"]
         if "growth_command" in results:
