@@ -125,7 +125,6 @@ class TextFeature(tf.keras.layers.Layer):
         return _with_misses(cache.index.lookup(texts), cached, texts,
                             lambda missed: self.encoder(missed, training=training))
 
-
     def _encode_cached(self, rows: tf.Tensor, width: int, training: bool | None) -> tf.Tensor:
         """Catalog rows of the training cache whose texts fit in ``width`` tokens -> encoder outputs."""
         cache = self._train_cache
