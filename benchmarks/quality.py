@@ -9,7 +9,9 @@ and ``retrieval/ndcg_at_10`` (the user's training items excluded; micro-averaged
 
 Cold start: 20% of the rated items are held out entirely (all their ratings go to test); tfmtl with and without
 its text features, and popularity, are judged on the interactions with those unseen items, ranked against the
-whole catalog with the user's training items excluded.
+whole catalog with the user's training items excluded, and ranked among the new items only (which of the new
+items will this user like). A content reference ranks the new items by the items' content alone (genres, year,
+the pretrained MiniLM's title embeddings): how much the titles say beyond genres and year, whatever the model.
 
 Run: .venv/bin/python benchmarks/quality.py [--seeds 42 1 2] [--epochs N] [--skip-cold-start]
 Writes benchmarks/results/quality.json and quality.md.
@@ -26,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 # isort: off
 import tfmtl  # noqa: F401  (Keras 2 for TFRS, before TensorFlow loads)
@@ -33,6 +36,7 @@ from tfmtl.baselines import EASE, BiasesModel, popularity_scores, tune_ease_l2
 from tfmtl.config import Config
 from tfmtl.data import InteractionData, load_dataset, tfrs_tutorial_split
 from tfmtl.data.splits import Split, hold_out_validation
+from tfmtl.encoders.text import TextEncoder
 from tfmtl.evaluate import evaluate_model
 from tfmtl.metrics import chunked_retrieval_metrics, rating_metrics
 from tfmtl.training import train
@@ -108,8 +112,9 @@ def tfrs_runs(data: InteractionData, split: Split, seeds: list[int]) -> list[dic
 
 
 def tfmtl_run(config: Config, data: InteractionData, split: Split, test: np.ndarray, seed: int,
-              workdir: Path, label: str) -> dict[str, float]:
-    """Trains on ``split.train`` (its own validation part carved out inside), judges ``test``."""
+              workdir: Path, label: str, *, candidates: list[str] | None = None) -> dict[str, float]:
+    """Trains on ``split.train`` (its own validation part carved out inside), judges ``test``; with
+    ``candidates``, also ranked among those items only (``new_items/...``)."""
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
     started = time.perf_counter()
     result = train(config, output=workdir / f"{label}-{seed}", data=data, split=split, evaluate_test=False,
@@ -119,11 +124,16 @@ def tfmtl_run(config: Config, data: InteractionData, split: Split, test: np.ndar
     metrics = evaluate_model(result.model, data, result.split.known, test,
                              batch_size=config.train.eval_batch_size)
     metrics["seconds"] = time.perf_counter() - started
-    # The baselines read each user's whole training history; tfmtl's default reads the part before the test
-    # row's time (what a served model has at that moment). Both are reported.
-    whole = evaluate_model(result.model, data, result.split.known, test, batch_size=config.train.eval_batch_size,
-                           until_row_time=False)
-    metrics.update({f"whole_history/{k}": v for k, v in whole.items()})
+    if candidates is not None:
+        among = evaluate_model(result.model, data, result.split.known, test, tasks=("retrieval",),
+                               batch_size=config.train.eval_batch_size, candidates=candidates)
+        metrics.update({f"new_items/{k}": v for k, v in among.items()})
+    else:
+        # The baselines read each user's whole training history; tfmtl's default reads the part before the test
+        # row's time (what a served model has at that moment). Both are reported.
+        whole = evaluate_model(result.model, data, result.split.known, test,
+                               batch_size=config.train.eval_batch_size, until_row_time=False)
+        metrics.update({f"whole_history/{k}": v for k, v in whole.items()})
     metrics["epochs"] = len(result.history)
     _log(f"{label} seed {seed}: { {k: round(metrics[k], 4) for k in (*REPORTED, 'seconds') if k in metrics} }")
     return metrics
@@ -158,15 +168,56 @@ def cold_start(data: InteractionData, config: Config, seeds: list[int], workdir:
         "held_out_items": len(held_out), "cold_test_rows": int(len(cold_rows)),
         "popularity": _ranked_metrics(lambda users: np.tile(popularity, (len(users), 1)), user_index, item_index,
                                       seen, cold_rows)}
+    # Among the new items only: chance, and what the items' content alone says.
+    is_new = np.isin(data.items["item_id"].astype(str).to_numpy(), sorted(held_out))
+    among: dict[str, object] = {"candidates": int(is_new.sum()),
+                                "random": {f"retrieval/recall_at_{k}": min(k, int(is_new.sum())) / is_new.sum()
+                                           for k in (10, 100)}}
+    among.update(content_reference(data, config, seen, is_new, user_index, item_index, cold_rows))
     no_text = dataclasses.replace(config, model=dataclasses.replace(config.model, text_features=()))
     for label, variant in (("tfmtl", config), ("tfmtl_without_text", no_text)):
-        runs = [tfmtl_run(variant, data, split, cold_rows, seed, workdir, f"cold-{label}") for seed in seeds]
-        runs = [{k: v for k, v in r.items() if not k.startswith("whole_history/")} for r in runs]
+        runs = [tfmtl_run(variant, data, split, cold_rows, seed, workdir, f"cold-{label}", candidates=sorted(held_out))
+                for seed in seeds]
         results[label] = summarize([{k: r[k] for k in (*COLD_REPORTED, "seconds")} for r in runs])
-    with_text = results["tfmtl"]["retrieval/recall_at_100"]["mean"]  # type: ignore[index]
-    without = results["tfmtl_without_text"]["retrieval/recall_at_100"]["mean"]  # type: ignore[index]
-    results["recall_at_100_ratio_text_vs_no_text"] = with_text / without if without else float("inf")
+        among[label] = summarize([{k: r[f"new_items/{k}"] for k in COLD_REPORTED} for r in runs])
+    results["among_new_items"] = among
+    for entry in (results, among):
+        with_text = entry["tfmtl"]["retrieval/recall_at_100"]["mean"]  # type: ignore[index]
+        without = entry["tfmtl_without_text"]["retrieval/recall_at_100"]["mean"]  # type: ignore[index]
+        entry["recall_at_100_ratio_text_vs_no_text"] = with_text / without if without else float("inf")
     return results
+
+
+CONTENT_VIEWS = (("genres",), ("year",), ("title",), ("genres", "year"), ("genres", "year", "title"))
+
+
+def content_reference(data: InteractionData, config: Config, seen: np.ndarray, candidates: np.ndarray,
+                      user_index: np.ndarray, item_index: np.ndarray, rows: np.ndarray) -> dict[str, object]:
+    """Content-based k-NN over the new items, no training: a user's profile is the sum of their training items'
+    content vectors (each view centred and unit length), candidates are ranked by profile · item. The title view
+    is the frozen pretrained MiniLM's embedding, the text the model reads."""
+    items = data.items
+    genres = sorted({g for values in items["genres"] for g in values})
+    multi_hot = np.array([[g in set(values) for g in genres] for values in items["genres"]], dtype=np.float64)
+    years = pd.to_numeric(items["year"], errors="coerce").fillna(-1).to_numpy()
+    buckets = np.where(years > 0, (years // 5).astype(int), -1)  # 5-year buckets, unknown years together
+    one_hot = (buckets[:, None] == np.unique(buckets)[None, :]).astype(np.float64)
+    column = (config.model.text_features or ("title",))[0]
+    titles = TextEncoder.from_preset().embed(items[column].astype(str).tolist(), batch_size=128)
+    views = {"genres": multi_hot, "year": one_hot, "title": titles.astype(np.float64)}
+
+    def unit(matrix: np.ndarray) -> np.ndarray:
+        centred = matrix - matrix.mean(axis=0)
+        return centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)
+
+    excluded = seen | ~candidates[np.newaxis, :]
+    out: dict[str, object] = {}
+    for names in CONTENT_VIEWS:
+        content = np.hstack([unit(views[name]) for name in names])
+        profiles = seen.astype(np.float64) @ content
+        scores = lambda users, profiles=profiles, content=content: profiles[users] @ content.T  # noqa: E731
+        out[f"content_knn_{'+'.join(names)}"] = _ranked_metrics(scores, user_index, item_index, excluded, rows)
+    return out
 
 
 # === Report ===
@@ -205,6 +256,18 @@ def markdown(results: dict[str, object]) -> str:
         for model in ("popularity", "tfmtl_without_text", "tfmtl"):
             lines.append(f"| {model} | " + " | ".join(_value(cold[model], n) for n in COLD_REPORTED) + " |")
         lines += ["", f"recall@100 with text / without text: {cold['recall_at_100_ratio_text_vs_no_text']:.2f}×"]
+        among = cold.get("among_new_items")
+        if isinstance(among, dict):
+            lines += ["", f"Ranked among the {among['candidates']} new items only (which of the new items will this "
+                          "user like). content_knn_*: no training, the user's training items' content vectors "
+                          "summed and matched against each new item's; title = the frozen MiniLM embedding.", "",
+                      "| model | " + " | ".join(n.split("/")[1] for n in COLD_REPORTED) + " |",
+                      "|---|" + "---|" * len(COLD_REPORTED)]
+            for model in ("random", *(f"content_knn_{'+'.join(v)}" for v in CONTENT_VIEWS), "tfmtl_without_text",
+                          "tfmtl"):
+                lines.append(f"| {model} | " + " | ".join(_value(among[model], n) for n in COLD_REPORTED) + " |")
+            lines += ["", "recall@100 with text / without text: "
+                          f"{among['recall_at_100_ratio_text_vs_no_text']:.2f}×"]
     return "\n".join(lines) + "\n"
 
 
@@ -237,8 +300,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="tfmtl-cold-") as workdir:
             cold = cold_start(data, cold_config, args.seeds, Path(workdir))
         cold["item_id_dropout"] = cold_config.model.item_tower.id_dropout
-        if "cold_start" in results:
-            previous = results.pop("cold_start")
+        previous = results.pop("cold_start", None)
+        if previous and previous.get("item_id_dropout", 0.0) != cold["item_id_dropout"]:  # a rerun replaces it
             results[f"cold_start_item_id_dropout_{previous.get('item_id_dropout', 0.0)}"] = previous
         results["cold_start"] = cold
         _write(results, output)

@@ -34,12 +34,13 @@ _TRACED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def evaluate_model(model: MultiTaskRecommender, data: InteractionData, train_rows: np.ndarray, rows: np.ndarray, *,
                    ks: Sequence[int] = DEFAULT_KS, batch_size: int = 4096, until_row_time: bool = True,
-                   tasks: Sequence[str] | None = None) -> dict[str, float]:
+                   tasks: Sequence[str] | None = None, candidates: Sequence[str] | None = None) -> dict[str, float]:
     """Metrics of every task that is on (or of ``tasks`` only), over interaction ``rows`` (the user's
     ``train_rows`` are excluded).
 
-    Retrieval ranks every item of ``data.items``: ``retrieval/top_K_accuracy`` with nothing excluded (the TFRS
-    protocol), recall / NDCG @K and MRR with the user's training items excluded.
+    Retrieval ranks every item of the model's catalog, or only the item ids in ``candidates`` (e.g. the new
+    items of a cold-start test; every row's item must be one of them): ``retrieval/top_K_accuracy`` with nothing
+    excluded (the TFRS protocol), recall / NDCG @K and MRR with the user's training items excluded.
     """
     if len(rows) == 0:
         raise ValueError("evaluate_model: there are no rows to evaluate")
@@ -49,7 +50,7 @@ def evaluate_model(model: MultiTaskRecommender, data: InteractionData, train_row
     users, outputs = _predict_rows(model, arrays, batch_size)
     metrics: dict[str, float] = {}
     if RETRIEVAL in tasks:
-        metrics.update(_retrieval(model, data, train_rows, arrays, users, ks, batch_size))
+        metrics.update(_retrieval(model, data, train_rows, arrays, users, ks, batch_size, candidates))
     if RATING in tasks:
         metrics.update(rating_metrics(outputs[RATING], arrays[space.rating_label]))
     if LIKE in tasks:
@@ -109,17 +110,19 @@ def _predict_rows(model: MultiTaskRecommender, arrays: dict[str, np.ndarray],
 
 def _retrieval(model: MultiTaskRecommender, data: InteractionData, train_rows: np.ndarray,
                arrays: dict[str, np.ndarray], users: np.ndarray, ks: Sequence[int],
-               batch_size: int) -> dict[str, float]:
+               batch_size: int, candidates: Sequence[str] | None) -> dict[str, float]:
     catalog_ids = np.asarray(model.space.catalog[ITEM_ID]).astype(str)
-    column = {item: i for i, item in enumerate(catalog_ids)}
+    kept = np.arange(len(catalog_ids)) if candidates is None else _candidate_columns(catalog_ids, candidates)
+    column = {item: i for i, item in enumerate(catalog_ids[kept])}
     unknown = [i for i in arrays[ITEM_ID] if str(i) not in column]
     if unknown:
-        raise ValueError(f"evaluate_model: item '{unknown[0]}' is not in the model's catalog "
-                         f"({len(unknown)} rows); rebuild the features from this data")
+        where = "the model's catalog" if candidates is None else "the candidates"
+        raise ValueError(f"evaluate_model: item '{unknown[0]}' is not in {where} ({len(unknown)} rows)"
+                         + ("; rebuild the features from this data" if candidates is None else ""))
     positives = np.array([column[str(i)] for i in arrays[ITEM_ID]], dtype=np.int64)
     seen = _seen_columns(data, train_rows, column)
     row_seen = [seen.get(str(user), []) for user in arrays[USER_ID]]
-    items = tf.constant(catalog_embeddings(model, batch_size))
+    items = tf.constant(catalog_embeddings(model, batch_size)[kept])
 
     def scores(start: int, stop: int) -> np.ndarray:
         return tf.linalg.matmul(users[start:stop], items, transpose_b=True).numpy()
@@ -130,6 +133,16 @@ def _retrieval(model: MultiTaskRecommender, data: InteractionData, train_rows: n
     return chunked_retrieval_metrics(scores, positives,
                                      lambda start, stop: columns_mask(row_seen[start:stop], int(items.shape[0])),
                                      ks=ks, chunk_size=SCORE_CHUNK, positive_scores=positive_scores)
+
+
+def _candidate_columns(catalog_ids: np.ndarray, candidates: Sequence[str]) -> np.ndarray:
+    """Catalog columns of the candidate item ids, in catalog order."""
+    wanted = {str(item) for item in candidates}
+    missing = wanted.difference(catalog_ids)
+    if not wanted or missing:
+        raise ValueError("evaluate_model: candidates must be item ids of the model's catalog"
+                         + (f"; '{sorted(missing)[0]}' is not ({len(missing)} ids)" if missing else "; none given"))
+    return np.flatnonzero(np.isin(catalog_ids, list(wanted)))
 
 
 def _seen_columns(data: InteractionData, train_rows: np.ndarray, column: dict[str, int]) -> dict[str, list[int]]:
