@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from tests.toy import toy_config, write_toy_schema
 from tfmtl.cli import main
-from tfmtl.config import Config
+from tfmtl.config import Config, TrainConfig
 from tfmtl.data.pipeline import make_dataset
 from tfmtl.run import RunFolder, load_run
 from tfmtl.training import train
@@ -61,6 +61,30 @@ def test_reloaded_run_gives_the_same_outputs(trained) -> None:  # type: ignore[n
     np.testing.assert_allclose(model.embed_item(batch).numpy(), trained.model.embed_item(batch).numpy(), atol=1e-6)
     for key, value in trained.model.rank(batch).items():
         np.testing.assert_allclose(model.rank(batch)[key].numpy(), value.numpy(), atol=1e-5)
+
+
+def test_weight_averaging_validates_and_keeps_the_averages_but_resumes_from_the_raw_weights(
+        schema: Path, tmp_path: Path) -> None:
+    def weights(model: tf.keras.Model) -> list[np.ndarray]:
+        return [v.numpy() for v in model.trainable_variables]
+
+    averaged = train(_config(schema, epochs=1, weight_averaging=0.5), output=tmp_path / "averaged", progress=False,
+                     evaluate_test=False)
+    _, best, _ = load_run(averaged.path)
+    _, raw, _ = load_run(averaged.path, weights="latest")
+    np.testing.assert_allclose(np.concatenate([w.ravel() for w in weights(best)]),
+                               np.concatenate([w.ravel() for w in weights(averaged.model)]), atol=1e-6)
+    assert any(not np.allclose(b, r) for b, r in zip(weights(best), weights(raw), strict=True))
+    # A run too short for the average to forget the initial weights (0.99^steps > 5%) keeps the raw ones.
+    short = train(_config(schema, epochs=1, weight_averaging=0.99), output=tmp_path / "short", progress=False,
+                  evaluate_test=False)
+    _, raw, _ = load_run(short.path, weights="latest")
+    assert all(np.allclose(b, r) for b, r in zip(weights(short.model), weights(raw), strict=True))
+
+
+def test_weight_averaging_must_be_a_momentum() -> None:
+    with pytest.raises(ValueError, match="train.weight_averaging"):
+        TrainConfig(weight_averaging=1.0)
 
 
 def test_resume_continues_from_the_last_checkpoint(schema: Path, tmp_path: Path) -> None:

@@ -176,9 +176,39 @@ def steps_per_epoch(rows: int, batch_size: int, replicas: int = 1) -> int:
 
 
 def _optimizer(config: Config) -> tf.keras.optimizers.Optimizer:
+    momentum = config.train.weight_averaging
+    averaging = {"use_ema": True, "ema_momentum": momentum} if momentum else {}
     if config.train.optimizer == "adagrad":
-        return tf.keras.optimizers.Adagrad(config.train.learning_rate)
-    return tf.keras.optimizers.Adam(config.train.learning_rate)
+        return tf.keras.optimizers.Adagrad(config.train.learning_rate, **averaging)
+    return tf.keras.optimizers.Adam(config.train.learning_rate, **averaging)
+
+
+class _AveragedWeights:
+    """``with _AveragedWeights(model):`` the model holds the optimizer's moving averages, then its raw weights again.
+
+    Nothing happens when the optimizer keeps no averages, or while the initial weights still hold more than
+    ``INITIAL_SHARE`` of them (momentum^steps): early in training, and in short runs, the raw weights are better.
+    """
+
+    INITIAL_SHARE = 0.05
+
+    def __init__(self, model: tf.keras.Model) -> None:
+        self.model = model
+        self.raw: list[np.ndarray] = []
+
+    def __enter__(self) -> None:
+        optimizer = self.model.optimizer
+        if (getattr(optimizer, "use_ema", False) and getattr(optimizer, "_built", False)
+                and optimizer.ema_momentum ** int(optimizer.iterations.numpy()) <= self.INITIAL_SHARE):
+            self.raw = [v.numpy() for v in self.model.trainable_variables]
+            optimizer.finalize_variable_values(self.model.trainable_variables)
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.raw:  # the raw weights were never swapped out
+            return
+        for variable, value in zip(self.model.trainable_variables, self.raw, strict=True):
+            variable.assign(value)
+        self.raw = []
 
 
 def _log(message: str) -> None:
@@ -232,15 +262,16 @@ class _EpochEnd(tf.keras.callbacks.Callback):
             row[f"loss/{task}"] = tracked.get(f"loss_{task}", np.nan)
             row[f"weight/{task}"] = tracked.get(f"weight_{task}", np.nan)
         row["loss/total"] = tracked.get("loss_total", np.nan)
-        if len(self.split.validation):
-            validation = evaluate_model(self.recommender, self.data, self.split.train, self.split.validation,
-                                        batch_size=self.config.train.eval_batch_size)
-            row.update({f"validation/{name}": value for name, value in validation.items()})
-        self.history.append(row)
-        if self.chief:
-            self._record(row)
-        if self.best_epoch() == epoch + 1:  # before the latest checkpoint, so a resume never lacks its best
-            tf.train.Checkpoint(model=self.recommender).write(str(self.writes.best))
+        with _AveragedWeights(self.recommender):  # validated and kept as best: the averages, when there are any
+            if len(self.split.validation):
+                validation = evaluate_model(self.recommender, self.data, self.split.train, self.split.validation,
+                                            batch_size=self.config.train.eval_batch_size)
+                row.update({f"validation/{name}": value for name, value in validation.items()})
+            self.history.append(row)
+            if self.chief:
+                self._record(row)
+            if self.best_epoch() == epoch + 1:  # before the latest checkpoint, so a resume never lacks its best
+                tf.train.Checkpoint(model=self.recommender).write(str(self.writes.best))
         self.epoch.assign(epoch + 1)
         self.manager.save(checkpoint_number=epoch + 1)
         monitor = self.config.train.monitor
