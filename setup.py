@@ -32,6 +32,7 @@ INSTALL_REQUIRES = [
 EXTRAS_REQUIRE = {
     "dev": [
         "pytest==9.0.3",
+        "pytest-xdist==3.8.0",
         "hypothesis==6.155.2",
         "ruff==0.17.6",
         "mypy==2.4.1",

@@ -16,6 +16,16 @@ if os.environ.get("CI"):
     hypothesis_settings.load_profile("ci")
 
 REPO = Path(__file__).resolve().parents[1]
+SHARED_TOY_FIXTURES = {"toy_run", "exported", "loaded"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Groups for ``pytest -n N --dist loadgroup``: every test reading the session's toy export runs on one
+    worker (so it is trained and exported once), every other module on one worker (its module fixtures are
+    built once)."""
+    for item in items:
+        uses_toy = SHARED_TOY_FIXTURES & set(getattr(item, "fixturenames", ()))
+        item.add_marker(pytest.mark.xdist_group("toy-export" if uses_toy else item.nodeid.split("::")[0]))
 
 
 @pytest.fixture(scope="session")

@@ -105,7 +105,8 @@ def test_the_client_retries_until_a_late_server_comes_up(model_dir: Path) -> Non
         LocalServer(model_dir.parent, "toy", port=port, log=False).start()))
     starter.start()
     try:
-        with Client(f"127.0.0.1:{port}", "toy", timeout=5, retries=10, backoff=0.2, max_backoff=2.0) as client:
+        # About a minute of retries: the server loads and warms the model before it listens, slower on busy cores.
+        with Client(f"127.0.0.1:{port}", "toy", timeout=5, retries=40, backoff=0.2, max_backoff=2.0) as client:
             assert len(client.recommend("u0", k=2)) == 2
     finally:
         starter.join()
