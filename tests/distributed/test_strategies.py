@@ -1,5 +1,6 @@
 """tf.distribute: two workers on 127.0.0.1 (MultiWorkerMirroredStrategy) and 2 logical CPUs (MirroredStrategy)
-train the toy model to the same weights as one device on the same global batches; a dead worker is an error."""
+train the toy model (with weight averaging) to the same weights as one device on the same global batches; a dead
+worker is an error."""
 
 from __future__ import annotations
 
@@ -26,8 +27,9 @@ TIMEOUT = 420  # seconds for any one process: the tests are bounded even if a co
 def config_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("distributed")
     base = toy_config(retrieval=dataclasses.replace(toy_config().model.retrieval, negatives="in_batch"))
+    # Weight averaging on (0.5^20 steps: the averages are used), so its swap runs on distributed variables too.
     train = dataclasses.replace(base.train, dataset=str(write_toy_schema(folder)), epochs=2, batch_size=64,
-                                validation_fraction=0.0)
+                                validation_fraction=0.0, weight_averaging=0.5)
     path = folder / "config.json"
     Config(model=base.model, train=train).to_file(path)
     return path
