@@ -77,9 +77,10 @@ def download_wheel(requirement: str, target_dir: Path, *, timeout: float = 300.0
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                "--disable-pip-version-check", "-d", str(target_dir), requirement]
     try:
-        result = subprocess.run(command, stdout=sys.stderr, stderr=subprocess.PIPE, text=True, timeout=timeout,
-                                check=False)
-    except (OSError, subprocess.TimeoutExpired) as error:
+        # pip's own output is captured, not passed to sys.stderr: in a Jupyter or Colab kernel that stream has no
+        # file descriptor to hand a child process ("fileno").
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, ValueError, subprocess.TimeoutExpired) as error:
         raise SourceError(f"pip download {requirement}: {error}") from None
     if result.returncode != 0:
         tail = result.stderr.strip().splitlines()[-1:] or ["(no message)"]
