@@ -309,6 +309,8 @@ def main() -> None:
     split = tfrs_tutorial_split(len(data.interactions))
     results: dict[str, object] = {"dataset": args.dataset, "split": split.summary(), "seeds": args.seeds,
                                   "config": config.get_config()}
+    if args.skip_cold_start and output.exists():  # keep the stored cold-start entries
+        results.update({k: v for k, v in json.loads(output.read_text()).items() if k.startswith("cold_start")})
     _log("baselines")
     results.update(baselines(data, split, split.test, seed=args.seeds[0]))
     with tempfile.TemporaryDirectory(prefix="tfmtl-quality-") as workdir:
