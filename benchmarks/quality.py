@@ -148,8 +148,11 @@ def summarize(runs: list[dict[str, float]]) -> dict[str, object]:
 
 # === Cold start ===
 
-def cold_start(data: InteractionData, config: Config, seeds: list[int], workdir: Path,
+def cold_start(data: InteractionData, config: Config, seeds: list[int], workdir: Path, *,
+               views: dict[str, np.ndarray], combinations: tuple[tuple[str, ...], ...],
                fraction: float = 0.2) -> dict[str, object]:
+    """Holds out ``fraction`` of the rated items entirely; tfmtl with and without text, popularity, and a content
+    k-NN over each combination of the item content ``views`` (name -> [items, dims], ``data.items`` order)."""
     rng = np.random.default_rng(0)
     rated = np.array(sorted(data.interactions["item_id"].astype(str).unique()))
     held_out = set(rng.choice(rated, int(round(len(rated) * fraction)), replace=False))
@@ -173,7 +176,8 @@ def cold_start(data: InteractionData, config: Config, seeds: list[int], workdir:
     among: dict[str, object] = {"candidates": int(is_new.sum()),
                                 "random": {f"retrieval/recall_at_{k}": min(k, int(is_new.sum())) / is_new.sum()
                                            for k in (10, 100)}}
-    among.update(content_reference(data, config, seen, is_new, user_index, item_index, cold_rows))
+    among["content_views"] = ["+".join(names) for names in combinations]
+    among.update(content_reference(views, combinations, seen, is_new, user_index, item_index, cold_rows))
     no_text = dataclasses.replace(config, model=dataclasses.replace(config.model, text_features=()))
     for label, variant in (("tfmtl", config), ("tfmtl_without_text", no_text)):
         runs = [tfmtl_run(variant, data, split, cold_rows, seed, workdir, f"cold-{label}", candidates=sorted(held_out))
@@ -191,28 +195,39 @@ def cold_start(data: InteractionData, config: Config, seeds: list[int], workdir:
 CONTENT_VIEWS = (("genres",), ("year",), ("title",), ("genres", "year"), ("genres", "year", "title"))
 
 
-def content_reference(data: InteractionData, config: Config, seen: np.ndarray, candidates: np.ndarray,
-                      user_index: np.ndarray, item_index: np.ndarray, rows: np.ndarray) -> dict[str, object]:
-    """Content-based k-NN over the new items, no training: a user's profile is the sum of their training items'
-    content vectors (each view centred and unit length), candidates are ranked by profile · item. The title view
-    is the frozen pretrained MiniLM's embedding, the text the model reads."""
+def movielens_views(data: InteractionData, config: Config) -> dict[str, np.ndarray]:
+    """Genres (multi-hot), year (5-year buckets), title (the frozen pretrained MiniLM's embedding, the text the
+    model reads)."""
     items = data.items
     genres = sorted({g for values in items["genres"] for g in values})
     multi_hot = np.array([[g in set(values) for g in genres] for values in items["genres"]], dtype=np.float64)
-    years = pd.to_numeric(items["year"], errors="coerce").fillna(-1).to_numpy()
-    buckets = np.where(years > 0, (years // 5).astype(int), -1)  # 5-year buckets, unknown years together
-    one_hot = (buckets[:, None] == np.unique(buckets)[None, :]).astype(np.float64)
     column = (config.model.text_features or ("title",))[0]
-    titles = TextEncoder.from_preset().embed(items[column].astype(str).tolist(), batch_size=128)
-    views = {"genres": multi_hot, "year": one_hot, "title": titles.astype(np.float64)}
+    return {"genres": multi_hot, "year": year_buckets(items["year"]), "title": text_view(items[column])}
 
+
+def year_buckets(years: pd.Series) -> np.ndarray:
+    """One-hot 5-year buckets, unknown years together."""
+    values = pd.to_numeric(years, errors="coerce").fillna(-1).to_numpy()
+    buckets = np.where(values > 0, (values // 5).astype(int), -1)
+    return (buckets[:, None] == np.unique(buckets)[None, :]).astype(np.float64)
+
+
+def text_view(texts: pd.Series) -> np.ndarray:
+    return TextEncoder.from_preset().embed(texts.astype(str).tolist(), batch_size=128).astype(np.float64)
+
+
+def content_reference(views: dict[str, np.ndarray], combinations: tuple[tuple[str, ...], ...], seen: np.ndarray,
+                      candidates: np.ndarray, user_index: np.ndarray, item_index: np.ndarray,
+                      rows: np.ndarray) -> dict[str, object]:
+    """Content-based k-NN over the candidates, no training: a user's profile is the sum of their training items'
+    content vectors (each view centred and unit length), candidates are ranked by profile · item."""
     def unit(matrix: np.ndarray) -> np.ndarray:
         centred = matrix - matrix.mean(axis=0)
         return centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)
 
     excluded = seen | ~candidates[np.newaxis, :]
     out: dict[str, object] = {}
-    for names in CONTENT_VIEWS:
+    for names in combinations:
         content = np.hstack([unit(views[name]) for name in names])
         profiles = seen.astype(np.float64) @ content
         scores = lambda users, profiles=profiles, content=content: profiles[users] @ content.T  # noqa: E731
@@ -244,31 +259,34 @@ def markdown(results: dict[str, object]) -> str:
             lines.append(f"| {model} | " + " | ".join(_value(results[model], n) for n in REPORTED) + " |")
     for key in sorted(k for k in results if k.startswith("cold_start")):
         cold = results[key]
-        if not isinstance(cold, dict):
-            continue
-        dropout = cold.get("item_id_dropout", 0.0)
-        lines += ["", f"## Cold start: {cold['held_out_items']} items never seen in training "
-                      f"({cold['cold_test_rows']:,} test rows), ranked against the whole catalog", "",
-                  f"Both tfmtl variants train with item id dropout {dropout} (the unknown-item bucket learns what an "
-                  "item looks like from its other features)." if dropout else "No item id dropout.", "",
-                  "| model | " + " | ".join(n.split("/")[1] for n in COLD_REPORTED) + " |",
-                  "|---|" + "---|" * len(COLD_REPORTED)]
-        for model in ("popularity", "tfmtl_without_text", "tfmtl"):
-            lines.append(f"| {model} | " + " | ".join(_value(cold[model], n) for n in COLD_REPORTED) + " |")
-        lines += ["", f"recall@100 with text / without text: {cold['recall_at_100_ratio_text_vs_no_text']:.2f}×"]
-        among = cold.get("among_new_items")
-        if isinstance(among, dict):
-            lines += ["", f"Ranked among the {among['candidates']} new items only (which of the new items will this "
-                          "user like). content_knn_*: no training, the user's training items' content vectors "
-                          "summed and matched against each new item's; title = the frozen MiniLM embedding.", "",
-                      "| model | " + " | ".join(n.split("/")[1] for n in COLD_REPORTED) + " |",
-                      "|---|" + "---|" * len(COLD_REPORTED)]
-            for model in ("random", *(f"content_knn_{'+'.join(v)}" for v in CONTENT_VIEWS), "tfmtl_without_text",
-                          "tfmtl"):
-                lines.append(f"| {model} | " + " | ".join(_value(among[model], n) for n in COLD_REPORTED) + " |")
-            lines += ["", "recall@100 with text / without text: "
-                          f"{among['recall_at_100_ratio_text_vs_no_text']:.2f}×"]
+        if isinstance(cold, dict):
+            lines += cold_start_markdown(cold)
     return "\n".join(lines) + "\n"
+
+
+def cold_start_markdown(cold: dict, heading: str = "##") -> list[str]:
+    """The cold-start tables: against the whole catalog, then among the new items only."""
+    table = ["| model | " + " | ".join(n.split("/")[1] for n in COLD_REPORTED) + " |",
+             "|---|" + "---|" * len(COLD_REPORTED)]
+    dropout = cold.get("item_id_dropout", 0.0)
+    lines = ["", f"{heading} Cold start: {cold['held_out_items']} items never seen in training "
+                 f"({cold['cold_test_rows']:,} test rows), ranked against the whole catalog", "",
+             f"Both tfmtl variants train with item id dropout {dropout} (the unknown-item bucket learns what an "
+             "item looks like from its other features)." if dropout else "No item id dropout.", "", *table]
+    for model in ("popularity", "tfmtl_without_text", "tfmtl"):
+        lines.append(f"| {model} | " + " | ".join(_value(cold[model], n) for n in COLD_REPORTED) + " |")
+    lines += ["", f"recall@100 with text / without text: {cold['recall_at_100_ratio_text_vs_no_text']:.2f}×"]
+    among = cold.get("among_new_items")
+    if isinstance(among, dict):
+        views = among.get("content_views", ["+".join(v) for v in CONTENT_VIEWS])
+        lines += ["", f"Ranked among the {among['candidates']} new items only (which of the new items will this "
+                      "user like). content_knn_*: no training, the user's training items' content vectors "
+                      "summed and matched against each new item's; text views = the frozen MiniLM embedding.", "",
+                  *table]
+        for model in ("random", *(f"content_knn_{v}" for v in views), "tfmtl_without_text", "tfmtl"):
+            lines.append(f"| {model} | " + " | ".join(_value(among[model], n) for n in COLD_REPORTED) + " |")
+        lines += ["", f"recall@100 with text / without text: {among['recall_at_100_ratio_text_vs_no_text']:.2f}×"]
+    return lines
 
 
 def main() -> None:
@@ -298,7 +316,8 @@ def main() -> None:
             tower = dataclasses.replace(config.model.item_tower, id_dropout=args.item_id_dropout)
             cold_config = dataclasses.replace(config, model=dataclasses.replace(config.model, item_tower=tower))
         with tempfile.TemporaryDirectory(prefix="tfmtl-cold-") as workdir:
-            cold = cold_start(data, cold_config, args.seeds, Path(workdir))
+            cold = cold_start(data, cold_config, args.seeds, Path(workdir),
+                              views=movielens_views(data, cold_config), combinations=CONTENT_VIEWS)
         cold["item_id_dropout"] = cold_config.model.item_tower.id_dropout
         previous = results.pop("cold_start", None)
         if previous and previous.get("item_id_dropout", 0.0) != cold["item_id_dropout"]:  # a rerun replaces it
@@ -322,7 +341,8 @@ def main() -> None:
         results["tfmtl_whole_history"] = summarize([{k.split("/", 1)[1]: v for k, v in r.items()
                                                      if k.startswith("whole_history/")} for r in runs])
         if not args.skip_cold_start:
-            results["cold_start"] = cold_start(data, config, args.seeds, Path(workdir))
+            results["cold_start"] = cold_start(data, config, args.seeds, Path(workdir),
+                                               views=movielens_views(data, config), combinations=CONTENT_VIEWS)
     _write(results, output)
 
 

@@ -6,21 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.toy import toy_config, toy_data
+from tests.toy import untrained_toy_model
 from tfmtl.data.interactions import ITEM_ID, USER_ID
 from tfmtl.evaluate import _predict_rows, catalog_embeddings, evaluate_model
-from tfmtl.features import FeatureSpace
-from tfmtl.run import build_encoder, build_model
-from tfmtl.training import make_split
 
 
 @pytest.fixture(scope="module")
 def untrained():  # type: ignore[no-untyped-def]
-    data = toy_data(num_users=60, num_items=40)
-    config = toy_config()
-    split = make_split(data, config)
-    space = FeatureSpace.build(config.model, data, split.train)
-    return data, split, space, build_model(config.model, space, build_encoder(config.model, space, seed=0))
+    return untrained_toy_model()
 
 
 def test_candidates_rank_only_those_items_with_training_items_excluded(untrained) -> None:  # type: ignore[no-untyped-def]

@@ -17,13 +17,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from tests.toy import toy_config, toy_data
+from tests.toy import untrained_toy_model
 from tfmtl.data.interactions import ITEM_ID
 from tfmtl.evaluate import _predict_rows, catalog_embeddings, evaluate_model
-from tfmtl.features import FeatureSpace
 from tfmtl.metrics import chunked_retrieval_metrics
-from tfmtl.run import build_encoder, build_model
-from tfmtl.training import make_split
 
 KS = (1, 3, 5, 10, 50)
 
@@ -55,11 +52,7 @@ def test_one_pass_top_k_accuracy_equals_factorized_top_k() -> None:
 
 
 def test_evaluate_model_reports_factorized_top_k_on_float_embeddings() -> None:
-    data = toy_data(num_users=60, num_items=40)
-    config = toy_config()
-    split = make_split(data, config)
-    space = FeatureSpace.build(config.model, data, split.train)
-    model = build_model(config.model, space, build_encoder(config.model, space, seed=0))
+    data, split, space, model = untrained_toy_model()
     ks = (1, 3, 5, 10)
 
     ours = evaluate_model(model, data, split.train, split.test, ks=ks, batch_size=32, tasks=("retrieval",))
