@@ -268,12 +268,12 @@ def _ratio(value: float | None) -> str:
     return "none (recall@100 without text is 0)" if value is None else f"{value:.2f}×"
 
 
-def cold_start_markdown(cold: dict, heading: str = "##") -> list[str]:
+def cold_start_markdown(cold: dict) -> list[str]:
     """The cold-start tables: against the whole catalog, then among the new items only."""
     table = ["| model | " + " | ".join(n.split("/")[1] for n in COLD_REPORTED) + " |",
              "|---|" + "---|" * len(COLD_REPORTED)]
     dropout = cold.get("item_id_dropout", 0.0)
-    lines = ["", f"{heading} Cold start: {cold['held_out_items']} items never seen in training "
+    lines = ["", f"## Cold start: {cold['held_out_items']} items never seen in training "
                  f"({cold['cold_test_rows']:,} test rows), ranked against the whole catalog", "",
              f"Both tfmtl variants train with item id dropout {dropout} (the unknown-item bucket learns what an "
              "item looks like from its other features)." if dropout else "No item id dropout.", "", *table]
