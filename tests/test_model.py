@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from tests.toy import toy_config, toy_data
-from tfmtl.config import Config, ModelConfig, TowerConfig
+from tfmtl.config import Config, ModelConfig, TextEncoderConfig, TowerConfig
 from tfmtl.data.pipeline import make_dataset
 from tfmtl.features import FeatureSpace
 from tfmtl.run import build_encoder, build_model
@@ -97,6 +97,37 @@ def test_text_cache_matches_running_the_encoder(data) -> None:  # type: ignore[n
     cached = text.encode(titles).numpy()
     direct = text.encoder(titles, training=False).numpy()
     np.testing.assert_allclose(cached, direct, atol=1e-6)
+
+
+def test_history_text_is_the_projected_mean_of_the_history_items_encoder_outputs(data) -> None:  # type: ignore[no-untyped-def]
+    model, _ = _model(data, toy_config(history_text=True))
+    title = model.item_tower.features["title"]
+    profile = model.user_tower.features["history"].texts[0]
+    titles = dict(zip(data.items["item_id"], data.items["title"], strict=True))
+    known = [str(i) for i in model.space.vocabularies["item_id"]]
+    history = [[known[0], known[3], ""], ["", "", ""], [known[1], "never-rated", ""]]
+    index = model.user_tower.features["history"].lookup(tf.constant(history))
+    got = profile(index, training=False).numpy()
+
+    kernel, bias = title.projection.kernel.numpy(), title.projection.bias.numpy()
+    def expected(items: list[str]) -> np.ndarray:  # the encoder run on the raw titles, not the cache
+        if not items:
+            return bias
+        return title.encoder(tf.constant([titles[i] for i in items]), training=False).numpy().mean(0) @ kernel + bias
+
+    np.testing.assert_allclose(got, [expected([known[0], known[3]]), expected([]), expected([known[1]])],
+                               atol=1e-5)
+    user = {"user_id": tf.constant(["u0"]), "gender": tf.constant(["M"]), "age": tf.constant([30.0]),
+            "history": tf.constant([history[0][:2] + [""] * 3])}
+    assert model.user_tower(user).shape == (1, 8)
+
+
+@pytest.mark.parametrize("settings", [dict(history_length=0), dict(text_features=()),
+                                      dict(encoder=TextEncoderConfig(trainable_layers=1)),
+                                      dict(encoder=TextEncoderConfig(projection_dim=16))])
+def test_history_text_needs_a_history_item_text_and_a_frozen_encoder(settings: dict) -> None:
+    with pytest.raises(ValueError, match="'model.history_text'"):
+        ModelConfig(history_text=True, **settings)
 
 
 @pytest.mark.parametrize("bad, field", [

@@ -235,6 +235,10 @@ class ModelConfig(_Section):
             a test row reads the training items before its own time). ``others``: a training row reads the
             user's other training items, earlier or later (a bag-of-items model, like EASE; a test row reads them
             all). Served users always send (or are looked up with) their whole history.
+        history_text: the user tower also reads the texts of the history's items: per text column, the mean of
+            their frozen encoder embeddings through the item tower's own text projection. A content profile in the
+            space the item tower reads texts in, so a user can be matched to items nobody has rated yet (cold
+            start). Needs a frozen encoder (``encoder.trainable_layers`` 0, no ``encoder.projection_dim``).
         text_features: item text columns read by the text encoder; None reads every declared text column.
         normalize_embeddings: L2-normalise user and item embeddings (retrieval scores are then cosines, scaled
             by the retrieval temperature).
@@ -247,6 +251,7 @@ class ModelConfig(_Section):
     history_length: int = 50
     history_pooling: str = "mean"
     history_mode: str = "before"
+    history_text: bool = False
     text_features: tuple[str, ...] | None = None
     normalize_embeddings: bool = True
     encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
@@ -271,6 +276,14 @@ class ModelConfig(_Section):
                  f"must be one of {', '.join(HISTORY_MODES)}")
         _require(self.history_pooling in HISTORY_POOLINGS, "model.history_pooling", self.history_pooling,
                  f"must be one of {', '.join(HISTORY_POOLINGS)}")
+        if self.history_text:
+            _require(self.history_length > 0, "model.history_text", self.history_text,
+                     "needs a history (model.history_length > 0)")
+            _require(self.text_features != (), "model.history_text", self.history_text,
+                     "needs item text (model.text_features is empty)")
+            _require(self.encoder.trainable_layers == 0 and self.encoder.projection_dim is None,
+                     "model.history_text", self.history_text, "needs a frozen text encoder "
+                     "(model.encoder.trainable_layers 0 and no model.encoder.projection_dim)")
 
 
 @dataclass(frozen=True)

@@ -33,10 +33,13 @@ class MultiTaskRecommender(tfrs.Model):
         super().__init__(**kwargs)
         tasks = config.tasks
         # === Layers ===
+        item_tower = build_item_tower(space, config.item_tower, config.embedding_dim, encoder,
+                                      per_example_text=per_example_text)
+        history_texts = ({column: item_tower.features[column] for column in space.item_text}
+                         if config.history_text else None)
         self.user_tower = build_user_tower(space, config.user_tower, config.embedding_dim,
-                                           history_pooling=config.history_pooling)
-        self.item_tower = build_item_tower(space, config.item_tower, config.embedding_dim, encoder,
-                                           per_example_text=per_example_text)
+                                           history_pooling=config.history_pooling, history_texts=history_texts)
+        self.item_tower = item_tower
         self.retrieval_task = RetrievalTask(config.retrieval) if RETRIEVAL in tasks else None
         self.ranking_heads = (RankingHeads(config.ranking, tuple(tasks), rating_mean=space.rating_mean,
                                            user_vocabulary=space.vocabularies[USER_ID],

@@ -198,15 +198,42 @@ def _with_misses(index: tf.Tensor, cached: Any, texts: tf.Tensor, compute: Any) 
     return tf.cond(tf.reduce_all(hit), lambda: found, fill_misses)
 
 
+class HistoryText(tf.keras.layers.Layer):
+    """Item vocabulary indices [B, H] (0 = unknown or padding) -> the masked mean of the items' frozen text
+    embeddings, through the item tower's own projection and dropout [B, dim]: a content profile in the space the
+    item tower reads this text column in.
+
+    Projecting the mean equals the mean of the projections (the projection is affine and the weights sum to 1),
+    so a step averages the users' cached embeddings (padding skipped, never gathered) and projects once.
+    """
+
+    def __init__(self, text: TextFeature, rows: np.ndarray, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not text.frozen or text.per_example:
+            raise ValueError(f"model.history_text reads the frozen text cache of '{text.name}', which a trainable "
+                             "encoder and per-example text (the reference path) do not keep")
+        self.text = text
+        self.rows = tf.constant(rows, tf.int32)  # vocabulary index -> row of text.cache; -1: no text
+
+    def call(self, index: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        rows = tf.gather(self.rows, index)
+        present = tf.where(rows >= 0)
+        ids = tf.SparseTensor(present, tf.gather_nd(rows, present), tf.shape(rows, out_type=tf.int64))
+        # A user with no known item gets zeros (then the projection's bias).
+        mean = tf.nn.safe_embedding_lookup_sparse([self.text.cache], ids, combiner="mean")
+        return self.text.dropout(self.text.projection(mean), training=training)
+
+
 class HistoryEncoder(tf.keras.layers.Layer):
-    """The user's earlier item ids [B, H] ("" = padding, newest last) -> [B, dim].
+    """The user's earlier item ids [B, H] ("" = padding, newest last) -> [B, dim (+ text dims)].
 
     ``mean``: masked mean of item embeddings. ``attention``: one self-attention layer over the items plus
-    position embeddings (recency), then a masked mean.
+    position embeddings (recency), then a masked mean. ``texts``: item text features whose content profile of
+    the same items (:class:`HistoryText`) is concatenated.
     """
 
     def __init__(self, item_vocabulary: Sequence[str], dim: int, *, length: int, pooling: str,
-                 **kwargs: Any) -> None:
+                 texts: Sequence[tuple[TextFeature, Sequence[str]]] = (), **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.lookup = tf.keras.layers.StringLookup(vocabulary=list(item_vocabulary), num_oov_indices=1,
                                                    mask_token=None)
@@ -216,16 +243,28 @@ class HistoryEncoder(tf.keras.layers.Layer):
             self.positions = tf.keras.layers.Embedding(length, dim)
             self.attention = tf.keras.layers.MultiHeadAttention(num_heads=2, key_dim=max(1, dim // 2))
             self.norm = tf.keras.layers.LayerNormalization()
+        self.texts = [HistoryText(text, _cache_rows(text, item_texts), name=f"history_{text.name}")
+                      for text, item_texts in texts]
 
     def call(self, history: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         present = tf.not_equal(history, PAD)
-        items = self.embedding(self.lookup(history))
+        index = self.lookup(history)
+        items = self.embedding(index)
         if self.pooling == "attention":
             items = items + self.positions(tf.range(tf.shape(history)[1]))[tf.newaxis]
             mask = present[:, tf.newaxis, :] & present[:, :, tf.newaxis]
             items = self.norm(items + self.attention(items, items, attention_mask=mask, training=training))
         weights = tf.cast(present, items.dtype)[..., tf.newaxis]
-        return tf.reduce_sum(items * weights, axis=1) / tf.maximum(tf.reduce_sum(weights, axis=1), 1.0)
+        pooled = tf.reduce_sum(items * weights, axis=1) / tf.maximum(tf.reduce_sum(weights, axis=1), 1.0)
+        if not self.texts:
+            return pooled
+        return tf.concat([pooled, *(text(index, training=training) for text in self.texts)], axis=-1)
+
+
+def _cache_rows(text: TextFeature, item_texts: Sequence[str]) -> np.ndarray:
+    """Texts of the item vocabulary, in order -> rows of ``text.cache`` [V + 1]; row 0 (unknown) is -1."""
+    row = {key: i for i, key in enumerate(text.cache_keys)}
+    return np.array([-1, *(row.get(str(t), -1) for t in item_texts)], dtype=np.int32)
 
 
 class Tower(tf.keras.layers.Layer):
@@ -259,15 +298,26 @@ class Tower(tf.keras.layers.Layer):
         return self.output_layer(x)
 
 
-def build_user_tower(space: FeatureSpace, config: TowerConfig, output_dim: int, *, history_pooling: str) -> Tower:
+def build_user_tower(space: FeatureSpace, config: TowerConfig, output_dim: int, *, history_pooling: str,
+                     history_texts: dict[str, TextFeature] | None = None) -> Tower:
+    """``history_texts``: item text column -> the item tower's feature for it, read by the history's content
+    profile."""
     features: dict[str, tf.keras.layers.Layer] = {
         USER_ID: CategoricalEmbedding(space.vocabularies[USER_ID], config.id_dim, dropout=config.id_dropout,
                                       name="user_id")}
     features.update(_side_features(space, config, space.user_categorical, space.user_multi_valued, space.user_numeric))
     if space.history_length:
-        features[HISTORY] = HistoryEncoder(space.vocabularies[ITEM_ID], config.id_dim, length=space.history_length,
-                                           pooling=history_pooling, name="history")
+        vocabulary = space.vocabularies[ITEM_ID]
+        texts = [(feature, _item_texts(space, column, vocabulary)) for column, feature in (history_texts or {}).items()]
+        features[HISTORY] = HistoryEncoder(vocabulary, config.id_dim, length=space.history_length,
+                                           pooling=history_pooling, texts=texts, name="history")
     return Tower(features, config, output_dim, name="user_tower")
+
+
+def _item_texts(space: FeatureSpace, column: str, items: Sequence[str]) -> list[str]:
+    """Each item's text in ``column``, in the order of ``items`` (all in the catalog)."""
+    text = dict(zip((str(i) for i in space.catalog[ITEM_ID]), (str(t) for t in space.catalog[column]), strict=True))
+    return [text[str(item)] for item in items]
 
 
 def build_item_tower(space: FeatureSpace, config: TowerConfig, output_dim: int,
