@@ -47,15 +47,14 @@ def run_python(code: str, env: dict[str, str] | None = None, timeout: float = 30
 
 @pytest.fixture(scope="session")
 def toy_run(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    """One toy run (tiny BERT reading titles, also through the user's history; the data as CSV files + schema),
-    trained once."""
+    """One toy run (tiny BERT reading titles; the data as CSV files + schema), trained once."""
     import dataclasses
 
     from tests.toy import toy_config, write_toy_schema
     from tfmtl.training import train
 
     schema = write_toy_schema(tmp_path_factory.mktemp("toy-data"))
-    config = toy_config(history_text=True)  # the export tests then cover the history's text profile too
+    config = toy_config()
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, dataset=str(schema), epochs=2))
     return train(config, output=tmp_path_factory.mktemp("toy-run") / "run", progress=False)
 

@@ -160,6 +160,24 @@ def test_both_loaders_match_the_training_model_on_every_signature(exported, toy_
             assert_matches(got, want, f"{loader} {signature}")
 
 
+def test_a_history_text_model_exports_and_its_user_embeddings_match_the_training_model(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import dataclasses
+
+    from tests.toy import toy_config, write_toy_schema
+    from tfmtl.exporting import export
+    from tfmtl.training import train
+
+    schema = write_toy_schema(tmp_path)
+    config = toy_config(history_text=True)
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, dataset=str(schema), epochs=1))
+    run = train(config, output=tmp_path / "run", progress=False)
+    exported = export(run, name="toy", base=tmp_path / "saved_models")  # verifies both loaders in a fresh process
+    loaded = tf.saved_model.load(str(exported.path))
+    request = user_request(["u0", "u1", "never-seen"])
+    got = call(loaded, "user_embedding", **request)
+    assert_matches(got, reference_outputs(run, "user_embedding", request), "user_embedding with history text")
+
+
 def call(loaded, signature: str, **inputs):  # type: ignore[no-untyped-def]
     return {k: v.numpy() for k, v in loaded.signatures[signature](
         **{k: tf.constant(v) for k, v in inputs.items()}).items()}
