@@ -273,7 +273,8 @@ def cold_start_markdown(cold: dict) -> list[str]:
     table = ["| model | " + " | ".join(n.split("/")[1] for n in COLD_REPORTED) + " |",
              "|---|" + "---|" * len(COLD_REPORTED)]
     dropout = cold.get("item_id_dropout", 0.0)
-    lines = ["", f"## Cold start: {cold['held_out_items']} items never seen in training "
+    where = f" on {cold['dataset']}" if "dataset" in cold else ""
+    lines = ["", f"## Cold start{where}: {cold['held_out_items']} items never seen in training "
                  f"({cold['cold_test_rows']:,} test rows), ranked against the whole catalog", "",
              f"Both tfmtl variants train with item id dropout {dropout} (the unknown-item bucket learns what an "
              "item looks like from its other features)." if dropout else "No item id dropout.", "", *table]
@@ -333,8 +334,10 @@ def main() -> None:
     split = tfrs_tutorial_split(len(data.interactions))
     results: dict[str, object] = {"dataset": args.dataset, "split": split.summary(), "seeds": args.seeds,
                                   "config": config.get_config()}
-    if args.skip_cold_start and output.exists():  # keep the stored cold-start entries
-        results.update({k: v for k, v in json.loads(output.read_text()).items() if k.startswith("cold_start")})
+    stored = json.loads(output.read_text()) if output.exists() else {}
+    kept = {k: v for k, v in stored.items() if k.startswith("cold_start")  # the cold-start entries not redone here
+            and (args.skip_cold_start or v.get("dataset", args.dataset) != args.dataset)}
+    results.update(kept)
     _log("baselines")
     results.update(baselines(data, split, split.test, seed=args.seeds[0]))
     with tempfile.TemporaryDirectory(prefix="tfmtl-quality-") as workdir:
@@ -348,6 +351,13 @@ def main() -> None:
         if not args.skip_cold_start:
             results["cold_start"] = cold_start(data, config, args.seeds, Path(workdir),
                                                views=movielens_views(data, config), combinations=CONTENT_VIEWS)
+    _write(results, output)
+
+
+def merge_entry(output: Path, key: str, entry: dict) -> None:
+    """Stores ``entry`` under ``key`` in an existing results JSON (another benchmark's part of it)."""
+    results = json.loads(output.read_text())
+    results[key] = entry
     _write(results, output)
 
 
