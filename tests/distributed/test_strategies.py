@@ -59,14 +59,20 @@ def _start(config: Path, output: Path, dump: Path, *, env: dict[str, str] | None
                             env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _finish(process: subprocess.Popen) -> str:
-    try:
-        output, _ = process.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        pytest.fail(f"a training process did not finish within {TIMEOUT} s")
-    assert process.returncode == 0, output[-4000:]
-    return output
+def _finish(*processes: subprocess.Popen) -> list[str]:
+    """Waits for every process, then fails with each failed one's log: a worker that dies first is the cause."""
+    outputs = []
+    for process in processes:
+        try:
+            outputs.append(process.communicate(timeout=TIMEOUT)[0])
+        except subprocess.TimeoutExpired:
+            for other in processes:
+                other.kill()
+            pytest.fail(f"a training process did not finish within {TIMEOUT} s")
+    failed = [f"process {i} exited with {p.returncode}:\n{out[-3000:]}"
+              for i, (p, out) in enumerate(zip(processes, outputs, strict=True)) if p.returncode != 0]
+    assert not failed, "\n\n".join(failed)
+    return outputs
 
 
 def _weights(dump: Path) -> tuple[list[np.ndarray], np.ndarray]:
@@ -101,7 +107,7 @@ def test_two_workers_train_identical_weights_that_match_one_device(config_file: 
     output = tmp_path / "run"  # one run folder: only the chief writes into it
     workers = [_start(config, output, tmp_path / f"weights-{i}.npz", env={"TF_CONFIG": _cluster(ports, i)})
                for i in range(2)]
-    logs = [_finish(worker) for worker in workers]
+    logs = _finish(*workers)
     assert "2 replicas, global batch 64 (32 per replica)" in logs[0]
     assert "not the chief" in logs[1] and "not the chief" not in logs[0]
     (chief_weights, chief_losses), (other_weights, other_losses) = (_weights(tmp_path / f"weights-{i}.npz")
@@ -116,7 +122,7 @@ def test_two_workers_train_identical_weights_that_match_one_device(config_file: 
 
 def test_mirrored_over_two_logical_cpus_matches_one_device(config_file: Path, tmp_path: Path,
                                                            single) -> None:  # type: ignore[no-untyped-def]
-    log = _finish(_start(_with_strategy(config_file, "mirrored"), tmp_path / "run", tmp_path / "weights.npz",
+    [log] = _finish(_start(_with_strategy(config_file, "mirrored"), tmp_path / "run", tmp_path / "weights.npz",
                          args=("--logical-cpus", "2")))
     assert "2 replicas" in log
     _assert_same_training(*_weights(tmp_path / "weights.npz"), single)
