@@ -186,7 +186,7 @@ def main() -> None:
     output.write_text(json.dumps(results, indent=2) + "\n")
     output.with_suffix(".md").write_text(markdown(results))
     if not args.output and all(value is None for value in explored.values()):  # the defaults: quality.json's too
-        merge_entry(RESULTS / "quality.json", "cold_start_book_crossing", {"dataset": "book-crossing", **cold})
+        merge_entry(RESULTS / "quality.json", "cold_start_book_crossing", {"dataset": results["dataset"], **cold})
 
 
 def markdown(results: dict) -> str:
