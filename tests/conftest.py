@@ -16,16 +16,21 @@ if os.environ.get("CI"):
     hypothesis_settings.load_profile("ci")
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_TOY_FIXTURES = {"toy_run", "exported", "loaded"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups into the node ids
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Groups for ``pytest -n N --dist loadgroup``: every test reading the session's toy export runs on one
-    worker (so it is trained and exported once), every other module on one worker (its module fixtures are
-    built once)."""
+    """Groups for ``pytest -n N --dist loadgroup``: the tests reading the session's toy export run on one worker
+    (it is trained and exported once there), the tests reading only its toy run on another (trained once more
+    there, so the two halves run side by side), every other module on one worker (its module fixtures are built
+    once), and a test marked with a group of its own (an independent slow one) wherever there is room."""
     for item in items:
-        uses_toy = SHARED_TOY_FIXTURES & set(getattr(item, "fixturenames", ()))
-        item.add_marker(pytest.mark.xdist_group("toy-export" if uses_toy else item.nodeid.split("::")[0]))
+        if item.get_closest_marker("xdist_group"):  # a test that asked for a group of its own
+            continue
+        fixtures = set(getattr(item, "fixturenames", ()))
+        group = ("toy-export" if fixtures & {"exported", "loaded"} else "toy-run" if "toy_run" in fixtures
+                 else item.nodeid.split("::")[0])
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")

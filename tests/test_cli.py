@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.data.test_own_data import write_shop
+from tfmtl.cli import main
 
 
 def tfmtl(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -65,19 +66,19 @@ def test_data_split_tfrs_json(movielens_dir: Path) -> None:
     ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 3}}', "'task.index' = 3"),
 ])
 def test_multi_worker_without_a_usable_tf_config_is_one_clear_line(tmp_path: Path, tf_config: str | None,
-                                                                   message: str) -> None:
-    import os
+                                                                   message: str, monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    # In this process: TF_CONFIG is checked before any strategy (or collective) is created.
+    if tf_config is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", tf_config)
+    assert main(["train", "--strategy", "multi_worker", "--output", str(tmp_path / "run"), "--no-progress"]) == 2
+    error = capsys.readouterr().err
+    assert "Traceback" not in error and message in error and error.count("\n") == 1
+    assert not (tmp_path / "run").exists()
 
-    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-    if tf_config is not None:
-        env["TF_CONFIG"] = tf_config
-    result = subprocess.run([sys.executable, "-m", "tfmtl.cli", "train", "--strategy", "multi_worker", "--output",
-                             str(tmp_path / "run"), "--no-progress"], capture_output=True, text=True, timeout=300,
-                            env=env)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert message in result.stderr
 
-
-def test_multi_worker_needs_an_explicit_run_folder() -> None:
-    result = tfmtl("train", "--strategy", "multi_worker", "--no-progress")
-    assert result.returncode == 2 and "--output RUN_DIR" in result.stderr
+def test_multi_worker_needs_an_explicit_run_folder(capsys: pytest.CaptureFixture) -> None:
+    assert main(["train", "--strategy", "multi_worker", "--no-progress"]) == 2
+    assert "--output RUN_DIR" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import runpy
 from pathlib import Path
 
 import nbformat
@@ -40,6 +41,18 @@ def test_notebooks_are_committed_without_outputs_and_import_only_the_package(pat
             assert cell.outputs == [] and cell.execution_count is None, f"{path.name}: strip the outputs"
             assert "class " not in cell.source, f"{path.name}: notebooks define no classes; use the package"
     assert "TFMTL_SMOKE" in "".join(c.source for c in notebook.cells)
+
+
+def test_every_notebook_starts_with_the_one_colab_setup_cell() -> None:
+    """The cell is written once (scripts/notebook_setup_cell.py, the URL from tfmtl/_version.py) and copied into
+    every notebook by that script; tests/test_packaging.py runs it in a fresh venv as Colab would."""
+    from tfmtl._version import REPOSITORY_URL
+
+    setup_cell = runpy.run_path(str(REPO / "scripts" / "notebook_setup_cell.py"))["setup_cell"]()
+    assert f'TFMTL_REPOSITORY = "{REPOSITORY_URL}"' in setup_cell
+    for path in NOTEBOOKS:
+        first = next(c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+        assert first.source == setup_cell, f"{path.name}: run python scripts/notebook_setup_cell.py"
 
 
 @pytest.mark.network

@@ -1,41 +1,33 @@
-"""A training process killed with SIGKILL mid-epoch resumes from its last checkpoint to the uninterrupted result.
+"""A run killed with SIGKILL mid-epoch resumes from its last checkpoint to the uninterrupted result, and the CLI's
+train/resume/evaluate round trip.
 
-Tolerance: 1e-4 on every test metric. The resumed run restores weights, optimizer state, history and the epoch,
-and each epoch's batch order depends only on (seed, epoch), so without dropout the runs agree to float noise.
-With dropout they would differ: random masks are not checkpointed (stated in the README).
+The uninterrupted run is the session's toy run (conftest ``toy_run``); the killed run trains the same config through
+``tfmtl train --config`` in a fresh process. Tolerance: 1e-4 on every test metric. The resumed run restores weights,
+optimizer state, history and the epoch, and each epoch's batch order depends only on (seed, epoch), so without
+dropout the runs agree to float noise. With dropout they would differ: random masks are not checkpointed (stated in
+the README).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import signal
+import types
 
+import numpy as np
 import pytest
+import tensorflow as tf
 
 from tests.conftest import REPO, run_python
-from tests.toy import toy_config, write_toy_schema
 from tfmtl.cli import main
+from tfmtl.run import RunFolder
+from tfmtl.training import train
 
-EPOCHS = 4
-
-
-@pytest.fixture
-def config_file(tmp_path):  # type: ignore[no-untyped-def]
-    schema = write_toy_schema(tmp_path)
-    config = toy_config()
-    config = dataclasses.replace(config, train=dataclasses.replace(config.train, dataset=str(schema), epochs=EPOCHS,
-                                                                   patience=0))
-    path = tmp_path / "config.json"
-    config.to_file(path)
-    return path
-
-
-KILL_IN_EPOCH_3 = f"""
+KILL_IN_THE_LAST_EPOCH = """
 import os, signal, sys
-sys.path.insert(0, {str(REPO)!r})
+sys.path.insert(0, {repo!r})
 import tfmtl.training as training
-from tfmtl.config import Config
+from tfmtl.cli import main
 
 begin, step = training._Progress.on_epoch_begin, training._Progress.on_train_batch_end
 
@@ -44,34 +36,78 @@ def on_epoch_begin(self, epoch, logs=None):
     return begin(self, epoch, logs)
 
 def on_train_batch_end(self, batch, logs=None):
-    if self.epoch_number == 3 and batch == 1:
+    if self.epoch_number == {epochs} and batch == 1:
         os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no flush: as a preempted machine
     return step(self, batch, logs)
 
 training._Progress.on_epoch_begin, training._Progress.on_train_batch_end = on_epoch_begin, on_train_batch_end
-training.train(Config.from_file({{config!r}}), output={{output!r}}, progress=False)
+main(["train", "--config", {config!r}, "--epochs", "{epochs}", "--output", {output!r}, "--no-progress", "--json"])
 """
 
 
-def test_sigkill_mid_epoch_then_resume_matches_the_uninterrupted_run(config_file, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
-    assert main(["train", "--config", str(config_file), "--output", str(tmp_path / "whole"), "--no-progress",
-                 "--json"]) == 0
-    whole = json.loads(capsys.readouterr().out)
-
-    killed = tmp_path / "killed"
-    result = run_python(KILL_IN_EPOCH_3.format(config=str(config_file), output=str(killed)))
+@pytest.fixture(scope="module")
+def killed_and_resumed(toy_run, tmp_path_factory):  # type: ignore[no-untyped-def]
+    """The toy run's config killed inside its last epoch, then resumed with ``tfmtl train --resume --json``."""
+    folder = tmp_path_factory.mktemp("resume")
+    config, killed = folder / "config.json", folder / "killed"
+    toy_run.config.to_file(config)
+    epochs = toy_run.config.train.epochs
+    result = run_python(KILL_IN_THE_LAST_EPOCH.format(repo=str(REPO), config=str(config), output=str(killed),
+                                                      epochs=epochs))
     assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
     history = json.loads((killed / "history.json").read_text())
-    assert [row["epoch"] for row in history] == [1, 2]  # died inside epoch 3
-    assert not (killed / "metrics.json").exists()
+    before = types.SimpleNamespace(epochs=[row["epoch"] for row in history],
+                                   metrics_written=(killed / "metrics.json").exists())
+    with pytest.raises(ValueError, match="already holds a run"):
+        train(toy_run.config, output=killed, progress=False)
+    resumed = _cli_json(["train", "--output", str(killed), "--resume", "--no-progress", "--json"])
+    return types.SimpleNamespace(path=killed, before=before, resumed=resumed, whole=toy_run)
 
-    assert main(["train", "--output", str(killed), "--resume", "--no-progress", "--json"]) == 0
-    resumed = json.loads(capsys.readouterr().out)
-    assert resumed["epochs"] == whole["epochs"] == EPOCHS
-    metrics = [name for name in whole if "/" in name]
+
+def _cli_json(argv: list[str]) -> dict:  # type: ignore[type-arg]
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(argv)
+    assert code == 0, out.getvalue()
+    return json.loads(out.getvalue())  # type: ignore[no-any-return]
+
+
+def test_the_kill_came_inside_the_last_epoch(killed_and_resumed) -> None:  # type: ignore[no-untyped-def]
+    epochs = killed_and_resumed.whole.config.train.epochs
+    assert killed_and_resumed.before.epochs == list(range(1, epochs))  # died inside the last epoch
+    assert not killed_and_resumed.before.metrics_written
+
+
+def test_sigkill_mid_epoch_then_resume_matches_the_uninterrupted_run(killed_and_resumed) -> None:  # type: ignore[no-untyped-def]
+    whole, resumed = killed_and_resumed.whole, killed_and_resumed.resumed
+    assert resumed["epochs"] == len(whole.history) == whole.config.train.epochs
+    metrics = [name for name in whole.metrics if "/" in name]
     assert metrics
     for name in metrics:
-        assert abs(resumed[name] - whole[name]) <= 1e-4, (name, resumed[name], whole[name])
-    losses = [row["loss/total"] for row in json.loads((killed / "history.json").read_text())]
-    expected = [row["loss/total"] for row in json.loads((tmp_path / "whole" / "history.json").read_text())]
-    assert losses == pytest.approx(expected, abs=1e-4)
+        assert abs(resumed[name] - whole.metrics[name]) <= 1e-4, (name, resumed[name], whole.metrics[name])
+    losses = [row["loss/total"] for row in json.loads((killed_and_resumed.path / "history.json").read_text())]
+    assert losses == pytest.approx([row["loss/total"] for row in whole.history], abs=1e-4)
+
+
+def test_resume_restores_the_optimizer_state(killed_and_resumed) -> None:  # type: ignore[no-untyped-def]
+    # The latest checkpoint's step count covers every epoch, not just the resumed one.
+    whole = killed_and_resumed.whole
+    steps = int(np.ceil(len(whole.split.train) / whole.config.train.batch_size))
+    latest = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(RunFolder(killed_and_resumed.path).checkpoints)))
+    assert int(latest.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE")) == \
+        whole.config.train.epochs * steps
+
+
+def test_cli_evaluate_reproduces_the_resumed_runs_test_metrics(killed_and_resumed) -> None:  # type: ignore[no-untyped-def]
+    evaluated = _cli_json(["evaluate", "--run", str(killed_and_resumed.path), "--json"])
+    assert evaluated["rating/rmse"] == pytest.approx(killed_and_resumed.resumed["rating/rmse"], abs=1e-5)
+    assert evaluated["retrieval/recall_at_10"] == pytest.approx(killed_and_resumed.resumed["retrieval/recall_at_10"],
+                                                                abs=1e-5)
+
+
+def test_cli_evaluate_of_a_folder_without_a_run_is_one_clear_error(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["evaluate", "--run", str(tmp_path), "--json"]) == 2
+    assert "not a tfmtl run folder" in json.loads(capsys.readouterr().out)["error"]

@@ -1,4 +1,5 @@
-"""Training end to end on the toy dataset: run folder, per-task logs, plots, resume, reload parity, CLI."""
+"""Training end to end on the toy dataset: run folder, per-task logs, plots, weight averaging, early stopping,
+reload parity, fine-tuning precision. Resume and the CLI round trip: tests/test_resume.py."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import pytest
 import tensorflow as tf
 
 from tests.toy import toy_config, write_toy_schema
-from tfmtl.cli import main
 from tfmtl.config import Config, TrainConfig
 from tfmtl.data.pipeline import make_dataset
 from tfmtl.run import RunFolder, load_run
@@ -29,8 +29,9 @@ def _config(schema: Path, **train: object) -> Config:
 
 
 @pytest.fixture(scope="module")
-def trained(schema: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    return train(_config(schema, epochs=2), output=tmp_path_factory.mktemp("run") / "run", progress=False)
+def trained(toy_run):  # type: ignore[no-untyped-def]
+    """The session's toy run (tests/conftest.py): this module's config, trained once for every module."""
+    return toy_run
 
 
 def test_run_folder_holds_config_history_metrics_plots_and_checkpoints(trained) -> None:  # type: ignore[no-untyped-def]
@@ -87,21 +88,6 @@ def test_weight_averaging_must_be_a_momentum() -> None:
         TrainConfig(weight_averaging=1.0)
 
 
-def test_resume_continues_from_the_last_checkpoint(schema: Path, tmp_path: Path) -> None:
-    output = tmp_path / "run"
-    first = train(_config(schema, epochs=1), output=output, progress=False, evaluate_test=False)
-    assert len(first.history) == 1
-    with pytest.raises(ValueError, match="already holds a run"):
-        train(_config(schema, epochs=2), output=output, progress=False)
-    resumed = train(_config(schema, epochs=2), output=output, resume=True, progress=False, evaluate_test=False)
-    assert [row["epoch"] for row in resumed.history] == [1, 2]
-    # The optimizer state came back: the latest checkpoint's step count covers both epochs, not just the resumed
-    # one. (The returned model holds the best epoch's weights, which may be epoch 1's.)
-    steps = int(np.ceil(len(resumed.split.train) / resumed.config.train.batch_size))
-    latest = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(RunFolder(output).checkpoints)))
-    assert int(latest.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE")) == 2 * steps
-
-
 def test_early_stopping_follows_the_monitor(schema: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Validation RMSE per epoch: best at epoch 2, then two epochs without improvement -> stop after epoch 4,
     # and the best weights (epoch 2) are the ones kept.
@@ -121,24 +107,6 @@ def test_an_unknown_monitor_names_the_field_before_training(schema: Path, tmp_pa
     with pytest.raises(ValueError, match="'train.monitor'.*recall_at_7"):
         train(_config(schema, epochs=1, monitor="retrieval/recall_at_7"), output=tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
-
-
-def test_cli_train_and_evaluate_print_json(schema: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    config_file = tmp_path / "config.json"
-    _config(schema).to_file(config_file)
-    output = tmp_path / "cli-run"
-    assert main(["train", "--config", str(config_file), "--epochs", "1", "--output", str(output),
-                 "--no-progress", "--json"]) == 0
-    trained = json.loads(capsys.readouterr().out)
-    assert trained["epochs"] == 1 and "rating/rmse" in trained
-    assert main(["evaluate", "--run", str(output), "--json"]) == 0
-    evaluated = json.loads(capsys.readouterr().out)
-    assert evaluated["rating/rmse"] == pytest.approx(trained["rating/rmse"], abs=1e-5)
-    # --resume without --config continues the saved run (its dataset and model), not the defaults.
-    assert main(["train", "--resume", "--epochs", "2", "--output", str(output), "--no-progress", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["epochs"] == 2
-    assert main(["evaluate", "--run", str(tmp_path), "--json"]) == 2
-    assert "not a tfmtl run folder" in json.loads(capsys.readouterr().out)["error"]
 
 
 def test_train_is_exposed_at_the_top_level() -> None:

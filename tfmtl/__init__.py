@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from tfmtl import _compat  # noqa: F401  (must run before anything imports tf.keras)
+from tfmtl._version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["__version__", "export", "train"]
 
 

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from tfmtl._version import __version__
 from tfmtl.data.errors import DataError
 
 
@@ -34,6 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tfmtl", description="Multi-task recommendation on TensorFlow.")
+    parser.add_argument("--version", action="version", version=f"tfmtl {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     data = commands.add_parser("data", help="inspect datasets and splits")
     data_commands = data.add_subparsers(title="data commands", metavar="COMMAND")

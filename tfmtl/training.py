@@ -117,6 +117,7 @@ def train(config: Config | None = None, *, output: str | Path, resume: bool = Fa
             encoder.jit_compile = config.train.jit_compile
         optimizer = _optimizer(config)
         model.compile(optimizer=optimizer)
+        optimizer.build(model.trainable_variables)  # slots now: a tf.function that creates variables traces twice
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
     if strategy.num_replicas_in_sync > 1:
         _log(f"{config.train.strategy}: {strategy.num_replicas_in_sync} replicas, global batch "
@@ -241,6 +242,9 @@ class _Progress(tf.keras.callbacks.Callback):
 class _EpochEnd(tf.keras.callbacks.Callback):
     """Validation, history, TensorBoard, plots, checkpoints, best weights and early stopping, once per epoch."""
 
+    # Drawing the plots takes about 2 s: short epochs would spend more time drawing than training.
+    PLOT_INTERVAL_SECONDS = 30.0
+
     def __init__(self, run: RunFolder, writes: RunFolder, config: Config, model: MultiTaskRecommender,
                  data: InteractionData, split: Split, manager: tf.train.CheckpointManager, epoch: tf.Variable,
                  history: list[dict[str, Any]], *, chief: bool) -> None:
@@ -248,7 +252,7 @@ class _EpochEnd(tf.keras.callbacks.Callback):
         self.run, self.writes, self.config, self.recommender, self.data = run, writes, config, model, data
         self.split, self.manager, self.epoch, self.history, self.chief = split, manager, epoch, history, chief
         self.writer = tf.summary.create_file_writer(str(run.tensorboard)) if chief else None
-        self.started = time.perf_counter()
+        self.started = self.plotted = time.perf_counter()
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.started = time.perf_counter()
@@ -289,7 +293,16 @@ class _EpochEnd(tf.keras.callbacks.Callback):
                 if name != "epoch" and isinstance(value, float) and np.isfinite(value):
                     tf.summary.scalar(name, value)
         self.writer.flush()
+        if time.perf_counter() - self.plotted >= self.PLOT_INTERVAL_SECONDS:
+            self._plot()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self.chief and self.history:
+            self._plot()
+
+    def _plot(self) -> None:
         plot_history(self.history, self.run.plots)
+        self.plotted = time.perf_counter()
 
     def _scores(self) -> list[tuple[int, float]]:
         key = f"validation/{self.config.train.monitor}"

@@ -55,3 +55,29 @@ def test_waterfall_truncation_gives_the_same_ids_for_one_segment() -> None:
     robin = TextEncoder.from_preset("minilm-l6", sequence_length=12).tokenize(texts)["token_ids"].numpy()
     fall = TextEncoder.from_preset("minilm-l6", sequence_length=12, truncate="waterfall").tokenize(texts)
     assert np.array_equal(robin, fall["token_ids"].numpy())
+
+
+def test_keras_hub_before_0_30_reads_a_renamed_copy_that_gives_the_reference_embeddings(
+        minilm_reference: dict, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Python 3.10 installs keras-hub 0.25, whose converter needs "bert."-prefixed names: the copy made for it,
+    read back by this keras-hub, still matches the independent reference (so the renaming loses nothing)."""
+    from safetensors import safe_open
+
+    from tfmtl.encoders.text import _hub_bert_folder, minilm_folder
+
+    monkeypatch.setenv("TFMTL_DATA_DIR", str(tmp_path))
+    source = str(minilm_folder())
+    assert _hub_bert_folder(source, "0.32.0") == source  # this keras-hub reads the names as they are
+    copy = _hub_bert_folder(source, "0.25.1")
+    assert copy != source and copy.startswith(str(tmp_path))
+    assert _hub_bert_folder(source, "0.25.1") == copy  # converted once, then reused
+    with safe_open(f"{copy}/model.safetensors", framework="np") as handle:
+        names = set(handle.keys())
+    assert "bert.embeddings.word_embeddings.weight" in names and "bert.encoder.layer.0.output.LayerNorm.gamma" in names
+    assert not any(name.endswith("LayerNorm.weight") or not name.startswith("bert.") for name in names)
+
+    rows = minilm_reference["embeddings"]["32"]
+    got = TextEncoder.from_preset(copy, sequence_length=32).embed([row["text"] for row in rows])
+    expected = np.array([row["embedding"] for row in rows])
+    cosine = (got * expected).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(expected, axis=1)
+    assert cosine.min() >= 0.9999, cosine

@@ -16,6 +16,7 @@ from google.protobuf import text_format
 
 from tests.conftest import REPO
 from tfmtl.cli import main
+from tfmtl.config import ExportConfig
 from tfmtl.exporting import export
 from tfmtl.exporting.publish import PARTIAL_PREFIX, check_model_name, next_version, versions
 from tfmtl.exporting.tf_serving_config import models_config
@@ -78,7 +79,8 @@ def _export_in_subprocess(run: Path, base: Path) -> subprocess.Popen:
 
 def test_an_export_killed_mid_write_leaves_no_version_and_the_next_one_succeeds(toy_run, tmp_path) -> None:  # type: ignore[no-untyped-def]
     base = tmp_path / "models"
-    first = export(toy_run.path, name="toy", base=base, data=toy_run.data)
+    unverified = ExportConfig(verify=False)  # publishing is under test here; verification has its own tests
+    first = export(toy_run.path, name="toy", base=base, data=toy_run.data, config=unverified)
     before = tree_digest(first.path)
     model_dir = base / "toy"
 
@@ -99,7 +101,7 @@ def test_an_export_killed_mid_write_leaves_no_version_and_the_next_one_succeeds(
     assert list(model_dir.glob(f"{PARTIAL_PREFIX}*"))  # what it left is hidden from a version scan
     assert tree_digest(first.path) == before
 
-    second = export(toy_run.path, name="toy", base=base, data=toy_run.data)
+    second = export(toy_run.path, name="toy", base=base, data=toy_run.data, config=unverified)
     assert second.version == 2 and versions(model_dir) == [1, 2]
     assert not list(model_dir.glob(f"{PARTIAL_PREFIX}*"))  # the dead export's leftovers are gone
     assert tree_digest(first.path) == before
@@ -119,8 +121,9 @@ def test_a_failing_verification_publishes_nothing(toy_run, tmp_path, monkeypatch
 
 
 def test_cli_export_prints_path_and_version_as_json(toy_run, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    # --no-verify: verification has its own tests (and the installed wheel's CLI export verifies, test_packaging)
     code = main(["export", "--run", str(toy_run.path), "--name", "toy", "--base", str(tmp_path), "--max-k", "7",
-                 "--json"])
+                 "--no-verify", "--json"])
     result = json.loads(capsys.readouterr().out)
     assert code == 0
     assert result["version"] == 1 and Path(result["path"]) == tmp_path / "toy" / "1"

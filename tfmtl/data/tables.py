@@ -191,7 +191,8 @@ def require_columns(frame: pd.DataFrame, file: str, columns: list[str]) -> None:
 
 def as_text(series: pd.Series) -> pd.Series:
     """Strings with missing values as ''."""
-    return series.map(lambda v: "" if _is_missing(v) else str(v)).astype(object)
+    # object first: pandas 2.x maps a nullable integer column with a missing value as floats ('1.0', not '1').
+    return series.astype(object).map(lambda v: "" if _is_missing(v) else str(v)).astype(object)
 
 
 def _is_missing(value: object) -> bool:

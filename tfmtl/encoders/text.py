@@ -19,10 +19,13 @@ case folding would turn "ß" into "ss" and "ﬁ" into "fi", which the reference 
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import re
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -310,8 +313,9 @@ def _load_backbone(config: TextEncoderConfig, *, texts: Any, seed: int | None, v
 
     source = str(minilm_folder()) if config.preset == MINILM_PRESET else config.preset
     try:
-        backbone = keras_hub.models.BertBackbone.from_preset(source, dropout=config.dropout, dtype=dtype)
-        tokenizer = keras_hub.models.BertTokenizer.from_preset(source)
+        folder = _hub_bert_folder(source, keras_hub.__version__)
+        backbone = keras_hub.models.BertBackbone.from_preset(folder, dropout=config.dropout, dtype=dtype)
+        tokenizer = keras_hub.models.BertTokenizer.from_preset(folder)
     except Exception as error:  # keras-hub raises many types for a missing or unreachable preset
         hint = ("" if Path(source).exists() else
                 " Named keras-hub presets download from a model hub (fine in Colab). Offline, use "
@@ -323,6 +327,46 @@ def _load_backbone(config: TextEncoderConfig, *, texts: Any, seed: int | None, v
     if _uses_exact_gelu(Path(source)):
         _set_exact_gelu(backbone)
     return backbone, list(tokenizer.get_vocabulary()), bool(tokenizer.lowercase)
+
+
+def _hub_bert_folder(source: str, hub_version: str) -> str:
+    """``source``, or a cached copy of a local HF BERT folder with its tensors renamed for keras-hub < 0.30.
+
+    keras-hub before 0.30 (the last releases for Python 3.10) reads only "bert.…" names with LayerNorm gamma/beta;
+    sentence-transformers checkpoints such as all-MiniLM-L6-v2 name them without the prefix, weight/bias.
+    """
+    weights = Path(source) / "model.safetensors"
+    if tuple(int(part) for part in re.findall(r"\d+", hub_version)[:2]) >= (0, 30) or not weights.is_file():
+        return source
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
+
+    from tfmtl.data.download import cache_root
+
+    with safe_open(str(weights), framework="np") as handle:
+        if any(key.startswith("bert.") for key in handle.keys()):
+            return source
+    stat = weights.stat()
+    key = hashlib.sha256(f"{weights.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    final = cache_root() / "keras-hub-bert" / key
+    if not (final / "model.safetensors").exists():
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=final.parent))
+        try:
+            for name in ("config.json", "tokenizer_config.json", "vocab.txt"):
+                if (Path(source) / name).exists():
+                    shutil.copy2(Path(source) / name, staging / name)
+            tensors = load_file(str(weights))
+            save_file({"bert." + name.replace("LayerNorm.weight", "LayerNorm.gamma")
+                       .replace("LayerNorm.bias", "LayerNorm.beta"): value for name, value in tensors.items()},
+                      str(staging / "model.safetensors"))
+            staging.rename(final)  # atomic; fails harmlessly if another process published it first
+        except OSError:
+            if not (final / "model.safetensors").exists():
+                raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return str(final)
 
 
 def _uses_exact_gelu(folder: Path) -> bool:
