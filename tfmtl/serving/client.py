@@ -180,11 +180,10 @@ class Client:
 
     def recommend_excluding(self, user: User | Sequence[User], exclude: Sequence[str] | Sequence[Sequence[str]],
                             k: int = 10) -> Any:
-        """Like :meth:`recommend`, never returning the ``exclude`` item ids (one list, or one list per user)."""
+        """Like :meth:`recommend`, never returning the ``exclude`` item ids: one list of ids (for every user), or
+        one list per user."""
         users, single = _many(user)
-        lists = [list(exclude)] if single else [list(e) for e in exclude]  # type: ignore[arg-type]
-        if len(lists) != len(users):
-            raise ValueError(f"exclude: {len(lists)} lists for {len(users)} users")
+        lists = _exclusion_lists(exclude, len(users), single)
         width = max([1, *map(len, lists)])
         padded = np.array([[str(i) for i in row] + [wire.PAD] * (width - len(row)) for row in lists], dtype=object)
         return self._recommend(wire.RETRIEVE_EXCLUDING, users, k, {wire.EXCLUDE_ITEM_IDS: padded}, single)
@@ -306,6 +305,23 @@ def _infos(tensors: Any) -> dict[str, TensorInfo]:
     return {key: TensorInfo(tf.as_dtype(info.dtype).name,
                             tuple(None if d.size < 0 else d.size for d in info.tensor_shape.dim))
             for key, info in tensors.items()}
+
+
+def _exclusion_lists(exclude: Any, users: int, single: bool) -> list[list[Any]]:
+    """One list per user: a flat list of ids is every user's; a bare string is refused (it would be read as one
+    id per character: "181" -> '1', '8', '1')."""
+    if isinstance(exclude, (str, bytes)):
+        raise ValueError(f"exclude: pass a list of item ids, not the bare string {exclude!r} (e.g. [{exclude!r}])")
+    entries = list(exclude)
+    nested = [not isinstance(e, (str, bytes, int, np.integer)) for e in entries]
+    if not any(nested):
+        return [entries] * users
+    if single or not all(nested):
+        raise ValueError("exclude: give one flat list of item ids, or one list per user (not a mix)")
+    lists = [list(e) for e in entries]
+    if len(lists) != users:
+        raise ValueError(f"exclude: {len(lists)} lists for {users} users")
+    return lists
 
 
 def _many(value: Any) -> tuple[list[Any], bool]:
