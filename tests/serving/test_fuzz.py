@@ -150,3 +150,28 @@ def test_the_right_keys_with_random_shapes_and_values(stub, data, signature) -> 
     except grpc.RpcError as error:
         assert error.code() in CLEAR, (error.code(), error.details())
     assert stub.Predict(valid_retrieve(), timeout=60).outputs[wire.ITEM_IDS].string_val
+
+
+def _hostile(key: str, dtype: int, dims: list[int], **values: object) -> predict_pb2.PredictRequest:
+    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
+
+    request = valid_retrieve()
+    shape = tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in dims])
+    request.inputs[key].CopyFrom(tensor_pb2.TensorProto(dtype=dtype, tensor_shape=shape, **values))  # type: ignore[arg-type]
+    return request
+
+
+@pytest.mark.parametrize("key, dtype, dims, values, message", [
+    ("age", 1, [50_000_000], {"float_val": [1.0]}, "input 'age': shape [50000000] holds 50,000,000 elements"),
+    ("k", 0, [1], {}, "input 'k': dtype DT_INVALID is not supported"),
+    ("k", 21, [1], {}, "input 'k': dtype DT_VARIANT is not supported"),
+    ("k", 999, [1], {}, "input 'k': dtype 999 is not supported"),
+    ("user_id", 7, [-1], {"string_val": [b"u0"]}, "not negative"),
+    ("x", 1, [50_000_000], {"float_val": [1.0]}, "Sent extra: {x}"),  # an unknown key is refused, never decoded
+])
+def test_hostile_tensors_are_invalid_arguments_naming_the_input(stub, key, dtype, dims, values, message) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Predict(_hostile(key, dtype, dims, **values), timeout=60)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+    assert message in caught.value.details()
+    assert stub.Predict(valid_retrieve(), timeout=60).outputs[wire.SCORES].float_val

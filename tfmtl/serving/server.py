@@ -25,7 +25,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from tfmtl.serving.tensors import to_array, to_proto
+from tfmtl.serving.tensors import to_proto
 from tfmtl.serving.versions import RpcStatus, VersionManager
 
 DEFAULT_MAX_MESSAGE_BYTES = 256 << 20
@@ -65,7 +65,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         try:
             version = self.model.check_spec(request.model_spec)
             with self.model.manager.servable(version) as servable:
-                inputs = {key: to_array(proto) for key, proto in request.inputs.items()}
+                inputs = servable.decode(request.model_spec.signature_name, request.inputs)
                 signature, outputs = servable.run(request.model_spec.signature_name, inputs,
                                                   tuple(request.output_filter))
                 response = predict_pb2.PredictResponse()
@@ -77,7 +77,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                 return response
         except RpcStatus as status:
             _abort(context, status)
-        except ValueError as error:  # an input TensorProto that does not decode
+        except (ValueError, TypeError) as error:  # an input TensorProto that does not decode
             _abort(context, RpcStatus(grpc.StatusCode.INVALID_ARGUMENT, str(error)))
         raise AssertionError("unreachable")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
@@ -28,6 +30,37 @@ def to_proto(value: np.ndarray, dtype: tf.DType | None = None) -> tensor_pb2.Ten
     return proto
 
 
-def to_array(proto: tensor_pb2.TensorProto) -> np.ndarray:
-    """A TensorProto (typed fields or tensor_content) as an array; strings stay bytes."""
+# The most elements one request may decode into (16 MiB of float32): TF fills a shape larger than the values sent
+# by repeating the last one, so a few bytes on the wire can ask for gigabytes.
+MAX_REQUEST_ELEMENTS = 1 << 22
+
+
+def to_array(proto: tensor_pb2.TensorProto, *, key: str = "", max_elements: int = MAX_REQUEST_ELEMENTS) -> np.ndarray:
+    """A TensorProto (typed fields or tensor_content) as an array; strings stay bytes.
+
+    Checked before anything is allocated: the dtype is one of the typed fields', every dimension is known and
+    not negative, the shape holds at most ``max_elements`` and at least as many values as were sent. Fewer values
+    than the shape are filled with the last one (zeros when none), as TF and TF Serving do. Raises ValueError
+    naming ``key``.
+    """
+    where = f"input '{key}'" if key else "tensor"
+    field = _FIELDS.get(proto.dtype)
+    if field is None:
+        name = types_pb2.DataType.Name(proto.dtype) if proto.dtype in types_pb2.DataType.values() else proto.dtype
+        raise ValueError(f"{where}: dtype {name} is not supported (send one of "
+                         f"{', '.join(sorted(types_pb2.DataType.Name(d) for d in _FIELDS))})")
+    dims = [d.size for d in proto.tensor_shape.dim]
+    if proto.tensor_shape.unknown_rank or any(d < 0 for d in dims):
+        raise ValueError(f"{where}: the shape must be fully known and not negative, got {dims or 'unknown rank'}")
+    count = math.prod(dims)
+    if count > max_elements:
+        raise ValueError(f"{where}: shape {dims} holds {count:,} elements; a request may decode at most "
+                         f"{max_elements:,}")
+    if proto.tensor_content:
+        itemsize = np.dtype(tf.as_dtype(proto.dtype).as_numpy_dtype).itemsize
+        if proto.dtype == types_pb2.DT_STRING or len(proto.tensor_content) != count * itemsize:
+            raise ValueError(f"{where}: tensor_content holds {len(proto.tensor_content)} bytes, shape {dims} "
+                             f"needs {count * itemsize}")
+    elif len(getattr(proto, field)) > count:
+        raise ValueError(f"{where}: {len(getattr(proto, field))} values sent for shape {dims} ({count} elements)")
     return tf.make_ndarray(proto)

@@ -12,7 +12,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,22 +72,43 @@ class Servable:
 
     # --- requests ---
 
-    def run(self, signature: str, inputs: Mapping[str, Any], output_filter: tuple[str, ...] = ()) -> \
-            tuple[str, dict[str, np.ndarray]]:
-        """Runs one Predict: (resolved signature name, output key -> array); raises RpcStatus as TF Serving does."""
-        import tensorflow as tf
-
+    def signature_for(self, signature: str, keys: Iterable[str]) -> tuple[str, Any]:
+        """(resolved name, SignatureDef) when ``keys`` are exactly its inputs; raises RpcStatus as TF Serving does."""
         name = signature or DEFAULT_SIGNATURE
         definition = self.signature_defs.get(name)
         if definition is None:
             raise RpcStatus(grpc.StatusCode.FAILED_PRECONDITION, f'Serving signature key "{name}" not found.')
-        expected, sent = set(definition.inputs), set(inputs)
+        expected, sent = set(definition.inputs), set(keys)
         if expected != sent:
             raise RpcStatus(grpc.StatusCode.INVALID_ARGUMENT,
                             f"input size does not match signature: {len(sent)}!={len(expected)} "
                             f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(expected))}}}). "
                             f"Sent extra: {{{','.join(sorted(sent - expected))}}}. "
                             f"Missing but required: {{{','.join(sorted(expected - sent))}}}.")
+        return name, definition
+
+    def decode(self, signature: str, protos: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """A request's input TensorProtos as arrays: the keys are checked against the signature first (nothing
+        is decoded for a request the signature refuses), then each tensor within what is left of the request's
+        element budget. Raises RpcStatus INVALID_ARGUMENT naming the input."""
+        from tfmtl.serving.tensors import MAX_REQUEST_ELEMENTS, to_array
+
+        self.signature_for(signature, protos)
+        budget, arrays = MAX_REQUEST_ELEMENTS, {}
+        for key, proto in protos.items():
+            try:
+                arrays[key] = to_array(proto, key=key, max_elements=budget)
+            except (ValueError, TypeError) as error:  # TypeError: a dtype TF cannot build
+                raise RpcStatus(grpc.StatusCode.INVALID_ARGUMENT, str(error)) from None
+            budget -= arrays[key].size
+        return arrays
+
+    def run(self, signature: str, inputs: Mapping[str, Any], output_filter: tuple[str, ...] = ()) -> \
+            tuple[str, dict[str, np.ndarray]]:
+        """Runs one Predict: (resolved signature name, output key -> array); raises RpcStatus as TF Serving does."""
+        import tensorflow as tf
+
+        name, definition = self.signature_for(signature, inputs)
         for alias in output_filter:
             if alias not in definition.outputs:
                 raise RpcStatus(grpc.StatusCode.INVALID_ARGUMENT,
