@@ -88,6 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--name", required=True, metavar="NAME", help="the model: DIR/NAME/<version>")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500, as TF Serving)")
+    serve.add_argument("--max-message-mib", type=int, default=16, metavar="MIB",
+                       help="largest request or response in MiB (default 16); larger ones get RESOURCE_EXHAUSTED")
     serve.set_defaults(handler=_serve)
 
     query = commands.add_parser("query", help="ask a served model for a user's recommendations over gRPC")
@@ -236,7 +238,9 @@ def _export(args: argparse.Namespace) -> dict[str, object]:
 def _serve(args: argparse.Namespace) -> None:
     from tfmtl.serving.server import serve
 
-    serve(args.model_base, args.name, host=args.host, port=args.port)
+    if args.max_message_mib < 1:
+        raise ValueError(f"--max-message-mib must be at least 1, got {args.max_message_mib}")
+    serve(args.model_base, args.name, host=args.host, port=args.port, max_message_bytes=args.max_message_mib << 20)
 
 
 def _query(args: argparse.Namespace) -> dict[str, object]:

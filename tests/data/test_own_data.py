@@ -214,3 +214,49 @@ def test_rows_are_counted_as_records_when_a_quote_spans_lines(tmp_path: Path) ->
         f"{tmp_path / 'ratings.csv'}: item id not found in the item table in column 'sku'":
             {"rows_skipped": 1, "example_rows": [2]}}
     assert data.interactions["item_id"].tolist() == ["A", "B"]
+
+
+def test_a_quoted_field_longer_than_the_csv_modules_default_limit_loads_whole(tmp_path: Path) -> None:
+    description = "a long description " * 12_000  # 228,000 characters: over csv's 128 KiB default
+    items = f'sku,title,genres,price\nA,"{description}",shoes,10.5\nB,Blue hat,hats,\nC,Green scarf,,3\n'
+    data = load_dataset(write_shop(tmp_path, items=items))
+    assert data.items.set_index("item_id").loc["A", "title"] == description
+
+
+def test_two_labels_reading_one_column_name_the_column(tmp_path: Path) -> None:
+    schema = write_shop(tmp_path)
+    raw = json.loads(schema.read_text())
+    raw["interactions"]["labels"] = {"rating": "stars", "score": "stars"}
+    schema.write_text(json.dumps(raw))
+    with pytest.raises(DataError, match="labels 'rating' and 'score' both read column 'stars'") as caught:
+        load_dataset(schema)
+    assert caught.value.column == "stars"
+
+
+@pytest.mark.parametrize("path", ["/etc/hostname", "../outside.csv", "sub/../../outside.csv"])
+def test_data_paths_outside_the_schemas_folder_are_refused(tmp_path: Path, path: str) -> None:
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    (tmp_path / "outside.csv").write_text(RATINGS_CSV)
+    schema = write_shop(folder)
+    raw = json.loads(schema.read_text())
+    raw["interactions"]["path"] = path
+    schema.write_text(json.dumps(raw))
+    with pytest.raises(DataError, match="'interactions.path' .* is outside the schema's folder"):
+        load_dataset(schema)
+
+
+def test_a_schema_may_allow_outside_paths_explicitly(tmp_path: Path) -> None:
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    schema = write_shop(folder)
+    (tmp_path / "outside.csv").write_text(RATINGS_CSV)
+    raw = json.loads(schema.read_text())
+    raw["interactions"]["path"] = "../outside.csv"
+    raw["allow_outside_paths"] = True
+    schema.write_text(json.dumps(raw))
+    assert len(load_dataset(schema).interactions) == 3
+    raw["allow_outside_paths"] = "yes"
+    schema.write_text(json.dumps(raw))
+    with pytest.raises(DataError, match="'allow_outside_paths' must be true or false"):
+        load_dataset(schema)

@@ -175,3 +175,16 @@ def test_hostile_tensors_are_invalid_arguments_naming_the_input(stub, key, dtype
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
     assert message in caught.value.details()
     assert stub.Predict(valid_retrieve(), timeout=60).outputs[wire.SCORES].float_val
+
+
+def test_the_default_message_bound_is_16_mib(exported) -> None:  # type: ignore[no-untyped-def]
+    with LocalServer(exported.path.parent.parent, "toy", port=0, log=False) as server:
+        with grpc.insecure_channel(server.address, options=[("grpc.max_send_message_length", 64 << 20)]) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            request = valid_retrieve()
+            request.inputs["user_id"].CopyFrom(to_proto(np.array([b"u" * (17 << 20)], dtype=object)))
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.Predict(request, timeout=60)
+            assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            request.inputs["user_id"].CopyFrom(to_proto(np.array([b"u" * (15 << 20)], dtype=object)))
+            assert stub.Predict(request, timeout=60).outputs[wire.SCORES].float_val  # under it: an unknown user

@@ -114,20 +114,41 @@ class Schema:
     def from_dict(cls, raw: Any, *, base_dir: str | Path = ".", source: str = "<dict>") -> Schema:
         reader = _SectionReader(source)
         top = reader.mapping(raw, "schema", required={"interactions"},
-                             optional={"name", "on_bad_rows", "items", "users"})
+                             optional={"name", "on_bad_rows", "items", "users", "allow_outside_paths"})
         policy = reader.choice(top.get("on_bad_rows", "error"), "on_bad_rows", BAD_ROW_POLICIES)
-        base = Path(base_dir)
+        outside = top.get("allow_outside_paths", False)
+        if not isinstance(outside, bool):
+            raise DataError(f"schema field 'allow_outside_paths' must be true or false, got {outside!r}",
+                            file=reader.source)
+        folder = _Folder(Path(base_dir), allow_outside=outside)
         return cls(
             name=reader.string(top.get("name", Path(source).stem), "name"),
-            interactions=_interactions(reader, top["interactions"], base),
-            items=_entity(reader, top["items"], base, "items", "item_id") if "items" in top else None,
-            users=_entity(reader, top["users"], base, "users", "user_id") if "users" in top else None,
+            interactions=_interactions(reader, top["interactions"], folder),
+            items=_entity(reader, top["items"], folder, "items", "item_id") if "items" in top else None,
+            users=_entity(reader, top["users"], folder, "users", "user_id") if "users" in top else None,
             on_bad_rows=policy,
             source=source,
         )
 
 
-def _interactions(reader: _SectionReader, raw: Any, base: Path) -> InteractionsSpec:
+@dataclass(frozen=True)
+class _Folder:
+    """The schema's folder: data paths resolve inside it unless the schema allows outside paths (a schema from
+    elsewhere must not be able to read /etc/hostname or ~/.ssh through a `path:`)."""
+
+    base: Path
+    allow_outside: bool
+
+    def path(self, reader: _SectionReader, value: Any, field_name: str) -> Path:
+        path = self.base / reader.string(value, field_name)
+        if not self.allow_outside and not path.resolve().is_relative_to(self.base.resolve()):
+            raise DataError(f"schema field '{field_name}' = {value!r} is outside the schema's folder "
+                            f"{self.base.resolve()}; move the file there, or set 'allow_outside_paths: true' in a "
+                            "schema you trust", file=reader.source)
+        return path
+
+
+def _interactions(reader: _SectionReader, raw: Any, folder: _Folder) -> InteractionsSpec:
     section = reader.mapping(raw, "interactions", required={"path", "user_id", "item_id"},
                              optional={"labels", "timestamp", "timestamp_format", "separator"})
     labels = section.get("labels", {})
@@ -135,6 +156,12 @@ def _interactions(reader: _SectionReader, raw: Any, base: Path) -> InteractionsS
         labels = {reader.string(name, "interactions.labels"): name for name in labels}
     labels = {reader.string(k, "interactions.labels"): reader.string(v, f"interactions.labels.{k}")
               for k, v in reader.mapping(labels, "interactions.labels").items()}
+    columns = list(labels.values())
+    shared = sorted({column for column in columns if columns.count(column) > 1})
+    if shared:
+        names = [name for name, column in labels.items() if column == shared[0]]
+        raise DataError(f"interactions.labels {' and '.join(map(repr, names))} both read column {shared[0]!r}; "
+                        "give each label its own column", file=reader.source, column=shared[0])
     reserved = {"user_id", "item_id", "timestamp"} & set(labels)
     if reserved:
         raise DataError(f"label name {sorted(reserved)[0]!r} is reserved; pick another name",
@@ -146,7 +173,7 @@ def _interactions(reader: _SectionReader, raw: Any, base: Path) -> InteractionsS
                         file=reader.source)
     timestamp = section.get("timestamp")
     return InteractionsSpec(
-        path=base / reader.string(section["path"], "interactions.path"),
+        path=folder.path(reader, section["path"], "interactions.path"),
         user_id=reader.string(section["user_id"], "interactions.user_id"),
         item_id=reader.string(section["item_id"], "interactions.item_id"),
         labels=labels,
@@ -156,7 +183,7 @@ def _interactions(reader: _SectionReader, raw: Any, base: Path) -> InteractionsS
     )
 
 
-def _entity(reader: _SectionReader, raw: Any, base: Path, name: str, id_key: str) -> EntitySpec:
+def _entity(reader: _SectionReader, raw: Any, folder: _Folder, name: str, id_key: str) -> EntitySpec:
     section = reader.mapping(raw, name, required={"path", id_key},
                              optional={"text", "categorical", "multi_valued", "numeric", "separator"})
     multi = section.get("multi_valued", {})
@@ -180,7 +207,7 @@ def _entity(reader: _SectionReader, raw: Any, base: Path, name: str, id_key: str
                                 file=reader.source)
             seen[column] = role
     return EntitySpec(
-        path=base / reader.string(section["path"], f"{name}.path"),
+        path=folder.path(reader, section["path"], f"{name}.path"),
         id_column=id_column,
         features=features,
         multi_valued_separators=multi,

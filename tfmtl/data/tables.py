@@ -71,6 +71,8 @@ def _read_csv(path: Path, separator: str | None, policy: RowPolicy) -> pd.DataFr
     first_line = text.split("\n", 1)[0]
     if separator is None:
         separator = "\t" if path.suffix.lower() in (".tsv", ".tab") or "\t" in first_line else ","
+    # A field may be as long as its file: the csv module's default limit (128 KiB) rejects a long description.
+    csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=separator, strict=True)
     records: list[list[str]] = []
     kept_rows: list[int] = []

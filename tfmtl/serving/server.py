@@ -28,7 +28,7 @@ from tensorflow_serving.apis import (
 from tfmtl.serving.tensors import to_proto
 from tfmtl.serving.versions import RpcStatus, VersionManager
 
-DEFAULT_MAX_MESSAGE_BYTES = 256 << 20
+DEFAULT_MAX_MESSAGE_BYTES = 16 << 20  # a development server: 8 workers x 256 MiB would be 2 GiB in flight
 SIGNATURE_DEF = "signature_def"
 
 
@@ -178,9 +178,10 @@ class LocalServer:
         self.stop()
 
 
-def serve(model_base: str | Path, name: str, *, host: str = "127.0.0.1", port: int = 8500) -> None:
+def serve(model_base: str | Path, name: str, *, host: str = "127.0.0.1", port: int = 8500,
+          max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
     """Runs until SIGINT/SIGTERM (the ``tfmtl serve`` command)."""
-    server = LocalServer(model_base, name, host=host, port=port).start()
+    server = LocalServer(model_base, name, host=host, port=port, max_message_bytes=max_message_bytes).start()
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"[tfmtl serve] WARNING: listening on {host}, beyond this machine; this server has no "
               "authentication. Production serving is stock TF Serving.", file=sys.stderr)
