@@ -82,3 +82,22 @@ def test_multi_worker_without_a_usable_tf_config_is_one_clear_line(tmp_path: Pat
 def test_multi_worker_needs_an_explicit_run_folder(capsys: pytest.CaptureFixture) -> None:
     assert main(["train", "--strategy", "multi_worker", "--no-progress"]) == 2
     assert "--output RUN_DIR" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("error, words", [
+    (OSError(28, "No space left on device", "/mnt/full/run/checkpoints"), "No space left on device: /mnt/full/run/checkpoints"),
+    (PermissionError(13, "Permission denied", "/srv/models/toy"), "Permission denied: /srv/models/toy"),
+    (subprocess.TimeoutExpired(["python", "-c", "verify"], 600), "timed out after 600 s: python -c verify"),
+])
+def test_disk_permission_and_time_out_errors_are_one_line_naming_the_path(
+        error: Exception, words: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    import tfmtl.cli
+
+    def fail(args):  # type: ignore[no-untyped-def]
+        raise error
+
+    monkeypatch.setattr(tfmtl.cli, "_data_info", fail)
+    assert main(["data", "info", "ml-100k", "--json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"tfmtl: error: {words}\n"
+    assert json.loads(captured.out) == {"error": words, "type": type(error).__name__}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,14 +24,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         result = args.handler(args)
-    except (DataError, ValueError, RuntimeError, FileNotFoundError) as error:
+    except (DataError, ValueError, RuntimeError, OSError, subprocess.TimeoutExpired) as error:
+        message = _one_line(error)
         if getattr(args, "json", False):
-            print(json.dumps({"error": str(error), "type": type(error).__name__}))
-        print(f"tfmtl: error: {error}", file=sys.stderr)
+            print(json.dumps({"error": message, "type": type(error).__name__}))
+        print(f"tfmtl: error: {message}", file=sys.stderr)
         return 2
     if getattr(args, "json", False):
         print(json.dumps(result, sort_keys=False, default=str))
     return 0
+
+
+def _one_line(error: BaseException) -> str:
+    """The error as one line; a disk or permission error names its path, a time-out its command."""
+    if isinstance(error, OSError) and not isinstance(error, FileNotFoundError) and error.filename:
+        return f"{error.strerror or error}: {error.filename}"
+    if isinstance(error, subprocess.TimeoutExpired):
+        return f"timed out after {error.timeout:g} s: {' '.join(map(str, error.cmd))[:200]}"
+    return " ".join(str(error).split("\n")).strip()
 
 
 def _parser() -> argparse.ArgumentParser:
