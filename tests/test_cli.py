@@ -85,7 +85,8 @@ def test_multi_worker_needs_an_explicit_run_folder(capsys: pytest.CaptureFixture
 
 
 @pytest.mark.parametrize("error, words", [
-    (OSError(28, "No space left on device", "/mnt/full/run/checkpoints"), "No space left on device: /mnt/full/run/checkpoints"),
+    (OSError(28, "No space left on device", "/mnt/full/run/checkpoints"),
+     "No space left on device: /mnt/full/run/checkpoints"),
     (PermissionError(13, "Permission denied", "/srv/models/toy"), "Permission denied: /srv/models/toy"),
     (subprocess.TimeoutExpired(["python", "-c", "verify"], 600), "timed out after 600 s: python -c verify"),
 ])
