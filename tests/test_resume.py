@@ -23,7 +23,7 @@ from tfmtl.cli import main
 from tfmtl.run import RunFolder
 from tfmtl.training import train
 
-KILL_IN_THE_LAST_EPOCH = """
+KILL_IN_EPOCH = """
 import os, signal, sys
 sys.path.insert(0, {repo!r})
 import tfmtl.training as training
@@ -36,7 +36,7 @@ def on_epoch_begin(self, epoch, logs=None):
     return begin(self, epoch, logs)
 
 def on_train_batch_end(self, batch, logs=None):
-    if self.epoch_number == {epochs} and batch == 1:
+    if self.epoch_number == {kill_epoch} and batch == 1:
         os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no flush: as a preempted machine
     return step(self, batch, logs)
 
@@ -52,8 +52,8 @@ def killed_and_resumed(toy_run, tmp_path_factory):  # type: ignore[no-untyped-de
     config, killed = folder / "config.json", folder / "killed"
     toy_run.config.to_file(config)
     epochs = toy_run.config.train.epochs
-    result = run_python(KILL_IN_THE_LAST_EPOCH.format(repo=str(REPO), config=str(config), output=str(killed),
-                                                      epochs=epochs))
+    result = run_python(KILL_IN_EPOCH.format(repo=str(REPO), config=str(config), output=str(killed), epochs=epochs,
+                                             kill_epoch=epochs))
     assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
     history = json.loads((killed / "history.json").read_text())
     before = types.SimpleNamespace(epochs=[row["epoch"] for row in history],
@@ -111,3 +111,17 @@ def test_cli_evaluate_reproduces_the_resumed_runs_test_metrics(killed_and_resume
 def test_cli_evaluate_of_a_folder_without_a_run_is_one_clear_error(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     assert main(["evaluate", "--run", str(tmp_path), "--json"]) == 2
     assert "not a tfmtl run folder" in json.loads(capsys.readouterr().out)["error"]
+
+
+def test_a_run_killed_in_its_first_epoch_resumes_from_epoch_0_with_its_saved_config(toy_run, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    config, killed = tmp_path / "config.json", tmp_path / "killed"
+    toy_run.config.to_file(config)
+    epochs = toy_run.config.train.epochs
+    result = run_python(KILL_IN_EPOCH.format(repo=str(REPO), config=str(config), output=str(killed), epochs=epochs,
+                                             kill_epoch=1))
+    assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+    assert not list(RunFolder(killed).checkpoints.glob("*.index"))  # died before its first checkpoint
+    resumed = _cli_json(["train", "--output", str(killed), "--resume", "--no-progress", "--json"])
+    assert resumed["epochs"] == epochs
+    for name in (n for n in toy_run.metrics if "/" in n):  # the same seed from the start: the uninterrupted run
+        assert abs(resumed[name] - toy_run.metrics[name]) <= 1e-4, (name, resumed[name], toy_run.metrics[name])

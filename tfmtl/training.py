@@ -129,9 +129,11 @@ def train(config: Config | None = None, *, output: str | Path, resume: bool = Fa
     manager = tf.train.CheckpointManager(checkpoint, str(writes.checkpoints), max_to_keep=1)
     restore_from = tf.train.latest_checkpoint(str(run.checkpoints)) if resume else None
     history = run.read_history() if resume else []
-    if resume:
-        if restore_from is None:
-            raise ValueError(f"--resume: {run.checkpoints} holds no checkpoint")
+    if resume and restore_from is None:  # stopped inside its first epoch: nothing to restore but the run itself
+        history = []
+        _log("no checkpoint yet (the run stopped in its first epoch): starting from epoch 0 with its saved config "
+             "and split")
+    elif resume:
         checkpoint.restore(restore_from).assert_existing_objects_matched()
         history = [row for row in history if row["epoch"] <= int(epoch.numpy())]
         _log(f"resuming after epoch {int(epoch.numpy())}")
