@@ -6,7 +6,6 @@ tfmtl/_version.py, the one place it is written. tests/test_notebooks.py checks t
 
 from __future__ import annotations
 
-import ast
 import sys
 from pathlib import Path
 
@@ -51,17 +50,10 @@ print(f"tfmtl {{tfmtl.__version__}}, TensorFlow {{tf.__version__}}, tf.keras is 
       f"GPU: {{gpus[0].name if gpus else 'none (CPU only)'}}")'''
 
 
-def repository_url() -> str:
-    """REPOSITORY_URL from tfmtl/_version.py, read without importing tfmtl."""
-    tree = ast.parse((REPO / "tfmtl" / "_version.py").read_text(encoding="utf-8"))
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "REPOSITORY_URL":
-            return str(node.value.value)  # type: ignore[attr-defined]
-    raise ValueError("tfmtl/_version.py defines no REPOSITORY_URL")
-
-
 def setup_cell() -> str:
-    return CELL.format(repository=repository_url())
+    from tfmtl._version import REPOSITORY_URL  # light: no TensorFlow
+
+    return CELL.format(repository=REPOSITORY_URL)
 
 
 def main() -> int:

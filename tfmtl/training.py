@@ -130,13 +130,12 @@ def train(config: Config | None = None, *, output: str | Path, resume: bool = Fa
     restore_from = tf.train.latest_checkpoint(str(run.checkpoints)) if resume else None
     history = run.read_history() if resume else []
     if resume and restore_from is None:  # stopped inside its first epoch: nothing to restore but the run itself
-        history = []
         _log("no checkpoint yet (the run stopped in its first epoch): starting from epoch 0 with its saved config "
              "and split")
     elif resume:
         checkpoint.restore(restore_from).assert_existing_objects_matched()
-        history = [row for row in history if row["epoch"] <= int(epoch.numpy())]
         _log(f"resuming after epoch {int(epoch.numpy())}")
+    history = [row for row in history if row["epoch"] <= int(epoch.numpy())]
 
     train_arrays = space.interaction_arrays(data, split.train, split.train, is_training=True)
     steps = steps_per_epoch(len(split.train), config.train.batch_size, strategy.num_replicas_in_sync)

@@ -89,8 +89,9 @@ def download_wheel(requirement: str, target_dir: Path, *, sha256: str | None = N
     wheels = sorted(target_dir.glob("*.whl"))
     if not wheels:
         raise SourceError(f"pip download {requirement} produced no wheel")
-    if sha256 is not None and sha256_of(wheels[0]) != sha256:
-        raise SourceError(f"{wheels[0].name}: sha256 {sha256_of(wheels[0])} is not the pinned {sha256}")
+    digest = sha256_of(wheels[0]) if sha256 is not None else None
+    if digest != sha256:
+        raise SourceError(f"{wheels[0].name}: sha256 {digest} is not the pinned {sha256}")
     return wheels[0]
 
 
