@@ -50,7 +50,7 @@ from tfmtl.data.interactions import InteractionData, finish
 from tfmtl.data.pipeline import epoch_batches, make_dataset
 from tfmtl.data.schema import FeatureColumns
 from tfmtl.evaluate import _predict_rows, catalog_embeddings, evaluate_model
-from tfmtl.exporting import user_snapshot
+from tfmtl.exporting import snapshot_of_users
 from tfmtl.exporting.module import build_serving_module
 from tfmtl.features import FeatureSpace
 from tfmtl.run import build_encoder, build_model
@@ -235,7 +235,7 @@ def evaluation_speed(*, repeats: int, batches: int) -> dict[str, Any]:
 # === (c) retrieve latency ===
 
 def _serving_module(model: Any, data: InteractionData, known: np.ndarray) -> Any:
-    user_ids, user_columns = user_snapshot(model, data, known)
+    user_ids, user_columns = snapshot_of_users(model, data, known)
     return build_serving_module(model, user_ids=user_ids, user_columns=user_columns, user_defaults={},
                                 item_defaults={}, max_k=100)
 

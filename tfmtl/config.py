@@ -57,6 +57,7 @@ HISTORY_MODES = ("before", "others")
 SPLITS = ("tfrs", "time", "leave_last")
 OPTIMIZERS = ("adam", "adagrad")
 STRATEGIES = ("default", "mirrored", "multi_worker")
+USER_SNAPSHOTS = ("all", "none")
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,9 @@ class TowerConfig(_Section):
         numeric_buckets: quantile buckets per numeric column (boundaries from the training rows).
         id_dropout: while training, the share of rows whose id is replaced by the unknown-id bucket, so the
             tower also learns to embed ids it has never seen (new users, new items) from their other features.
+        id_feature: the tower reads the id itself (and the rating head adds that id's bias). Off, the tower knows
+            an entity only by its features (and, for users, its history): nothing in the model grows with the
+            number of ids.
     """
 
     features: tuple[str, ...] | None = None
@@ -142,6 +146,7 @@ class TowerConfig(_Section):
     prefixes: dict[str, int] = field(default_factory=dict)
     numeric_buckets: int = 10
     id_dropout: float = 0.0
+    id_feature: bool = True
 
     def __post_init__(self) -> None:
         for name in ("id_dim", "feature_dim", "text_dim", "numeric_buckets"):
@@ -359,6 +364,9 @@ class ExportConfig(_Section):
         tf_serving_version: the stock TF Serving the export must load on: its ops are checked against it.
         verify: reload in a fresh process with both loaders and compare every signature before publishing.
         warmup_users: known users in the warmup requests (plus one unknown user).
+        user_snapshot: ``all`` keeps every known user's side features and newest history in the export, so a
+            known user can be served by id alone; ``none`` keeps no per-user state (the export's size does not
+            depend on the number of users): requests send the user's features and history.
         max_batch_size / batch_timeout_micros / num_batch_threads / max_enqueued_batches: TF Serving's batching.
     """
 
@@ -366,6 +374,7 @@ class ExportConfig(_Section):
     tf_serving_version: str = "2.20"
     verify: bool = True
     warmup_users: int = 3
+    user_snapshot: str = "all"
     max_batch_size: int = 64
     batch_timeout_micros: int = 2000
     num_batch_threads: int = 4
@@ -377,6 +386,8 @@ class ExportConfig(_Section):
         _require(len(parts) >= 2 and all(p.isdigit() for p in parts), "export.tf_serving_version",
                  self.tf_serving_version, "must be MAJOR.MINOR, e.g. '2.20'")
         _require(1 <= self.warmup_users <= 100, "export.warmup_users", self.warmup_users, "must be in [1, 100]")
+        _require(self.user_snapshot in USER_SNAPSHOTS, "export.user_snapshot", self.user_snapshot,
+                 f"must be one of {', '.join(USER_SNAPSHOTS)}")
         for name in ("max_batch_size", "batch_timeout_micros", "num_batch_threads", "max_enqueued_batches"):
             _require(getattr(self, name) >= (0 if name == "batch_timeout_micros" else 1), f"export.{name}",
                      getattr(self, name), "must be positive")

@@ -44,6 +44,9 @@ class MultiTaskRecommender(tfrs.Model):
         self.ranking_heads = (RankingHeads(config.ranking, tuple(tasks), rating_mean=space.rating_mean,
                                            user_vocabulary=space.vocabularies[USER_ID],
                                            item_vocabulary=space.vocabularies[ITEM_ID],
+                                           id_biases=tuple(side for side, tower in (("user", config.user_tower),
+                                                                                    ("item", config.item_tower))
+                                                           if tower.id_feature),
                                            rated_history=space.rated_history)
                               if RATING in tasks or LIKE in tasks else None)
         # SUM reductions, divided by the rows by hand: tf-keras refuses its mean inside a tf.distribute strategy.

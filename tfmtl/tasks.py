@@ -154,6 +154,7 @@ class RankingHeads(tf.keras.layers.Layer):
 
     def __init__(self, config: RankingConfig, tasks: Sequence[str], *, rating_mean: float,
                  user_vocabulary: Sequence[str], item_vocabulary: Sequence[str], rated_history: bool = False,
+                 id_biases: Sequence[str] = ("user", "item"),
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         # === Layers ===
@@ -164,12 +165,16 @@ class RankingHeads(tf.keras.layers.Layer):
             self.bottom = _mlp(config.hidden_units, config.dropout, "bottom")
         self.heads = {task: _mlp(config.head_units, config.dropout, f"{task}_head") +
                       [tf.keras.layers.Dense(1, name=f"{task}_output")] for task in self.tasks}
-        if config.rating_biases and RATING in self.tasks:
+        # One bias per id, on the sides in ``id_biases`` (a side whose ids are not a feature gets none).
+        biased = config.rating_biases and RATING in self.tasks
+        if biased and "user" in id_biases:
             self.user_lookup = tf.keras.layers.StringLookup(vocabulary=list(user_vocabulary), num_oov_indices=1)
-            self.item_lookup = tf.keras.layers.StringLookup(vocabulary=list(item_vocabulary), num_oov_indices=1)
             self.user_bias = tf.keras.layers.Embedding(len(user_vocabulary) + 1, 1, embeddings_initializer="zeros")
+        if biased and "item" in id_biases:
+            self.item_lookup = tf.keras.layers.StringLookup(vocabulary=list(item_vocabulary), num_oov_indices=1)
             self.item_bias = tf.keras.layers.Embedding(len(item_vocabulary) + 1, 1, embeddings_initializer="zeros")
-        self.history_attention = (RatedHistoryAttention(item_vocabulary, config.history_dim, rating_mean=rating_mean)
+        self.history_attention = (RatedHistoryAttention(item_vocabulary, config.history_dim,
+                                                        rating_mean=rating_mean)
                                   if config.history_attention and rated_history else None)
         # === Config ===
         self.config = config
@@ -194,9 +199,10 @@ class RankingHeads(tf.keras.layers.Layer):
         outputs = {task: tf.squeeze(_run(self.heads[task], shared[task], training), -1) for task in self.tasks}
         if RATING in outputs:
             rating = outputs[RATING] + self.rating_mean
-            if self.config.rating_biases:
-                rating += tf.squeeze(self.user_bias(self.user_lookup(user_ids)) +
-                                     self.item_bias(self.item_lookup(item_ids)), -1)
+            if hasattr(self, "user_bias"):
+                rating += tf.squeeze(self.user_bias(self.user_lookup(user_ids)), -1)
+            if hasattr(self, "item_bias"):
+                rating += tf.squeeze(self.item_bias(self.item_lookup(item_ids)), -1)
             outputs[RATING] = rating
         return outputs
 

@@ -302,9 +302,7 @@ def build_user_tower(space: FeatureSpace, config: TowerConfig, output_dim: int, 
                      history_texts: dict[str, TextFeature] | None = None) -> Tower:
     """``history_texts``: item text column -> the item tower's feature for it, read by the history's content
     profile."""
-    features: dict[str, tf.keras.layers.Layer] = {
-        USER_ID: CategoricalEmbedding(space.vocabularies[USER_ID], config.id_dim, dropout=config.id_dropout,
-                                      name="user_id")}
+    features = _id_feature(space, config, USER_ID)
     features.update(_side_features(space, config, space.user_categorical, space.user_multi_valued, space.user_numeric))
     if space.history_length:
         vocabulary = space.vocabularies[ITEM_ID]
@@ -322,9 +320,7 @@ def _item_texts(space: FeatureSpace, column: str, items: Sequence[str]) -> list[
 
 def build_item_tower(space: FeatureSpace, config: TowerConfig, output_dim: int,
                      encoder: TextEncoder | None, *, per_example_text: bool = False) -> Tower:
-    features: dict[str, tf.keras.layers.Layer] = {
-        ITEM_ID: CategoricalEmbedding(space.vocabularies[ITEM_ID], config.id_dim, dropout=config.id_dropout,
-                                      name="item_id")}
+    features = _id_feature(space, config, ITEM_ID)
     features.update(_side_features(space, config, space.item_categorical, space.item_multi_valued, space.item_numeric))
     for column in space.item_text:
         if encoder is None:
@@ -334,6 +330,13 @@ def build_item_tower(space: FeatureSpace, config: TowerConfig, output_dim: int,
                                        dropout=config.dropout, per_example=per_example_text,
                                        name=f"text_{column}")
     return Tower(features, config, output_dim, name="item_tower")
+
+
+def _id_feature(space: FeatureSpace, config: TowerConfig, column: str) -> dict[str, tf.keras.layers.Layer]:
+    if not config.id_feature:
+        return {}
+    return {column: CategoricalEmbedding(space.vocabularies[column], config.id_dim, dropout=config.id_dropout,
+                                         name=column)}
 
 
 def _side_features(space: FeatureSpace, config: TowerConfig, categorical: Sequence[str],

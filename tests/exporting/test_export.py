@@ -19,17 +19,19 @@ from tfmtl.serving import signatures as wire
 
 S, F, INT = "string", "float32", "int32"
 # The toy data: users have gender (categorical) and age (numeric); items have year, title and genres.
-USER = {"user_id": (S, [-1]), "gender": (S, [-1]), "age": (F, [-1])}
+USER = {"user_id": (S, [-1]), "gender": (S, [-1]), "age": (F, [-1]), "history_item_ids": (S, [-1, -1])}
 ITEM = {"item_id": (S, [-1]), "year": (S, [-1]), "title": (S, [-1]), "genres": (S, [-1, -1])}
 CANDIDATES = {"item_id": (S, [-1, -1]), "year": (S, [-1, -1]), "title": (S, [-1, -1]), "genres": (S, [-1, -1, -1])}
-RANKED = {"item_ids": (S, [-1, -1]), "scores": (F, [-1, -1]), "item_titles": (S, [-1, -1])}
+DROPPED = {"history_dropped": (INT, [-1])}
+RANKED = {"item_ids": (S, [-1, -1]), "scores": (F, [-1, -1]), "item_titles": (S, [-1, -1]), **DROPPED}
 EXPECTED = {
     "retrieve": ({**USER, "k": (INT, [-1])}, RANKED),
     "serving_default": ({**USER, "k": (INT, [-1])}, RANKED),
-    "retrieve_excluding": ({**USER, "k": (INT, [-1]), "exclude_item_ids": (S, [-1, -1])}, RANKED),
+    "retrieve_excluding": ({**USER, "k": (INT, [-1]), "exclude_item_ids": (S, [-1, -1]),
+                            "exclude_history": ("bool", [-1])}, RANKED),
     "rank": ({**USER, **CANDIDATES}, {"rating": (F, [-1, -1]), "like_probability": (F, [-1, -1]),
-                                      "retrieval_score": (F, [-1, -1])}),
-    "user_embedding": (USER, {"user_embedding": (F, [-1, 8])}),
+                                      "retrieval_score": (F, [-1, -1]), **DROPPED}),
+    "user_embedding": (USER, {"user_embedding": (F, [-1, 8]), **DROPPED}),
     "item_embedding": (ITEM, {"item_embedding": (F, [-1, 8])}),
 }
 
@@ -59,24 +61,28 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def reference_user_features(run, inputs: dict) -> dict:  # type: ignore[no-untyped-def]
-    """Request user features with missing values filled the documented way, plus the whole known history."""
+def reference_user_features(run, inputs: dict, *, snapshot: bool = True) -> dict:  # type: ignore[no-untyped-def]
+    """Request user features with missing values filled the documented way (from the user table when
+    ``snapshot``), and the history the row sent, else the known user's newest training items (when
+    ``snapshot``)."""
     data, space = run.data, run.model.space
     table = feature_arrays(data.users, data, include_labels=False)
     row_of = {str(u): n for n, u in enumerate(data.users["user_id"])}
     histories = user_histories(data, run.split.known, length=space.history_length)
     ids = [_text(u) for u in inputs["user_id"]]
     out: dict = {"user_id": np.array(ids, dtype=object)}
+    known = row_of if snapshot else {}
     for column in space.user_categorical:
-        out[column] = np.array([_text(v) or (table[column][row_of[u]] if u in row_of else "")
+        out[column] = np.array([_text(v) or (table[column][known[u]] if u in known else "")
                                 for u, v in zip(ids, inputs[column], strict=True)], dtype=object)
     for column in space.user_numeric:
         fill = numeric_fill(data.users, column)
-        out[column] = np.array([v if not np.isnan(v) else (table[column][row_of[u]] if u in row_of else fill)
+        out[column] = np.array([v if not np.isnan(v) else (table[column][known[u]] if u in known else fill)
                                 for u, v in zip(ids, inputs[column], strict=True)], np.float32)
     history = np.full((len(ids), space.history_length), "", dtype=object)
     for n, user in enumerate(ids):
-        items = histories.get(user, [])
+        sent = [_text(i) for i in inputs["history_item_ids"][n] if _text(i)]
+        items = sent[-space.history_length:] if sent else histories.get(user, []) if snapshot else []
         if items:
             history[n, -len(items):] = items
     out[HISTORY] = history
@@ -109,8 +115,10 @@ def reference_outputs(run, signature: str, inputs: dict) -> dict:  # type: ignor
         return {"item_embedding": model.embed_item(items).numpy()}
     const = {k: tf.constant(v) for k, v in reference_user_features(run, inputs).items()}
     users = model.embed_user(const).numpy()
+    sent = np.array([sum(bool(_text(i)) for i in row) for row in inputs["history_item_ids"]], np.int32)
+    dropped = {"history_dropped": np.maximum(sent - space.history_length, 0)}
     if signature == "user_embedding":
-        return {"user_embedding": users}
+        return {"user_embedding": users, **dropped}
     if signature == "rank":
         batch, count = inputs["item_id"].shape
         flat = {k: v.reshape(batch * count, *v.shape[2:]) for k, v in inputs.items() if k in
@@ -121,12 +129,15 @@ def reference_outputs(run, signature: str, inputs: dict) -> dict:  # type: ignor
         joined.update({k: tf.constant(v) for k, v in items.items()})
         ranked = {k: v.numpy() for k, v in model.rank(joined).items()}
         ranked["retrieval_score"] = np.sum(model.embed_user(joined).numpy() * model.embed_item(joined).numpy(), -1)
-        return {k: v.reshape(batch, count) for k, v in ranked.items()}
+        return {**{k: v.reshape(batch, count) for k, v in ranked.items()}, **dropped}
     catalog = {k: tf.constant(v) for k, v in space.catalog.items()}
     scores = users @ model.embed_item(catalog).numpy().T
     if signature == "retrieve_excluding":
         position = {str(i): n for n, i in enumerate(space.catalog["item_id"])}
+        read = reference_user_features(run, inputs)[HISTORY]
         for row, excluded in enumerate(inputs["exclude_item_ids"]):
+            if inputs["exclude_history"][row]:
+                excluded = [*excluded, *inputs["history_item_ids"][row], *read[row]]
             for item in excluded:
                 if _text(item) in position:
                     scores[row, position[_text(item)]] = -np.inf
@@ -134,7 +145,7 @@ def reference_outputs(run, signature: str, inputs: dict) -> dict:  # type: ignor
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     ids = np.asarray(space.catalog["item_id"]).astype(str)[order]
     return {"item_ids": ids, "scores": np.take_along_axis(scores, order, 1),
-            "item_titles": np.asarray(space.catalog["title"]).astype(str)[order]}
+            "item_titles": np.asarray(space.catalog["title"]).astype(str)[order], **dropped}
 
 
 def assert_matches(got: dict, want: dict, where: str) -> None:
@@ -183,10 +194,14 @@ def call(loaded, signature: str, **inputs):  # type: ignore[no-untyped-def]
         **{k: tf.constant(v) for k, v in inputs.items()}).items()}
 
 
-def user_request(ids: list[str], **features: list) -> dict:  # type: ignore[type-arg]
+def user_request(ids: list[str], history: list[list[str]] | None = None, **features: list) -> dict:  # type: ignore[type-arg]
+    lists = history or [[]] * len(ids)
+    width = max([1, *map(len, lists)])
     return {"user_id": np.array(ids, dtype=object),
             "gender": np.array(features.get("gender", [""] * len(ids)), dtype=object),
-            "age": np.array(features.get("age", [np.nan] * len(ids)), np.float32)}
+            "age": np.array(features.get("age", [np.nan] * len(ids)), np.float32),
+            "history_item_ids": np.array([[*h, *[""] * (width - len(h))] for h in lists],
+                                         dtype=object).reshape(len(ids), width)}
 
 
 def test_k_is_per_row_and_bounded_by_the_manifest(exported, loaded) -> None:  # type: ignore[no-untyped-def]
@@ -222,7 +237,8 @@ def test_exclusions_remove_items_and_keep_the_rest_in_order(loaded) -> None:  # 
     users = user_request(["u2"])
     full = call(loaded, "retrieve", **users, k=np.array([8], np.int32))["item_ids"][0]
     excluded = np.array([[full[0], full[2], b"not-an-item", b""]], dtype=object)
-    out = call(loaded, "retrieve_excluding", **users, k=np.array([6], np.int32), exclude_item_ids=excluded)
+    out = call(loaded, "retrieve_excluding", **users, k=np.array([6], np.int32), exclude_item_ids=excluded,
+               exclude_history=np.array([False]))
     expected = [i for i in full if i not in (full[0], full[2])][:6]
     assert list(out["item_ids"][0]) == expected
 

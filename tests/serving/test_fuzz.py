@@ -21,7 +21,7 @@ from tfmtl.serving.tensors import to_proto
 
 CLEAR = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND,
          grpc.StatusCode.RESOURCE_EXHAUSTED}
-KEYS = ["user_id", "gender", "age", "k", "exclude_item_ids", "item_id", "title", "year", "genres", "rating", "x"]
+KEYS = ["user_id", "gender", "age", "history_item_ids", "k", "exclude_item_ids", "exclude_history", "item_id", "title", "year", "genres", "rating", "x"]
 SIGNATURES = [*wire.SIGNATURES, wire.DEFAULT, "", "nope"]
 EXAMPLES = int(os.environ.get("TFMTL_FUZZ_EXAMPLES", "30"))  # more for a deeper run (250 passed)
 
@@ -63,7 +63,8 @@ def valid_retrieve(k: int = 3) -> predict_pb2.PredictRequest:
     request.model_spec.name = "toy"
     request.model_spec.signature_name = wire.RETRIEVE
     for key, value in {"user_id": np.array([b"u0"], dtype=object), "gender": np.array([b""], dtype=object),
-                       "age": np.array([np.nan], np.float32), "k": np.array([k], np.int32)}.items():
+                       "age": np.array([np.nan], np.float32), "history_item_ids": np.array([[b""]], dtype=object),
+                       "k": np.array([k], np.int32)}.items():
         request.inputs[key].CopyFrom(to_proto(value))
     return request
 
@@ -93,6 +94,7 @@ def test_any_k_and_batch_size_is_answered_or_refused_clearly(stub, k, batch) -> 
     for key in ("user_id", "gender"):
         request.inputs[key].CopyFrom(to_proto(np.array([b"u1"] * batch, dtype=object)))
     request.inputs["age"].CopyFrom(to_proto(np.full(batch, 30.0, np.float32)))
+    request.inputs["history_item_ids"].CopyFrom(to_proto(np.full((batch, 1), b"", dtype=object)))
     request.inputs["k"].CopyFrom(to_proto(np.full(batch, k, np.int32)))
     try:
         response = stub.Predict(request, timeout=60)
@@ -112,13 +114,12 @@ def test_a_request_over_the_size_bound_is_refused(stub) -> None:  # type: ignore
     assert stub.Predict(valid_retrieve(), timeout=60).outputs[wire.SCORES].float_val
 
 
+USER_KEYS = {"user_id": "string", "gender": "string", "age": "float32", "history_item_ids": "string"}
 SIGNATURE_KEYS = {
-    wire.RETRIEVE: {"user_id": "string", "gender": "string", "age": "float32", "k": "int32"},
-    wire.RETRIEVE_EXCLUDING: {"user_id": "string", "gender": "string", "age": "float32", "k": "int32",
-                              "exclude_item_ids": "string"},
-    wire.RANK: {"user_id": "string", "gender": "string", "age": "float32", "item_id": "string", "title": "string",
-                "year": "string", "genres": "string"},
-    wire.USER_EMBEDDING: {"user_id": "string", "gender": "string", "age": "float32"},
+    wire.RETRIEVE: {**USER_KEYS, "k": "int32"},
+    wire.RETRIEVE_EXCLUDING: {**USER_KEYS, "k": "int32", "exclude_item_ids": "string", "exclude_history": "bool"},
+    wire.RANK: {**USER_KEYS, "item_id": "string", "title": "string", "year": "string", "genres": "string"},
+    wire.USER_EMBEDDING: USER_KEYS,
     wire.ITEM_EMBEDDING: {"item_id": "string", "title": "string", "year": "string", "genres": "string"},
 }
 
@@ -133,6 +134,8 @@ def shaped(draw, dtype: str):  # type: ignore[no-untyped-def]
                         dtype=object).reshape(shape)
     if dtype == "int32":
         return np.array(draw(st.lists(st.integers(-3, 40), min_size=size, max_size=size)), np.int32).reshape(shape)
+    if dtype == "bool":
+        return np.array(draw(st.lists(st.booleans(), min_size=size, max_size=size)), bool).reshape(shape)
     return np.array(draw(st.lists(st.floats(width=32), min_size=size, max_size=size)), np.float32).reshape(shape)
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tfmtl.config import ExportConfig
+from tfmtl.config import USER_SNAPSHOTS, ExportConfig
 from tfmtl.data.history import HISTORY, user_histories
 from tfmtl.data.interactions import USER_ID, InteractionData
 from tfmtl.data.pipeline import PAD, feature_arrays, numeric_fill
@@ -91,7 +91,7 @@ def export(run: Any, *, name: str, base: str | Path = "saved_models", config: Ex
     config = config or ExportConfig()
     check_model_name(name)
     started = time.perf_counter()
-    prepared = prepare(run, data=data, max_k=config.max_k)
+    prepared = prepare(run, data=data, max_k=config.max_k, user_snapshot=config.user_snapshot)
     module, source, user_ids, user_columns = (prepared.module, prepared.source, prepared.user_ids,
                                               prepared.user_columns)
     space = source.model.space
@@ -99,8 +99,12 @@ def export(run: Any, *, name: str, base: str | Path = "saved_models", config: Ex
     functions = module.signatures()
     inputs = wire.signature_inputs(space, tasks)
     outputs = wire.signature_outputs(space, tasks, source.model.config.embedding_dim)
+    if not len(user_ids):  # no snapshot: warm up with real users' features all the same
+        user_ids, user_columns = snapshot_of_users(source.model, source.data, source.known_rows,
+                                                   limit=config.warmup_users)
     requests = sample_requests(space, tasks, user_ids=user_ids, user_columns=user_columns,
-                               k=min(10, module.max_k), users=config.warmup_users)
+                               k=min(10, module.max_k), users=config.warmup_users,
+                               histories=_warmup_histories(source, 2))
     model_dir = Path(base) / name
     with partial_version(model_dir) as partial:
         _log(f"saving into {partial}")
@@ -132,11 +136,18 @@ class Prepared:
     user_columns: dict[str, np.ndarray]
 
 
-def prepare(run: Any, *, data: InteractionData | None = None, max_k: int = 1000) -> Prepared:
-    """The serving module of ``run`` (a run folder or :func:`tfmtl.train`'s result), as :func:`export` saves it."""
+def prepare(run: Any, *, data: InteractionData | None = None, max_k: int = 1000,
+            user_snapshot: str = "all") -> Prepared:
+    """The serving module of ``run`` (a run folder or :func:`tfmtl.train`'s result), as :func:`export` saves it.
+
+    ``user_snapshot``: ``all`` (every known user's features and history) or ``none`` (no per-user state).
+    """
+    if user_snapshot not in USER_SNAPSHOTS:
+        raise ValueError(f"user_snapshot must be one of {', '.join(USER_SNAPSHOTS)}, got {user_snapshot!r}")
     source = _load_source(run, data)
     space = source.model.space
-    user_ids, user_columns = user_snapshot(source.model, source.data, source.known_rows)
+    user_ids, user_columns = (snapshot_of_users(source.model, source.data, source.known_rows)
+                              if user_snapshot == "all" else (np.zeros(0, dtype=object), {}))
     _log(f"building the serving module ({len(space.catalog[wire.ITEM_ID]):,} items, {len(user_ids):,} users)")
     module = build_serving_module(
         source.model, user_ids=user_ids, user_columns=user_columns,
@@ -145,12 +156,14 @@ def prepare(run: Any, *, data: InteractionData | None = None, max_k: int = 1000)
     return Prepared(module, source, user_ids, user_columns)
 
 
-def user_snapshot(model: MultiTaskRecommender, data: InteractionData,
-                  known_rows: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """(user ids [U], user tower columns incl. ``history`` [U, H] newest last) of every user in the user table."""
+def snapshot_of_users(model: MultiTaskRecommender, data: InteractionData, known_rows: np.ndarray, *,
+                      limit: int | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(user ids [U], user tower columns incl. ``history`` [U, H] newest last) of every user in the user table
+    (or of its first ``limit``)."""
     space = model.space
-    arrays = feature_arrays(data.users, data, include_labels=False)
-    ids = data.users[USER_ID].astype(str).to_numpy(dtype=object)
+    users = data.users if limit is None else data.users.iloc[:limit]
+    arrays = feature_arrays(users, data, include_labels=False)
+    ids = users[USER_ID].astype(str).to_numpy(dtype=object)
     columns = {c: arrays[c] for c in (*space.user_categorical, *space.user_numeric, *space.user_multi_valued)}
     if space.history_length:
         length = space.history_length
@@ -184,7 +197,16 @@ def build_manifest(module: ServingModule, source: _Source, *, name: str, version
         "embedding_dim": model.config.embedding_dim,
         "catalog_size": len(space.catalog[wire.ITEM_ID]),
         "known_users": module.users.size,
+        "user_snapshot": config.user_snapshot,
         "history_length": space.history_length,
+        "history": ({"input": wire.HISTORY_ITEM_IDS, "order": "oldest first, newest last; '' pads",
+                     "length": space.history_length,
+                     "longer": f"the newest {space.history_length} are read; output '{wire.HISTORY_DROPPED}' "
+                               "counts the older ones dropped",
+                     "unknown_items": "the unknown-item bucket",
+                     "when_not_sent": module.history_fallback,
+                     "exclude_with": f"{wire.RETRIEVE_EXCLUDING}: {wire.EXCLUDE_HISTORY}=true"}
+                    if space.history_length else None),
         "vocabulary_sizes": {k: len(v) for k, v in space.vocabularies.items()},
         "title_column": module.title_column,
         "encoder": encoder.config.get_config() if encoder is not None else None,
@@ -198,6 +220,15 @@ def build_manifest(module: ServingModule, source: _Source, *, name: str, version
         "warmup_requests": WARMUP_FILE,
         "docker": docker_command(base, name),
     }
+
+
+def _warmup_histories(source: _Source, users: int) -> list[list[str]]:
+    """Histories the warmup requests send: some users' real newest items (the request-time path)."""
+    length = source.model.space.history_length
+    if not length:
+        return []
+    histories = user_histories(source.data, source.known_rows, length=length)
+    return [items for _, items in sorted(histories.items())[:users]]
 
 
 def _load_source(run: Any, data: InteractionData | None) -> _Source:

@@ -43,8 +43,10 @@ class FeatureStore(tf.Module):
 
     def rows(self, ids: tf.Tensor) -> tf.Tensor:
         """ids (any shape) -> row numbers, -1 for unknown ids (and for "", which is never an id)."""
+        if not self.size:
+            return tf.fill(tf.shape(ids, out_type=tf.int64), tf.constant(-1, tf.int64))
         found = self.index.lookup(ids)
-        return tf.where(tf.equal(ids, wire.MISSING_STRING), tf.constant(-1, tf.int64), found) if self.size else found
+        return tf.where(tf.equal(ids, wire.MISSING_STRING), tf.constant(-1, tf.int64), found)
 
     def stored(self, column: str, rows: tf.Tensor) -> tf.Tensor:
         """The snapshot's values at ``rows`` (-1 -> padding/zero)."""
@@ -58,10 +60,15 @@ class FeatureStore(tf.Module):
         """Missing values of known rows from the snapshot; unknown rows' missing numbers get their default."""
         out = dict(features)
         known = rows >= 0
-        for column in self.values:
+        for column in (*self.values, *(c for c in self.defaults if c not in self.values)):
             if column not in features:
                 continue
-            value, stored = features[column], self.stored(column, rows)
+            value = features[column]
+            if column not in self.values:  # not in the snapshot: a missing number gets its default
+                default = tf.fill(tf.shape(value), tf.constant(self.defaults[column], value.dtype))
+                out[column] = tf.where(tf.math.is_nan(value), default, value)
+                continue
+            stored = self.stored(column, rows)
             if value.dtype == tf.string and value.shape.rank == rows.shape.rank:
                 out[column] = tf.where(known & tf.equal(value, wire.MISSING_STRING), stored, value)
             elif value.dtype == tf.string:  # lists [..., W]: a row of "" is missing
@@ -125,13 +132,29 @@ class ServingModule(tf.Module):
 
     # --- the two towers, with the snapshot filling missing values ---
 
-    def user_outputs(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
-        """User features [B] -> user tower outputs [B, D]."""
+    @property
+    def history_fallback(self) -> str:
+        """What a row that sends no history gets: the snapshot's history of a known user, or none."""
+        return "snapshot" if HISTORY in self.users.values else "none"
+
+    def user_features(self, inputs: Mapping[str, tf.Tensor]) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
+        """Request user features [B] -> the user tower's features (missing values filled, the history the row
+        sent or else the fallback) and ``history_dropped`` [B]."""
         rows = self.users.rows(inputs[wire.USER_ID])
         features = self.users.fill(inputs, rows)
+        dropped = tf.zeros(tf.shape(rows), tf.int32)
         if self.space.history_length:
-            features[HISTORY] = self.users.stored(HISTORY, rows)
-        return self.user_tower(features, training=False)
+            history, dropped = newest_items(inputs[wire.HISTORY_ITEM_IDS], self.space.history_length)
+            sent = tf.reduce_any(tf.not_equal(history, wire.PAD), axis=1, keepdims=True)
+            fallback = (self.users.stored(HISTORY, rows) if self.history_fallback == "snapshot"
+                        else tf.fill(tf.shape(history), wire.PAD))
+            features[HISTORY] = tf.where(sent, history, fallback)
+        return features, dropped
+
+    def user_outputs(self, inputs: Mapping[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+        """User features [B] -> (user tower outputs [B, D], history_dropped [B])."""
+        features, dropped = self.user_features(inputs)
+        return self.user_tower(features, training=False), dropped
 
     def item_outputs(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
         """Item features [N] -> item tower outputs [N, D]: precomputed for catalog items sent by id alone."""
@@ -149,18 +172,26 @@ class ServingModule(tf.Module):
 
     def retrieve(self, **inputs: tf.Tensor) -> dict[str, tf.Tensor]:
         k = inputs.pop(wire.K)
-        users = self.model.normalize(self.user_outputs(inputs))
-        return self._top_k(tf.matmul(users, self.catalog_embeddings, transpose_b=True), k)
+        users, dropped = self.user_outputs(inputs)
+        scores = tf.matmul(self.model.normalize(users), self.catalog_embeddings, transpose_b=True)
+        return self._with_dropped(self._top_k(scores, k), dropped)
 
     def retrieve_excluding(self, **inputs: tf.Tensor) -> dict[str, tf.Tensor]:
         k, excluded = inputs.pop(wire.K), inputs.pop(wire.EXCLUDE_ITEM_IDS)
-        users = self.model.normalize(self.user_outputs(inputs))
+        features, dropped = self.user_features(inputs)
+        if self.space.history_length:
+            exclude_history = inputs.pop(wire.EXCLUDE_HISTORY)[:, tf.newaxis]
+            sent, read = _same_width(inputs[wire.HISTORY_ITEM_IDS], features[HISTORY])
+            excluded, history = _same_width(excluded, tf.concat([sent, read], axis=1))
+            excluded = tf.concat([excluded, tf.where(exclude_history, history, wire.PAD)], axis=1)
+        users = self.model.normalize(self.user_tower(features, training=False))
         scores = tf.matmul(users, self.catalog_embeddings, transpose_b=True)
         rows = self.items.rows(excluded)  # [B, M]; "" and unknown ids -> -1, ignored
         where = tf.where(rows >= 0)
         columns = tf.stack([where[:, 0], tf.gather_nd(rows, where)], axis=1)
         hits = tf.scatter_nd(columns, tf.ones(tf.shape(columns)[:1], tf.int32), tf.shape(scores, tf.int64))
-        return self._top_k(tf.where(hits > 0, tf.constant(-np.inf, scores.dtype), scores), k)
+        return self._with_dropped(self._top_k(tf.where(hits > 0, tf.constant(-np.inf, scores.dtype), scores), k),
+                                  dropped)
 
     def rank(self, **inputs: tf.Tensor) -> dict[str, tf.Tensor]:
         user_keys = {f.name for f in wire.user_inputs(self.space)}
@@ -170,19 +201,27 @@ class ServingModule(tf.Module):
         batch, count = tf.shape(ids)[0], tf.shape(ids)[1]
         flat = {key: tf.reshape(value, tf.concat([[-1], tf.shape(value)[2:]], 0)) for key, value in candidates.items()}
         items = self.item_outputs(flat)  # [B·C, D]
-        users = tf.repeat(self.user_outputs(user_inputs), count, axis=0)
+        users, dropped = self.user_outputs(user_inputs)
+        users = tf.repeat(users, count, axis=0)
         user_ids = tf.repeat(user_inputs[wire.USER_ID], count, axis=0)
         outputs = self.model.rank_tower_outputs(users, items, user_ids, flat[wire.ITEM_ID], training=False)
         if wire.RETRIEVAL_SCORE in wire.rank_outputs(self.space, tuple(self.model.config.tasks)):
             outputs[wire.RETRIEVAL_SCORE] = tf.reduce_sum(self.model.normalize(users) * self.model.normalize(items),
                                                           axis=-1)
-        return {key: tf.reshape(value, [batch, count]) for key, value in outputs.items()}
+        return self._with_dropped({key: tf.reshape(value, [batch, count]) for key, value in outputs.items()},
+                                  dropped)
 
     def user_embedding(self, **inputs: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {wire.USER_EMBEDDING_OUTPUT: self.model.normalize(self.user_outputs(inputs))}
+        users, dropped = self.user_outputs(inputs)
+        return self._with_dropped({wire.USER_EMBEDDING_OUTPUT: self.model.normalize(users)}, dropped)
 
     def item_embedding(self, **inputs: tf.Tensor) -> dict[str, tf.Tensor]:
         return {wire.ITEM_EMBEDDING_OUTPUT: self.model.normalize(self.item_outputs(inputs))}
+
+    def _with_dropped(self, outputs: dict[str, tf.Tensor], dropped: tf.Tensor) -> dict[str, tf.Tensor]:
+        if self.space.history_length:
+            outputs[wire.HISTORY_DROPPED] = dropped
+        return outputs
 
     def _top_k(self, scores: tf.Tensor, k: tf.Tensor) -> dict[str, tf.Tensor]:
         """scores [B, I], k [B] -> the contract's sorted outputs [B, max(k)]; rows past their own k are padding."""
@@ -243,6 +282,19 @@ def catalog_tower_outputs(model: MultiTaskRecommender, *, batch_size: int = 4096
     tower = tf.function(lambda batch: model.item_tower(batch, training=False))
     columns = {c: model.space.catalog[c] for c in model.item_tower.feature_keys}
     return np.concatenate([tower(batch).numpy() for batch in make_dataset(columns, batch_size=batch_size)])
+
+
+def newest_items(items: tf.Tensor, length: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """Item ids [B, W] (oldest first, "" padding anywhere) -> (the newest ``length`` [B, length], newest last and
+    padded on the left, as training reads them; how many older ones did not fit [B] int32)."""
+    present = tf.not_equal(items, wire.PAD)
+    position = tf.range(tf.shape(items, out_type=tf.int64)[1])[tf.newaxis, :]
+    # Padding first, then the items in their own order: a stable sort on (is an item, position).
+    key = tf.where(present, position + tf.shape(items, out_type=tf.int64)[1], position)
+    packed = tf.gather(items, tf.argsort(key, axis=1, stable=True), batch_dims=1)
+    newest = tf.pad(packed, [[0, 0], [length, 0]], constant_values=wire.PAD)[:, -length:]
+    count = tf.reduce_sum(tf.cast(present, tf.int32), axis=1)
+    return newest, tf.maximum(count - length, 0)
 
 
 def _tensor(array: np.ndarray) -> tf.Tensor:

@@ -6,12 +6,13 @@ version's load if any request fails, so the same requests also serve as export v
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
+from tfmtl.data.history import HISTORY
 from tfmtl.features import FeatureSpace
 from tfmtl.serving import signatures as wire
 
@@ -26,15 +27,18 @@ Request = tuple[str, dict[str, np.ndarray]]  # (signature name, input key -> arr
 
 def sample_requests(space: FeatureSpace, tasks: tuple[str, ...], *, user_ids: np.ndarray,
                     user_columns: Mapping[str, np.ndarray], k: int, users: int = 3,
-                    candidates: int = 4) -> list[Request]:
+                    candidates: int = 4, histories: Sequence[Sequence[str]] = ()) -> list[Request]:
     """One request per signature from real users and catalog items, plus an unknown user and a new item.
 
-    Known users are sent with their real features; the unknown user with every feature missing. Exclusions are
-    the users' own histories; ``rank`` candidates are catalog items sent by id alone plus one new item with text.
+    Known users are sent with their real features and no history (the export's fallback); the unknown user with
+    every feature missing; then, for each of ``histories``, the unknown user sending that history (the
+    request-time path). Exclusions are the known users' own histories, and the sent histories through
+    ``exclude_history``; ``rank`` candidates are catalog items sent by id alone plus one new item with text.
     """
     inputs = wire.signature_inputs(space, tasks)
     known = min(users, len(user_ids))
-    user_batch = _user_batch(space, user_ids[:known], {c: v[:known] for c, v in user_columns.items()})
+    sent = list(histories) if space.history_length else []
+    user_batch = _user_batch(space, user_ids[:known], {c: v[:known] for c, v in user_columns.items()}, sent)
     batch = len(user_batch[wire.USER_ID])
     catalog_items = _catalog_items(space, candidates)
     requests: list[Request] = []
@@ -42,12 +46,14 @@ def sample_requests(space: FeatureSpace, tasks: tuple[str, ...], *, user_ids: np
         if name in (wire.RETRIEVE, wire.RETRIEVE_EXCLUDING):
             request = {**user_batch, wire.K: np.full(batch, k, np.int32)}
             if name == wire.RETRIEVE_EXCLUDING:
-                history = user_columns.get("history")
+                history = user_columns.get(HISTORY)
                 width = history.shape[1] if history is not None else 1
                 exclude = np.full((batch, width), wire.PAD, dtype=object)
                 if history is not None:
                     exclude[:known] = history[:known]
                 request[wire.EXCLUDE_ITEM_IDS] = exclude
+                if space.history_length:
+                    request[wire.EXCLUDE_HISTORY] = np.arange(batch) >= batch - len(sent)
         elif name == wire.RANK:
             items = {key: np.stack([value] * batch) for key, value in catalog_items.items()}
             request = {**user_batch, **items}
@@ -59,13 +65,20 @@ def sample_requests(space: FeatureSpace, tasks: tuple[str, ...], *, user_ids: np
     return requests
 
 
-def _user_batch(space: FeatureSpace, ids: np.ndarray, columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    fields = wire.user_inputs(space)
-    batch: dict[str, np.ndarray] = {wire.USER_ID: np.r_[np.asarray(ids, dtype=object), [UNKNOWN_USER]]}
-    for field in fields[1:]:
-        known = np.asarray(columns[field.name])
-        missing = (np.full((1, *known.shape[1:]), wire.PAD, dtype=object) if field.dtype == "string"
-                   else np.full(1, np.nan, np.float32))
+def _user_batch(space: FeatureSpace, ids: np.ndarray, columns: Mapping[str, np.ndarray],
+                histories: Sequence[Sequence[str]]) -> dict[str, np.ndarray]:
+    """Known users with their features, then the unknown user: once with nothing, once per history it sends."""
+    unknown = 1 + len(histories)
+    batch: dict[str, np.ndarray] = {wire.USER_ID: np.r_[np.asarray(ids, dtype=object), [UNKNOWN_USER] * unknown]}
+    for field in wire.user_inputs(space)[1:]:
+        if field.name == wire.HISTORY_ITEM_IDS:
+            rows = [[]] * (len(ids) + 1) + [list(h) for h in histories]
+            batch[field.name] = wire.feature_columns({field.name: (field.dtype, field.shape)},
+                                                     [{field.name: r} for r in rows])[field.name]
+            continue
+        known = np.asarray(columns[field.name]) if len(ids) else np.zeros((0, *([1] * (len(field.shape) - 1))))
+        missing = (np.full((unknown, *known.shape[1:]), wire.PAD, dtype=object) if field.dtype == "string"
+                   else np.full(unknown, np.nan, np.float32))
         batch[field.name] = np.concatenate([known.astype(missing.dtype), missing])
     return batch
 

@@ -5,8 +5,13 @@ preprocessing) and whose output keys are domain nouns, never layer names. Labels
 
 A value the client does not know is sent as *missing*: ``""`` for a string, NaN for a number, a row of ``""``
 for a list. The served model fills a missing value from its snapshot of the known user or item (taken at
-export), and otherwise uses the unknown bucket (strings) or the training table's mean (numbers). So a known
-user can be queried by ``user_id`` alone, and a new user or item by its features.
+export, when the export keeps one), and otherwise uses the unknown bucket (strings) or the training table's mean
+(numbers). So a known user can be queried by ``user_id`` alone, and a new user or item by its features.
+
+A model that reads the user's behaviour sequence takes it with the request: ``history_item_ids`` [B, H'], the
+user's items oldest first, newest last, padded with ``""`` (on either side). The served model keeps the newest H
+(the export's history length) and reports how many older ones it dropped (``history_dropped``). A row of padding
+only falls back to the snapshot's history of a known user, or to no history (the manifest's ``history`` says which).
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ USER_ID = "user_id"
 ITEM_ID = "item_id"
 K = "k"  # int32 [B]: one k per row, so TF Serving's batching (which splits every input on dim 0) can merge requests
 EXCLUDE_ITEM_IDS = "exclude_item_ids"  # string [B, M], padded with ""
+HISTORY_ITEM_IDS = "history_item_ids"  # string [B, H'], oldest first, newest last, padded with ""
+EXCLUDE_HISTORY = "exclude_history"  # bool [B]: retrieve_excluding also leaves out the row's history_item_ids
 
 # === Output keys ===
 ITEM_IDS = "item_ids"  # string [B, K]; "" where a row asked for fewer than K or too few items remained
@@ -45,6 +52,7 @@ ITEM_EMBEDDING_OUTPUT = "item_embedding"  # float32 [B, D]
 RATING = "rating"  # float32 [B, C]
 LIKE_PROBABILITY = "like_probability"  # float32 [B, C]
 RETRIEVAL_SCORE = "retrieval_score"  # float32 [B, C]: the user-item dot product retrieval ranks by
+HISTORY_DROPPED = "history_dropped"  # int32 [B]: items of history_item_ids older than the newest H, not read
 
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
@@ -70,11 +78,12 @@ class Field:
 
 
 def user_inputs(space: FeatureSpace) -> list[Field]:
-    """The user features a signature takes, each [B] (lists [B, W])."""
+    """The user features a signature takes, each [B] (lists [B, W]), and the behaviour sequence [B, H']."""
     return ([Field(USER_ID, "string", (None,))]
             + [Field(c, "string", (None,)) for c in space.user_categorical]
             + [Field(c, "float32", (None,)) for c in space.user_numeric]
-            + [Field(c, "string", (None, None)) for c in space.user_multi_valued])
+            + [Field(c, "string", (None, None)) for c in space.user_multi_valued]
+            + ([Field(HISTORY_ITEM_IDS, "string", (None, None))] if space.history_length else []))
 
 
 def item_inputs(space: FeatureSpace, *, candidates: bool = False) -> list[Field]:
@@ -102,6 +111,8 @@ def signature_inputs(space: FeatureSpace, tasks: tuple[str, ...]) -> dict[str, l
     if "retrieval" in tasks:
         out[RETRIEVE] = [*users, Field(K, "int32", (None,))]
         out[RETRIEVE_EXCLUDING] = [*out[RETRIEVE], Field(EXCLUDE_ITEM_IDS, "string", (None, None))]
+        if space.history_length:
+            out[RETRIEVE_EXCLUDING].append(Field(EXCLUDE_HISTORY, "bool", (None,)))
     if rank_outputs(space, tasks):
         out[RANK] = [*users, *item_inputs(space, candidates=True)]
     out[USER_EMBEDDING] = users
@@ -111,16 +122,17 @@ def signature_inputs(space: FeatureSpace, tasks: tuple[str, ...]) -> dict[str, l
 
 def signature_outputs(space: FeatureSpace, tasks: tuple[str, ...], dim: int) -> dict[str, list[Field]]:
     """Signature name -> its outputs."""
+    history = [Field(HISTORY_DROPPED, "int32", (None,))] if space.history_length else []
     ranked = [Field(ITEM_IDS, "string", (None, None)), Field(SCORES, "float32", (None, None))]
     if space.item_text:
         ranked.append(Field(ITEM_TITLES, "string", (None, None)))
     out: dict[str, list[Field]] = {}
     if "retrieval" in tasks:
-        out[RETRIEVE] = ranked
-        out[RETRIEVE_EXCLUDING] = ranked
+        out[RETRIEVE] = ranked + history
+        out[RETRIEVE_EXCLUDING] = ranked + history
     if rank_outputs(space, tasks):
-        out[RANK] = [Field(name, "float32", (None, None)) for name in rank_outputs(space, tasks)]
-    out[USER_EMBEDDING] = [Field(USER_EMBEDDING_OUTPUT, "float32", (None, dim))]
+        out[RANK] = [Field(name, "float32", (None, None)) for name in rank_outputs(space, tasks)] + history
+    out[USER_EMBEDDING] = [Field(USER_EMBEDDING_OUTPUT, "float32", (None, dim)), *history]
     out[ITEM_EMBEDDING] = [Field(ITEM_EMBEDDING_OUTPUT, "float32", (None, dim))]
     return out
 
@@ -151,6 +163,8 @@ def feature_columns(specs: Mapping[str, tuple[str, tuple[int | None, ...]]], row
             out[key] = np.array([v + [PAD] * (width - len(v)) for v in lists], dtype=object).reshape(len(rows), width)
         elif dtype == "string":
             out[key] = np.array([MISSING_STRING if v is None else str(v) for v in values], dtype=object)
+        elif dtype == "bool":
+            out[key] = np.array([bool(v) for v in values], dtype=bool)  # None -> False, never NaN -> True
         else:
             out[key] = np.array([np.nan if v is None else v for v in values], dtype=np.dtype(dtype))
     return out

@@ -1,0 +1,102 @@
+"""Request-time user state: the history a request sends, the snapshot fallback, and exports that keep no users."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.exporting.test_export import call, reference_user_features, user_request
+from tfmtl.data.history import HISTORY, user_histories
+
+
+def padded(rows: list[list[str]], width: int) -> np.ndarray:
+    """Histories by hand, newest last, padded on the left as training reads them."""
+    return np.array([[""] * (width - len(r)) + r for r in rows], dtype=object)
+
+
+def test_a_sent_history_gives_the_user_tower_on_that_history(loaded, toy_run) -> None:  # type: ignore[no-untyped-def]
+    sent = [["i0", "i2", "i4"], ["i1", "i3", "i5", "i7", "i9", "i11", "i13"], ["i2", "no-such-item"], ["i6"]]
+    request = user_request(["u0", "u1", "stranger", ""], history=sent)
+    got = call(loaded, "user_embedding", **request)
+
+    features = reference_user_features(toy_run, request)
+    # H = 5: the newest five of the seven; an unknown item id is the unknown bucket, as in training.
+    features[HISTORY] = padded([["i0", "i2", "i4"], ["i5", "i7", "i9", "i11", "i13"], ["i2", "no-such-item"],
+                                ["i6"]], 5)
+    want = toy_run.model.embed_user({k: tf.constant(v) for k, v in features.items()}).numpy()
+    np.testing.assert_allclose(got["user_embedding"], want, atol=1e-5)
+    assert got["history_dropped"].tolist() == [0, 2, 0, 0]
+
+    # Padding may come on either side: right-padded rows read the same as left-padded ones.
+    left = dict(request, history_item_ids=padded(sent, 7))
+    np.testing.assert_allclose(call(loaded, "user_embedding", **left)["user_embedding"], got["user_embedding"],
+                               atol=1e-6)
+
+
+def test_a_row_without_history_falls_back_to_the_known_users_snapshot(loaded, toy_run) -> None:  # type: ignore[no-untyped-def]
+    newest = user_histories(toy_run.data, toy_run.split.known, length=5)["u3"]
+    by_id = call(loaded, "user_embedding", **user_request(["u3"]))["user_embedding"]
+    sent = call(loaded, "user_embedding", **user_request(["u3"], history=[newest]))["user_embedding"]
+    np.testing.assert_allclose(by_id, sent, atol=1e-6)
+    other = call(loaded, "user_embedding", **user_request(["u3"], history=[["i1"]]))["user_embedding"]
+    assert not np.allclose(by_id, other, atol=1e-4)  # a sent history replaces the snapshot's
+
+
+def test_one_more_interaction_changes_the_list_and_history_exclusion_removes_it(loaded) -> None:  # type: ignore[no-untyped-def]
+    def recommend(history: list[str], exclude_history: bool) -> tuple[list[bytes], np.ndarray]:
+        out = call(loaded, "retrieve_excluding", **user_request(["stranger"], history=[history]),
+                   k=np.array([10], np.int32), exclude_item_ids=np.array([[""]], dtype=object),
+                   exclude_history=np.array([exclude_history]))
+        return list(out["item_ids"][0]), out["scores"][0]
+
+    history = ["i0", "i2", "i4"]
+    before, before_scores = recommend(history, exclude_history=True)
+    assert not {b"i0", b"i2", b"i4"} & set(before)
+    newest = before[0].decode()
+    after, after_scores = recommend([*history, newest], exclude_history=True)
+    assert newest.encode() not in after and not {b"i0", b"i2", b"i4"} & set(after)
+    kept, kept_scores = recommend([*history, newest], exclude_history=False)
+    assert newest.encode() in kept and {b"i0", b"i2", b"i4"} & set(kept)
+    assert not np.allclose(kept_scores, recommend(history, exclude_history=False)[1], atol=1e-5)
+
+
+def test_history_exclusion_also_covers_a_known_users_snapshot(loaded, toy_run) -> None:  # type: ignore[no-untyped-def]
+    newest = user_histories(toy_run.data, toy_run.split.known, length=5)["u5"]
+    out = call(loaded, "retrieve_excluding", **user_request(["u5"]), k=np.array([30], np.int32),
+               exclude_item_ids=np.array([[""]], dtype=object), exclude_history=np.array([True]))
+    returned = {i.decode() for i in out["item_ids"][0] if i}
+    assert not returned & set(newest) and len(returned) == 30 - len(set(newest))
+
+
+@pytest.fixture(scope="module")
+def without_users(toy_run):  # type: ignore[no-untyped-def]
+    """The toy run's serving functions with no user snapshot (what `--user-snapshot none` saves)."""
+    from tfmtl.exporting import prepare
+
+    prepared = prepare(toy_run, user_snapshot="none")
+    return prepared.module, prepared.module.signatures()
+
+
+def test_without_a_snapshot_a_known_user_is_known_only_by_what_it_sends(without_users, toy_run) -> None:  # type: ignore[no-untyped-def]
+    module, functions = without_users
+    assert module.users.size == 0 and module.history_fallback == "none"
+    sent = [[], ["i0", "i2"], []]
+    request = user_request(["u3", "u3", "u4"], history=sent, gender=["", "", "F"], age=[np.nan, np.nan, 41.0])
+    got = {k: v.numpy() for k, v in functions["user_embedding"](
+        **{k: tf.constant(v) for k, v in request.items()}).items()}
+    features = reference_user_features(toy_run, request, snapshot=False)
+    features[HISTORY] = padded([[], ["i0", "i2"], []], 5)  # no history sent: none at all (no snapshot)
+    want = toy_run.model.embed_user({k: tf.constant(v) for k, v in features.items()}).numpy()
+    np.testing.assert_allclose(got["user_embedding"], want, atol=1e-5)
+    assert not np.allclose(got["user_embedding"][0], got["user_embedding"][1], atol=1e-4)
+
+
+def test_a_bad_user_snapshot_value_is_refused_by_name(toy_run) -> None:  # type: ignore[no-untyped-def]
+    from tfmtl.config import ExportConfig
+    from tfmtl.exporting import prepare
+
+    with pytest.raises(ValueError, match="user_snapshot must be one of all, none, got 'some'"):
+        prepare(toy_run, user_snapshot="some")
+    with pytest.raises(ValueError, match="export.user_snapshot"):
+        ExportConfig(user_snapshot="latest")
