@@ -91,6 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--tf-serving-version", metavar="X.Y",
                         help="the TF Serving the export must load on; its ops are checked (default 2.20)")
     export.add_argument("--no-verify", action="store_true", help="skip the reload-and-compare verification")
+    export.add_argument("--user-snapshot", choices=("all", "none"), default="all",
+                        help="all: keep each known user's features and newest history, so a user id alone is "
+                             "enough (default); none: keep no per-user state, requests send features and history")
     export.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     export.set_defaults(handler=_export)
 
@@ -109,6 +112,10 @@ def _parser() -> argparse.ArgumentParser:
     query.add_argument("--user-id", required=True, metavar="ID", help="the user (unknown ids work too)")
     query.add_argument("-k", type=int, default=10, help="how many items (default 10)")
     query.add_argument("--exclude", metavar="IDS", default="", help="comma-separated item ids to leave out")
+    query.add_argument("--history", metavar="IDS", default="",
+                       help="the user's recent item ids, comma-separated, oldest first (read instead of the "
+                            "export's snapshot)")
+    query.add_argument("--exclude-history", action="store_true", help="also leave out the history's items")
     query.add_argument("--timeout", type=float, default=10.0, help="seconds per attempt (default 10)")
     query.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     query.set_defaults(handler=_query)
@@ -229,7 +236,8 @@ def _export(args: argparse.Namespace) -> dict[str, object]:
     defaults = ExportConfig()
     config = dataclasses.replace(defaults, verify=not args.no_verify,
                                  max_k=args.max_k if args.max_k is not None else defaults.max_k,
-                                 tf_serving_version=args.tf_serving_version or defaults.tf_serving_version)
+                                 tf_serving_version=args.tf_serving_version or defaults.tf_serving_version,
+                                 user_snapshot=args.user_snapshot)
     result = export(args.run, name=args.name, base=args.base, config=config).to_json()
     if not args.json:
         verification = result["verification"] or {}
@@ -257,15 +265,21 @@ def _serve(args: argparse.Namespace) -> None:
 def _query(args: argparse.Namespace) -> dict[str, object]:
     from tfmtl.serving.client import Client
 
-    exclude = [item for item in args.exclude.split(",") if item]
+    exclude = [item.strip() for item in args.exclude.split(",") if item.strip()]
+    history = [item.strip() for item in args.history.split(",") if item.strip()] or None
     with Client(args.address, args.name, timeout=args.timeout) as client:  # its errors are RuntimeErrors
-        result = (client.recommend_excluding(args.user_id, exclude, k=args.k) if exclude
-                  else client.recommend(args.user_id, k=args.k))
+        result = (client.recommend_excluding(args.user_id, exclude, k=args.k, history=history,
+                                             exclude_history=args.exclude_history)
+                  if exclude or args.exclude_history else client.recommend(args.user_id, k=args.k, history=history))
     if not args.json:
-        print(f"top {args.k} for user {args.user_id} ({args.name} version {result.version} at {args.address})")
+        sent = f", history of {len(history)} item(s)" if history else ""
+        print(f"top {args.k} for user {args.user_id}{sent} ({args.name} version {result.version} at {args.address})")
+        if result.history_dropped:
+            print(f"  note: the model read the newest items of the history; {result.history_dropped} older one(s) "
+                  "were dropped")
         for rank, item in enumerate(result, 1):
             print(f"  {rank:>2}. {item.title or item.item_id:<60.60} {item.score:6.3f}  (item {item.item_id})")
-    return {"user_id": result.user_id, "version": result.version,
+    return {"user_id": result.user_id, "version": result.version, "history_dropped": result.history_dropped,
             "items": [{"item_id": r.item_id, "title": r.title, "score": r.score} for r in result]}
 
 

@@ -71,15 +71,14 @@ def test_history_exclusion_also_covers_a_known_users_snapshot(loaded, toy_run) -
 
 @pytest.fixture(scope="module")
 def without_users(toy_run):  # type: ignore[no-untyped-def]
-    """The toy run's serving functions with no user snapshot (what `--user-snapshot none` saves)."""
-    from tfmtl.exporting import prepare
+    """The toy run's serving module with no user snapshot (what `--user-snapshot none` saves), in this process."""
+    from tfmtl.inference import LocalRecommender
 
-    prepared = prepare(toy_run, user_snapshot="none")
-    return prepared.module, prepared.module.signatures()
+    return LocalRecommender(toy_run, user_snapshot="none")
 
 
 def test_without_a_snapshot_a_known_user_is_known_only_by_what_it_sends(without_users, toy_run) -> None:  # type: ignore[no-untyped-def]
-    module, functions = without_users
+    module, functions = without_users.module, without_users._functions
     assert module.users.size == 0 and module.history_fallback == "none"
     sent = [[], ["i0", "i2"], []]
     request = user_request(["u3", "u3", "u4"], history=sent, gender=["", "", "F"], age=[np.nan, np.nan, 41.0])
@@ -100,3 +99,37 @@ def test_a_bad_user_snapshot_value_is_refused_by_name(toy_run) -> None:  # type:
         prepare(toy_run, user_snapshot="some")
     with pytest.raises(ValueError, match="export.user_snapshot"):
         ExportConfig(user_snapshot="latest")
+
+
+def test_scoring_test_rows_through_the_served_signature_gives_the_offline_metrics(without_users, toy_run) -> None:  # type: ignore[no-untyped-def]
+    from tfmtl.evaluate import evaluate_model
+    from tfmtl.serving import signatures as wire
+    from tfmtl.served_metrics import served_retrieval_metrics
+
+    function = without_users._functions[wire.RETRIEVE_EXCLUDING]
+    inputs = wire.signature_inputs(toy_run.model.space, tuple(toy_run.model.config.tasks))[wire.RETRIEVE_EXCLUDING]
+    served = served_retrieval_metrics(
+        lambda request: {k: v.numpy() for k, v in function(**{k: tf.constant(v) for k, v in request.items()}).items()},
+        toy_run.data, toy_run.split.known, toy_run.split.test, inputs=inputs, history_length=5, ks=(1, 5, 10),
+        batch_size=16)
+    offline = evaluate_model(toy_run.model, toy_run.data, toy_run.split.known, toy_run.split.test, ks=(1, 5, 10),
+                             tasks=["retrieval"])
+    assert set(served) == {f"retrieval/{m}_at_{k}" for m in ("recall", "ndcg") for k in (1, 5, 10)}
+    for name, value in served.items():
+        assert value == pytest.approx(offline[name], abs=1e-9), name
+    assert 0 < served["retrieval/recall_at_10"] < 1
+
+
+def test_the_local_recommender_takes_a_history(without_users, toy_run) -> None:  # type: ignore[no-untyped-def]
+    model, space = toy_run.model, toy_run.model.space
+    table = without_users.recommend({"user_id": "stranger", "gender": "F", "age": 30.0}, k=5, history=["i0", "i2"],
+                                    exclude_history=True)
+    user = {"user_id": tf.constant(["stranger"]), "gender": tf.constant(["F"]), "age": tf.constant([30.0]),
+            HISTORY: tf.constant(padded([["i0", "i2"]], 5))}
+    scores = (model.embed_user(user).numpy() @ model.embed_item({k: tf.constant(v) for k, v in
+                                                                 space.catalog.items()}).numpy().T)[0]
+    ids = np.asarray(space.catalog["item_id"]).astype(str)
+    scores[np.isin(ids, ["i0", "i2"])] = -np.inf
+    assert list(table["item_id"]) == list(ids[np.argsort(-scores, kind="stable")[:5]])
+    with pytest.raises(ValueError, match="not the bare string"):
+        without_users.recommend("u0", history="i0")

@@ -13,6 +13,7 @@ import os
 import grpc
 import numpy as np
 import pytest
+import tensorflow as tf
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -229,3 +230,51 @@ def test_cli_query_prints_json(local_server, capsys) -> None:  # type: ignore[no
                  "--json"])
     out = json.loads(capsys.readouterr().out)
     assert code == 0 and len(out["items"]) == 4 and out["items"][0]["title"]
+
+
+# --- request-time history ---
+
+def test_a_history_sent_through_the_client_is_what_the_model_reads(client, loaded) -> None:  # type: ignore[no-untyped-def]
+    history = ["i1", "i3", "i5", "i7", "i9", "i11", "i13"]  # two more than the toy export's H = 5
+    result = client.recommend("stranger", k=5, history=history)
+    direct = loaded.signatures[wire.RETRIEVE](
+        user_id=tf.constant(["stranger"]), gender=tf.constant([""]), age=tf.constant([np.nan]),
+        history_item_ids=tf.constant([history]), k=tf.constant([5]))
+    assert result.item_ids == [i.decode() for i in direct[wire.ITEM_IDS].numpy()[0]]
+    assert result.history_dropped == 2 and client.recommend("stranger", k=5).history_dropped == 0
+    excluded = client.recommend_excluding("stranger", k=5, history=history[-3:], exclude_history=True)
+    assert not set(excluded.item_ids) & set(history[-3:])
+
+    embedded = client.embed_users(["stranger", "stranger"], histories=[history[-5:], []])
+    np.testing.assert_allclose(embedded[0], direct_embedding(loaded, history[-5:]), atol=1e-5)
+    assert not np.allclose(embedded[0], embedded[1], atol=1e-4)
+    with_history = client.rank("stranger", ["i0", "i1"], history=history)
+    without = client.rank("stranger", ["i0", "i1"])
+    assert with_history[0].scores["retrieval_score"] != pytest.approx(without[0].scores["retrieval_score"])
+
+
+def direct_embedding(loaded, history: list[str]) -> np.ndarray:  # type: ignore[no-untyped-def]
+    out = loaded.signatures[wire.USER_EMBEDDING](user_id=tf.constant(["stranger"]), gender=tf.constant([""]),
+                                                 age=tf.constant([np.nan]), history_item_ids=tf.constant([history]))
+    return out[wire.USER_EMBEDDING_OUTPUT].numpy()[0]
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda c: c.recommend("u0", history="i1"), "not the bare string 'i1'"),
+    (lambda c: c.recommend(["u0", "u1"], history=["i1", "i2"]), "one list of item ids per user"),
+    (lambda c: c.recommend(["u0", "u1"], history=[["i1"]]), "1 lists for 2 users"),
+    (lambda c: c.recommend("u0", history=[["i1"]]), "one flat list"),
+])
+def test_a_history_of_the_wrong_form_is_refused_before_sending(client, call, message) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match=message):
+        call(client)
+
+
+def test_cli_query_sends_the_history(local_server, capsys) -> None:  # type: ignore[no-untyped-def]
+    args = ["query", "--address", local_server.address, "--name", "toy", "--user-id", "new", "-k", "30"]
+    main([*args, "--json"])
+    everything = json.loads(capsys.readouterr().out)
+    code = main([*args, "--history", "i0, i2,i4", "--exclude-history", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and len(everything["items"]) == 30 and len(out["items"]) == 27
+    assert not {"i0", "i2", "i4"} & {item["item_id"] for item in out["items"]} and out["history_dropped"] == 0

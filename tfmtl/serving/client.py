@@ -50,11 +50,13 @@ class Recommendation:
 
 @dataclass(frozen=True)
 class Recommendations:
-    """One user's top items, best first; ``version`` is the model version that answered."""
+    """One user's top items, best first; ``version`` is the model version that answered; ``history_dropped``:
+    the sent history's older items the model did not read (it reads the newest H)."""
 
     user_id: str
     items: tuple[Recommendation, ...]
     version: int
+    history_dropped: int = 0
 
     def __iter__(self) -> Iterator[Recommendation]:
         return iter(self.items)
@@ -107,6 +109,7 @@ class VersionStatus:
 
 User = str | Mapping[str, Any]
 Item = str | Mapping[str, Any]
+History = Sequence[str] | Sequence[Sequence[str]] | None  # item ids, oldest first (one list per user for many)
 
 
 class Client:
@@ -170,46 +173,54 @@ class Client:
 
     # --- the signatures, typed ---
 
-    def recommend(self, user: User | Sequence[User], k: int = 10) -> Any:
+    def recommend(self, user: User | Sequence[User], k: int = 10, *, history: History = None) -> Any:
         """Top ``k`` items for one user (-> Recommendations) or a list of users (-> list of them).
 
         A user is an id string or a dict of features (``user_id`` plus any of the model's user features).
+        ``history``: the user's recent item ids, oldest first (one list per user for a list of users); the model
+        reads them instead of its snapshot, so new behaviour counts at once and a new user is served by it.
         """
         users, single = _many(user)
-        return self._recommend(wire.RETRIEVE, users, k, {}, single)
+        return self._recommend(wire.RETRIEVE, _with_history(users, history, single), k, {}, single)
 
-    def recommend_excluding(self, user: User | Sequence[User], exclude: Sequence[str] | Sequence[Sequence[str]],
-                            k: int = 10) -> Any:
-        """Like :meth:`recommend`, never returning the ``exclude`` item ids: one list of ids (for every user), or
-        one list per user."""
+    def recommend_excluding(self, user: User | Sequence[User], exclude: Sequence[str] | Sequence[Sequence[str]] = (),
+                            k: int = 10, *, history: History = None, exclude_history: bool = False) -> Any:
+        """Like :meth:`recommend`, never returning the ``exclude`` item ids (one list of ids for every user, or
+        one list per user), nor, with ``exclude_history``, the items of the history the model read."""
         users, single = _many(user)
         lists = _exclusion_lists(exclude, len(users), single)
         width = max([1, *map(len, lists)])
         padded = np.array([[str(i) for i in row] + [wire.PAD] * (width - len(row)) for row in lists], dtype=object)
-        return self._recommend(wire.RETRIEVE_EXCLUDING, users, k, {wire.EXCLUDE_ITEM_IDS: padded}, single)
+        extra = {wire.EXCLUDE_ITEM_IDS: padded}
+        if exclude_history:
+            self._require_history(wire.RETRIEVE_EXCLUDING)
+            extra[wire.EXCLUDE_HISTORY] = np.ones(len(users), bool)
+        return self._recommend(wire.RETRIEVE_EXCLUDING, _with_history(users, history, single), k, extra, single)
 
-    def rank(self, user: User, candidates: Sequence[Item]) -> list[RankedItem]:
-        """Scores each candidate (an item id, or a dict with ``item_id`` and features for a new item) for one user,
-        in the given order."""
+    def rank(self, user: User, candidates: Sequence[Item], *, history: History = None) -> list[RankedItem]:
+        """Scores each candidate (an item id, or a dict with ``item_id`` and features for a new item) for one user
+        (with its recent ``history``, oldest first), in the given order."""
         if not candidates:
             return []
         signature = self.metadata().signatures.get(wire.RANK)
         if signature is None:
             raise ValueError(f"model '{self.model_name}' has no '{wire.RANK}' signature (no ranking task)")
         user_keys = set(self.metadata().signatures[wire.USER_EMBEDDING].inputs)
-        inputs = self._features(signature, [_as_dict(user, wire.USER_ID)], user_keys, lead=1)
+        users = _with_history([_as_dict(user, wire.USER_ID)], history, True)
+        inputs = self._features(signature, users, user_keys, lead=1)
         items = [_as_dict(c, wire.ITEM_ID) for c in candidates]
         item_keys = set(signature.inputs) - user_keys
         flat = self._features(signature, items, item_keys, lead=2)
         inputs.update({key: value[np.newaxis] for key, value in flat.items()})
         outputs, _ = self._predict(wire.RANK, inputs)
-        return [RankedItem(str(items[n][wire.ITEM_ID]), {key: float(value[0, n]) for key, value in outputs.items()})
+        per_item = {key: value for key, value in outputs.items() if value.ndim == 2}
+        return [RankedItem(str(items[n][wire.ITEM_ID]), {key: float(value[0, n]) for key, value in per_item.items()})
                 for n in range(len(items))]
 
-    def embed_users(self, users: Sequence[User]) -> np.ndarray:
-        """User embeddings [B, D] (float32)."""
+    def embed_users(self, users: Sequence[User], *, histories: Sequence[Sequence[str]] | None = None) -> np.ndarray:
+        """User embeddings [B, D] (float32); ``histories``: each user's recent item ids, oldest first."""
         signature = self.metadata().signatures[wire.USER_EMBEDDING]
-        rows = [_as_dict(u, wire.USER_ID) for u in users]
+        rows = _with_history([_as_dict(u, wire.USER_ID) for u in users], histories, False)
         outputs, _ = self._predict(wire.USER_EMBEDDING, self._features(signature, rows, set(signature.inputs)))
         return outputs[wire.USER_EMBEDDING_OUTPUT]
 
@@ -255,19 +266,31 @@ class Client:
         if info is None:
             raise ValueError(f"model '{self.model_name}' has no '{signature}' signature")
         rows = [_as_dict(u, wire.USER_ID) for u in users]
-        inputs = self._features(info, rows, set(info.inputs) - {wire.K, wire.EXCLUDE_ITEM_IDS})
+        if any(wire.HISTORY_ITEM_IDS in row for row in rows):
+            self._require_history(signature)
+        inputs = self._features(info, rows, set(info.inputs) - {wire.K, wire.EXCLUDE_ITEM_IDS, wire.EXCLUDE_HISTORY})
         inputs[wire.K] = np.full(len(rows), k, np.int32)
+        if wire.EXCLUDE_HISTORY in info.inputs:
+            inputs[wire.EXCLUDE_HISTORY] = np.zeros(len(rows), bool)
         inputs.update(extra)
         outputs, version = self._predict(signature, inputs)
         titles = outputs.get(wire.ITEM_TITLES)
+        dropped = outputs.get(wire.HISTORY_DROPPED, np.zeros(len(rows), np.int32))
         results = []
         for n, row in enumerate(rows):
             items = tuple(Recommendation(_text(i), float(s), _text(titles[n, j]) if titles is not None else None)
                           for j, (i, s) in enumerate(zip(outputs[wire.ITEM_IDS][n], outputs[wire.SCORES][n],
                                                          strict=True))
                           if _text(i) != wire.PAD and j < k)
-            results.append(Recommendations(str(row[wire.USER_ID]), items, version))
+            results.append(Recommendations(str(row[wire.USER_ID]), items, version, int(dropped[n])))
         return results[0] if single else results
+
+    def _require_history(self, signature: str) -> None:
+        info = self.metadata().signatures.get(signature)
+        if info is None or wire.HISTORY_ITEM_IDS not in info.inputs:
+            raise ValueError(f"model '{self.model_name}' reads no request-time history (its '{signature}' "
+                             f"signature has no '{wire.HISTORY_ITEM_IDS}' input): export it with this tfmtl, from "
+                             "a model with model.history_length > 0")
 
     def _features(self, signature: SignatureInfo, rows: list[dict[str, Any]], keys: set[str],
                   lead: int = 1) -> dict[str, np.ndarray]:
@@ -322,6 +345,28 @@ def _exclusion_lists(exclude: Any, users: int, single: bool) -> list[list[Any]]:
     if len(lists) != users:
         raise ValueError(f"exclude: {len(lists)} lists for {users} users")
     return lists
+
+
+def _with_history(users: Sequence[User], history: Any, single: bool) -> list[dict[str, Any]]:
+    """User dicts with ``history_item_ids`` set: ``history`` is one list of item ids for a single user, or one
+    list per user; a bare string is refused (it would be read as one item per character)."""
+    rows = [_as_dict(u, wire.USER_ID) for u in users]
+    if history is None:
+        return rows
+    if isinstance(history, (str, bytes)):
+        raise ValueError(f"history: pass a list of item ids, oldest first, not the bare string {history!r} "
+                         f"(e.g. [{history!r}])")
+    if single:
+        if any(not isinstance(h, (str, bytes, int, np.integer)) for h in history):
+            raise ValueError("history: for one user, pass one flat list of item ids, oldest first")
+        lists = [list(history)]
+    else:
+        if any(isinstance(h, (str, bytes, int, np.integer)) for h in history):
+            raise ValueError("history: for a list of users, pass one list of item ids per user")
+        lists = [list(h) for h in history]
+    if len(lists) != len(rows):
+        raise ValueError(f"history: {len(lists)} lists for {len(rows)} users")
+    return [{**row, wire.HISTORY_ITEM_IDS: [str(i) for i in items]} for row, items in zip(rows, lists, strict=True)]
 
 
 def _many(value: Any) -> tuple[list[Any], bool]:
