@@ -38,7 +38,7 @@ class LocalRecommender:
         """
         import pandas as pd
 
-        features = dict(user) if isinstance(user, Mapping) else {wire.USER_ID: str(user)}
+        features: dict[str, Any] = dict(user) if isinstance(user, Mapping) else {wire.USER_ID: str(user)}
         if history is not None:
             if isinstance(history, (str, bytes)):
                 raise ValueError(f"history: pass a list of item ids, oldest first, not the bare string {history!r}")

@@ -103,8 +103,8 @@ def test_a_bad_user_snapshot_value_is_refused_by_name(toy_run) -> None:  # type:
 
 def test_scoring_test_rows_through_the_served_signature_gives_the_offline_metrics(without_users, toy_run) -> None:  # type: ignore[no-untyped-def]
     from tfmtl.evaluate import evaluate_model
-    from tfmtl.serving import signatures as wire
     from tfmtl.served_metrics import served_retrieval_metrics
+    from tfmtl.serving import signatures as wire
 
     function = without_users._functions[wire.RETRIEVE_EXCLUDING]
     inputs = wire.signature_inputs(toy_run.model.space, tuple(toy_run.model.config.tasks))[wire.RETRIEVE_EXCLUDING]

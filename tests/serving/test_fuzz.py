@@ -21,7 +21,8 @@ from tfmtl.serving.tensors import to_proto
 
 CLEAR = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND,
          grpc.StatusCode.RESOURCE_EXHAUSTED}
-KEYS = ["user_id", "gender", "age", "history_item_ids", "k", "exclude_item_ids", "exclude_history", "item_id", "title", "year", "genres", "rating", "x"]
+KEYS = ["user_id", "gender", "age", "history_item_ids", "k", "exclude_item_ids", "exclude_history",
+        "item_id", "title", "year", "genres", "rating", "x"]
 SIGNATURES = [*wire.SIGNATURES, wire.DEFAULT, "", "nope"]
 EXAMPLES = int(os.environ.get("TFMTL_FUZZ_EXAMPLES", "30"))  # more for a deeper run (250 passed)
 

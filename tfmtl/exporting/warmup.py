@@ -72,7 +72,7 @@ def _user_batch(space: FeatureSpace, ids: np.ndarray, columns: Mapping[str, np.n
     batch: dict[str, np.ndarray] = {wire.USER_ID: np.r_[np.asarray(ids, dtype=object), [UNKNOWN_USER] * unknown]}
     for field in wire.user_inputs(space)[1:]:
         if field.name == wire.HISTORY_ITEM_IDS:
-            rows = [[]] * (len(ids) + 1) + [list(h) for h in histories]
+            rows: list[list[str]] = [[]] * (len(ids) + 1) + [list(h) for h in histories]
             batch[field.name] = wire.feature_columns({field.name: (field.dtype, field.shape)},
                                                      [{field.name: r} for r in rows])[field.name]
             continue

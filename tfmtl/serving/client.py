@@ -258,7 +258,7 @@ class Client:
 
     # --- plumbing ---
 
-    def _recommend(self, signature: str, users: list[User], k: int, extra: dict[str, np.ndarray],
+    def _recommend(self, signature: str, users: Sequence[User], k: int, extra: dict[str, np.ndarray],
                    single: bool) -> Any:
         if not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
