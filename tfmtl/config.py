@@ -239,7 +239,8 @@ class ModelConfig(_Section):
         history_mode: ``before``: a training row reads the items that came before it (a sequence model; offline,
             a test row reads the training items before its own time). ``others``: a training row reads the
             user's other training items, earlier or later (a bag-of-items model, like EASE; a test row reads them
-            all). Served users always send (or are looked up with) their whole history.
+            all). A served model reads the history the request sends (``history_item_ids``, newest H), else
+            the export's snapshot of a known user's newest H training items.
         history_text: the user tower also reads the texts of the history's items: per text column, the mean of
             their frozen encoder embeddings through the item tower's own text projection. A content profile in the
             space the item tower reads texts in, so a user can be matched to items nobody has rated yet (cold
