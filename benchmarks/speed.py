@@ -247,7 +247,8 @@ def _retrieve_latency(module: Any, user_id: str, *, calls: int, repeats: int) ->
     for name, spec in retrieve.structured_input_signature[1].items():
         inputs[name] = (tf.constant([10], tf.int32) if name == "k" else
                         tf.constant([user_id]) if name == "user_id" else
-                        tf.zeros([1], spec.dtype) if spec.dtype != tf.string else tf.constant([""]))
+                        tf.zeros([1], spec.dtype) if spec.dtype != tf.string else
+                        tf.fill([1] * len(spec.shape), ""))  # lists (history_item_ids) [1, 1]: padding only
     for _ in range(20):
         retrieve(**inputs)
     medians = []
