@@ -65,3 +65,21 @@ def test_shuffled_dataset_is_seeded() -> None:
 
     assert order(7) == order(7)
     assert sorted(order(7)) == ["u1", "u1", "u2", "u3"]
+
+
+def test_epoch_batches_work_with_global_seed_zero_and_resume_to_the_same_order() -> None:
+    from tfmtl.data.pipeline import epoch_batches
+
+    arrays = {"x": np.arange(20)}
+
+    def epochs(first: int, seed: int) -> list[list[int]]:
+        batches = [b["x"].numpy().tolist() for b in epoch_batches(arrays, batch_size=5, seed=seed, first_epoch=first,
+                                                                   epochs=3)]
+        return [sum(batches[i:i + 4], []) for i in range(0, len(batches), 4)]
+
+    tf.random.set_seed(0)  # a tensor seed used to fail here (OperatorNotAllowedInGraphError)
+    full = epochs(0, seed=0)
+    assert [sorted(e) for e in full] == [list(range(20))] * 3 and full[0] != full[1]
+    assert epochs(2, seed=0) == full[2:]  # epoch 2's order does not depend on where the process started
+    assert epochs(0, seed=1) != full
+    assert list(epoch_batches(arrays, batch_size=5, seed=0, first_epoch=3, epochs=3)) == []

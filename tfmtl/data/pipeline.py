@@ -6,6 +6,8 @@ lookups in-graph and serving takes the same raw values. Feature keys are the col
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pandas as pd
 
@@ -100,12 +102,12 @@ def epoch_batches(arrays: dict[str, np.ndarray], *, batch_size: int, seed: int, 
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     rows = tf.data.Dataset.from_tensor_slices(arrays)
     size = len(next(iter(arrays.values())))
-
-    def epoch(number: tf.Tensor):  # type: ignore[no-untyped-def]
-        order = rows.shuffle(size, seed=tf.cast(seed, tf.int64) * 7919 + number, reshuffle_each_iteration=False)
-        return order.batch(batch_size)
-
-    return tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch).prefetch(tf.data.AUTOTUNE)
+    # One dataset per epoch with a Python-int seed: a tensor seed breaks TF's seed logic when the global seed is 0.
+    epochs_of_batches = [rows.shuffle(size, seed=seed * 7919 + number, reshuffle_each_iteration=False)
+                         .batch(batch_size) for number in range(first_epoch, epochs)]
+    if not epochs_of_batches:
+        return rows.take(0).batch(batch_size)
+    return functools.reduce(lambda a, b: a.concatenate(b), epochs_of_batches).prefetch(tf.data.AUTOTUNE)
 
 
 def interaction_dataset(data: InteractionData, rows: np.ndarray, *, batch_size: int, shuffle: bool = False,
