@@ -12,13 +12,15 @@ users' rows, early-stopping on its default validation part (5% of those rows), a
 2. Cold test rows, served: the user's id (unknown to the model), side features from the user table, and the
    user's earlier events as ``history_item_ids``. Target: cold recall@10 / warm recall@10 >= 0.80.
 
-The user tower's ``id_dropout`` (which trains the unknown-user bucket cold users fall into) is chosen on VALIDATION
-only, never on test: each candidate is trained, and judged on the warm validation rows and on the cold users' last
+How the user tower treats user ids is chosen on VALIDATION only, never on test, among the ``--id-dropouts``
+candidates: an ``id_dropout`` (it trains the unknown-user bucket cold users fall into), or ``off``
+(``user_tower.id_feature: false``: no user-id embedding, so every user is known by features and history alone, as
+cold users are). Each candidate is trained, and judged on the warm validation rows and on the cold users' last
 ``COLD_VALIDATION_EVENTS`` events before their test event (each read with the history before it); the candidate
 with the best mean of warm and cold validation recall@10 is exported and tested. Every candidate's validation
 figures are recorded; only the chosen one sees test.
 
-Run: .venv/bin/python benchmarks/request_history.py [--seeds 0 1 2] [--epochs N] [--id-dropouts 0 0.1 0.2]
+Run: .venv/bin/python benchmarks/request_history.py [--seeds 0 1 2] [--epochs N] [--id-dropouts 0.1 off]
 Writes benchmarks/results/request_history.json and request_history.md.
 """
 
@@ -118,14 +120,24 @@ def validation_metrics(run: TrainedRun, data: InteractionData, protocol: Protoco
 # === One seed ===
 
 def training_seed(seed: int) -> int:
-    """The training seed of a benchmark seed: offset from the default (42), because tfmtl's training input pipeline
-    fails with a global TensorFlow seed of 0 (TF's ``get_seed`` compares a tensor op seed with 0 in Python)."""
+    """The training seed of a benchmark seed: offset from the default (42), as the first results were run."""
     return Config().train.seed + seed
 
 
+def id_candidate(value: str) -> float | str:
+    """An ``--id-dropouts`` candidate: a user id_dropout in [0, 1), or ``off`` (no user-id feature)."""
+    if value == "off":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a dropout in [0, 1) or 'off', got {value!r}") from None
+
+
 def train_candidate(config: Config, data: InteractionData, protocol: Protocol, workdir: Path, seed: int,
-                    id_dropout: float) -> tuple[TrainedRun, dict[str, Any]]:
-    tower = dataclasses.replace(config.model.user_tower, id_dropout=id_dropout)
+                    id_dropout: float | str) -> tuple[TrainedRun, dict[str, Any]]:
+    tower = (dataclasses.replace(config.model.user_tower, id_feature=False) if id_dropout == "off" else
+             dataclasses.replace(config.model.user_tower, id_dropout=float(id_dropout)))
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, user_tower=tower),
                                  train=dataclasses.replace(config.train, seed=training_seed(seed)))
     _log(f"seed {seed}: training with user id_dropout {id_dropout}")
@@ -143,7 +155,7 @@ def train_candidate(config: Config, data: InteractionData, protocol: Protocol, w
     return run, info
 
 
-def run_seed(config: Config, data: InteractionData, seed: int, id_dropouts: list[float],
+def run_seed(config: Config, data: InteractionData, seed: int, id_dropouts: list[float | str],
              workdir: Path) -> dict[str, Any]:
     protocol = make_protocol(data, seed)
     _log(f"seed {seed}: {len(protocol.cold_users)} cold users; {len(protocol.training.train):,} training rows, "
@@ -155,7 +167,7 @@ def run_seed(config: Config, data: InteractionData, seed: int, id_dropouts: list
     for id_dropout in id_dropouts:
         run, info = train_candidate(config, data, protocol, workdir, seed, id_dropout)
         candidates.append(info)
-        # Only the best so far stays in memory; on a tie the earlier (smaller) dropout is kept.
+        # Only the best so far stays in memory; on a tie the earlier candidate is kept.
         if chosen is None or info["validation"]["criterion"] > pick["validation"]["criterion"]:
             chosen, pick = run, info
     if chosen is None:
@@ -298,8 +310,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],
                         help="each seed draws the cold users and seeds training")
     parser.add_argument("--epochs", type=int, help="override the default model's maximum epochs")
-    parser.add_argument("--id-dropouts", type=float, nargs="+", default=[0.0, 0.1, 0.2],
-                        help="user tower id_dropout candidates, chosen among on validation")
+    parser.add_argument("--id-dropouts", type=id_candidate, nargs="+", default=[0.1, "off"],
+                        help="user-id candidates, chosen among on validation: id_dropout values, or 'off' (no "
+                             "user-id feature)")
     parser.add_argument("--output", default=str(RESULTS / "request_history.json"))
     args = parser.parse_args()
 
