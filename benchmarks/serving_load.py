@@ -58,7 +58,7 @@ def start_server(base: Path, name: str) -> tuple[subprocess.Popen, str]:
                "--port", str(port)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     address = f"127.0.0.1:{port}"
-    with Client(address, name, timeout=5, retries=30, backoff=0.5, max_backoff=2.0) as client:
+    with Client(address, name, timeout=120, retries=100, backoff=0.5, max_backoff=2.0) as client:
         client.status()  # waits (bounded by the retries) until the server answers
     return process, address
 

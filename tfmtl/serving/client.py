@@ -6,10 +6,15 @@ with Client("localhost:8500", "movielens", timeout=5) as client:
         print(item.title, item.score)
 ```
 
-Inputs are sent in the exact dtypes of the model's signatures, read once from GetModelMetadata; user or item
-features you leave out are sent as *missing* (see ``serving.signatures``), so a known user needs only its id.
-Every RPC has a deadline (``timeout`` per attempt); UNAVAILABLE and DEADLINE_EXCEEDED are retried with
-exponential backoff (all these RPCs are reads, so idempotent); errors become :mod:`tfmtl.serving.errors`.
+Inputs are sent in the exact dtypes of the model's signatures, read from GetModelMetadata (again when the served
+version changes, and once when the server refuses a request as INVALID_ARGUMENT: a hot swap may change a
+signature); user or item features you leave out are sent as *missing* (see ``serving.signatures``), so a known
+user needs only its id.
+
+Every call has one deadline, ``timeout`` seconds, that its attempts and backoff share (an attempt gets what is
+left, at most ``attempt_timeout``). UNAVAILABLE is retried with exponential backoff and jitter; DEADLINE_EXCEEDED
+only with ``retry_deadline_exceeded=True`` (the server may still be computing the slow attempt). All these RPCs
+are reads, so idempotent. Errors become :mod:`tfmtl.serving.errors`.
 """
 
 from __future__ import annotations
@@ -32,10 +37,9 @@ from tensorflow_serving.apis import (
 )
 
 from tfmtl.serving import signatures as wire
-from tfmtl.serving.errors import ServingError, from_rpc_error
+from tfmtl.serving.errors import InvalidArgumentError, ServingError, from_rpc_error
 from tfmtl.serving.tensors import to_array, to_proto
 
-RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 STATES = {0: "UNKNOWN", 10: "START", 20: "LOADING", 30: "AVAILABLE", 40: "UNLOADING", 50: "END"}
 
 
@@ -113,19 +117,24 @@ History = Sequence[str] | Sequence[Sequence[str]] | None  # item ids, oldest fir
 
 
 class Client:
-    """See the module docstring. ``version`` or ``version_label`` pins a version (default: the newest)."""
+    """See the module docstring. ``version`` or ``version_label`` pins a version (default: the newest loaded; with
+    TF Serving's stable/canary labels, pass ``version_label="stable"`` to stay off the canary)."""
 
     def __init__(self, address: str, model_name: str, *, timeout: float = 10.0, version: int | None = None,
                  version_label: str | None = None, retries: int = 3, backoff: float = 0.1, max_backoff: float = 2.0,
+                 attempt_timeout: float | None = None, retry_deadline_exceeded: bool = False,
                  max_message_bytes: int = 64 << 20, credentials: grpc.ChannelCredentials | None = None) -> None:
         if version is not None and version_label is not None:
             raise ValueError("pass version or version_label, not both")
         if timeout <= 0:
             raise ValueError(f"timeout must be positive seconds, got {timeout!r}")
+        if attempt_timeout is not None and attempt_timeout <= 0:
+            raise ValueError(f"attempt_timeout must be positive seconds or None, got {attempt_timeout!r}")
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries!r}")
         self.address, self.model_name = address, model_name
         self.timeout, self.retries, self.backoff, self.max_backoff = float(timeout), retries, backoff, max_backoff
+        self.attempt_timeout, self.retry_deadline_exceeded = attempt_timeout, retry_deadline_exceeded
         self.version, self.version_label = version, version_label
         options = [("grpc.max_receive_message_length", max_message_bytes),
                    ("grpc.max_send_message_length", max_message_bytes)]
@@ -134,6 +143,7 @@ class Client:
         self._predictions = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
         self._metadata: ModelMetadata | None = None
+        self._stale = False  # a response came from another version than the cached metadata's
 
     def close(self) -> None:
         self._channel.close()
@@ -148,7 +158,8 @@ class Client:
 
     def metadata(self, *, refresh: bool = False) -> ModelMetadata:
         """The signatures (inputs, outputs, dtypes, shapes) of the served version; cached."""
-        if self._metadata is None or refresh:
+        if self._metadata is None or refresh or self._stale:
+            self._stale = False
             request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
             self._spec(request.model_spec)
             response = self._call("GetModelMetadata", self._predictions.GetModelMetadata, request)
@@ -181,7 +192,8 @@ class Client:
         reads them instead of its snapshot, so new behaviour counts at once and a new user is served by it.
         """
         users, single = _many(user)
-        return self._recommend(wire.RETRIEVE, _with_history(users, history, single), k, {}, single)
+        rows = _with_history(users, history, single)
+        return self._fresh(lambda: self._recommend(wire.RETRIEVE, rows, k, {}, single))
 
     def recommend_excluding(self, user: User | Sequence[User], exclude: Sequence[str] | Sequence[Sequence[str]] = (),
                             k: int = 10, *, history: History = None, exclude_history: bool = False) -> Any:
@@ -195,13 +207,17 @@ class Client:
         if exclude_history:
             self._require_history(wire.RETRIEVE_EXCLUDING)
             extra[wire.EXCLUDE_HISTORY] = np.ones(len(users), bool)
-        return self._recommend(wire.RETRIEVE_EXCLUDING, _with_history(users, history, single), k, extra, single)
+        rows = _with_history(users, history, single)
+        return self._fresh(lambda: self._recommend(wire.RETRIEVE_EXCLUDING, rows, k, extra, single))
 
     def rank(self, user: User, candidates: Sequence[Item], *, history: History = None) -> list[RankedItem]:
         """Scores each candidate (an item id, or a dict with ``item_id`` and features for a new item) for one user
         (with its recent ``history``, oldest first), in the given order."""
         if not candidates:
             return []
+        return self._fresh(lambda: self._rank(user, candidates, history))
+
+    def _rank(self, user: User, candidates: Sequence[Item], history: History) -> list[RankedItem]:
         signature = self.metadata().signatures.get(wire.RANK)
         if signature is None:
             raise ValueError(f"model '{self.model_name}' has no '{wire.RANK}' signature (no ranking task)")
@@ -219,24 +235,35 @@ class Client:
 
     def embed_users(self, users: Sequence[User], *, histories: Sequence[Sequence[str]] | None = None) -> np.ndarray:
         """User embeddings [B, D] (float32); ``histories``: each user's recent item ids, oldest first."""
-        signature = self.metadata().signatures[wire.USER_EMBEDDING]
         rows = _with_history([_as_dict(u, wire.USER_ID) for u in users], histories, False)
-        outputs, _ = self._predict(wire.USER_EMBEDDING, self._features(signature, rows, set(signature.inputs)))
-        return outputs[wire.USER_EMBEDDING_OUTPUT]
+        return self._fresh(lambda: self._embed(wire.USER_EMBEDDING, rows))[wire.USER_EMBEDDING_OUTPUT]
 
     def embed_items(self, items: Sequence[Item]) -> np.ndarray:
         """Item embeddings [B, D] (float32); a dict with a new title runs the text encoder on the server."""
-        signature = self.metadata().signatures[wire.ITEM_EMBEDDING]
         rows = [_as_dict(i, wire.ITEM_ID) for i in items]
-        outputs, _ = self._predict(wire.ITEM_EMBEDDING, self._features(signature, rows, set(signature.inputs)))
-        return outputs[wire.ITEM_EMBEDDING_OUTPUT]
+        return self._fresh(lambda: self._embed(wire.ITEM_EMBEDDING, rows))[wire.ITEM_EMBEDDING_OUTPUT]
+
+    def _embed(self, name: str, rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+        signature = self.metadata().signatures[name]
+        return self._predict(name, self._features(signature, rows, set(signature.inputs)))[0]
 
     # --- the raw Predict ---
 
     def predict(self, signature: str, inputs: Mapping[str, Any], *, output_filter: Sequence[str] = (),
                 cast: bool = True) -> dict[str, np.ndarray]:
         """One Predict call. ``cast`` sends each input in the signature's dtype (else as the array's own dtype)."""
-        return self._predict(signature, inputs, output_filter=output_filter, cast=cast)[0]
+        return self._fresh(lambda: self._predict(signature, inputs, output_filter=output_filter, cast=cast)[0])
+
+    def _fresh(self, call: Callable[[], Any]) -> Any:
+        """``call()``; when the server refuses it as INVALID_ARGUMENT and the signatures it was built from have
+        changed since (a hot swap), once more with the new signatures."""
+        known = self._metadata
+        try:
+            return call()
+        except InvalidArgumentError:
+            if known is None or self.metadata(refresh=True).signatures == known.signatures:
+                raise
+            return call()
 
     def _predict(self, signature: str, inputs: Mapping[str, Any], *, output_filter: Sequence[str] = (),
                  cast: bool = True) -> tuple[dict[str, np.ndarray], int]:
@@ -254,7 +281,10 @@ class Client:
                 array = array.astype(dtype.as_numpy_dtype)
             request.inputs[key].CopyFrom(to_proto(array, dtype if dtype is not None else _dtype_of(array)))
         response = self._call("Predict", self._predictions.Predict, request)
-        return {key: to_array(proto) for key, proto in response.outputs.items()}, response.model_spec.version.value
+        served = response.model_spec.version.value
+        if self._metadata is not None and served and served != self._metadata.version:
+            self._stale = True  # the next call reads the new version's signatures
+        return {key: to_array(proto) for key, proto in response.outputs.items()}, served
 
     # --- plumbing ---
 
@@ -306,21 +336,26 @@ class Client:
             spec.version_label = self.version_label
 
     def _call(self, method: str, rpc: Callable[..., Any], request: Any) -> Any:
+        """One RPC within one deadline (``timeout``) shared by its attempts and their backoff."""
+        retryable = {grpc.StatusCode.UNAVAILABLE, *([grpc.StatusCode.DEADLINE_EXCEEDED]
+                                                    if self.retry_deadline_exceeded else [])}
+        deadline = time.monotonic() + self.timeout
         attempt = 0
         while True:
+            left = deadline - time.monotonic()
             try:
-                return rpc(request, timeout=self.timeout)
+                return rpc(request, timeout=max(0.001, min(left, self.attempt_timeout or left)))
             except grpc.RpcError as error:
-                if error.code() in RETRYABLE and attempt < self.retries:
-                    delay = min(self.max_backoff, self.backoff * 2 ** attempt)
-                    time.sleep(delay * (0.5 + random.random() / 2))  # noqa: S311  (jitter: clients do not retry in step)
+                delay = min(self.max_backoff, self.backoff * 2 ** attempt) * (0.5 + random.random() / 2)  # noqa: S311  (jitter: clients do not retry in step)
+                if error.code() in retryable and attempt < self.retries and time.monotonic() + delay < deadline:
+                    time.sleep(delay)
                     attempt += 1
                     continue
                 failure = from_rpc_error(error, method)
-                if error.code() in RETRYABLE:
+                if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                     failure = type(failure)(failure.code, f"{failure.details} (server {self.address}; "
-                                                          f"{attempt + 1} attempt(s), timeout {self.timeout:g} s "
-                                                          "each)", method=method)
+                                                          f"{attempt + 1} attempt(s) within a deadline of "
+                                                          f"{self.timeout:g} s)", method=method)
                 raise failure from None
 
 
