@@ -97,6 +97,22 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     export.set_defaults(handler=_export)
 
+    promote = commands.add_parser("promote", help="move the canary or stable label of a TF Serving model "
+                                                  "(rewrites NAME/models.config in the order TF Serving accepts)")
+    promote.add_argument("--base", default="saved_models", metavar="DIR", help="model base folder (default: "
+                                                                                "saved_models)")
+    promote.add_argument("--name", required=True, metavar="NAME", help="the model name")
+    moved = promote.add_mutually_exclusive_group(required=True)
+    moved.add_argument("--canary", type=int, metavar="V", help="serve version V as canary beside stable")
+    moved.add_argument("--stable", type=int, metavar="V", help="serve version V alone as stable (promote, roll back)")
+    promote.add_argument("--address", metavar="HOST:PORT",
+                         help="the TF Serving to ask whether a newly loaded version is AVAILABLE before labelling it "
+                              "(without it: run the command again once it is)")
+    promote.add_argument("--wait", type=float, default=300.0, metavar="SECONDS",
+                         help="how long to wait for that version (default 300)")
+    promote.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    promote.set_defaults(handler=_promote)
+
     serve = commands.add_parser("serve", help="a local TF-Serving-compatible gRPC server (development, demos)")
     serve.add_argument("--model-base", required=True, metavar="DIR", help="the export base, e.g. saved_models")
     serve.add_argument("--name", required=True, metavar="NAME", help="the model: DIR/NAME/<version>")
@@ -251,6 +267,35 @@ def _export(args: argparse.Namespace) -> dict[str, object]:
             ("size", f"{verification.get('size_bytes', 0) / 2**20:.1f} MiB" if verification else "-"),
         ])
         print(f"serve it with stock TF Serving:\n  {result['docker']}")
+    return result
+
+
+def _promote(args: argparse.Namespace) -> dict[str, object]:
+    from tfmtl.exporting.publish import check_model_name
+    from tfmtl.exporting.tf_serving_config import promote
+
+    model_dir = Path(args.base) / check_model_name(args.name)
+    is_available = None
+    if args.address:
+        from tfmtl.serving.client import Client
+
+        def is_available(version: int) -> bool:
+            with Client(args.address, args.name, timeout=10) as client:
+                return any(s.version == version and s.state == "AVAILABLE" for s in client.status())
+
+    written = promote(model_dir, args.name, canary=args.canary, stable=args.stable, is_available=is_available,
+                      wait_seconds=args.wait)
+    done = not written[-1].waits_for
+    result = {"config": str(model_dir / "models.config"), "steps": [step.to_json() for step in written],
+              "done": done}
+    if not args.json:
+        for number, step in enumerate(written, 1):
+            labels = ", ".join(f"{k}={v}" for k, v in step.labels.items()) or "none"
+            print(f"step {number}: serve versions {', '.join(map(str, step.versions))}; labels {labels}")
+        if not done:
+            waiting = ", ".join(map(str, written[-1].waits_for))
+            print(f"waiting for version {waiting} to be AVAILABLE in TF Serving (it re-reads models.config every "
+                  "--model_config_file_poll_wait_seconds); then run this command again to move the labels")
     return result
 
 

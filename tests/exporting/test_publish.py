@@ -59,13 +59,10 @@ def test_export_refuses_a_bad_name_before_any_work(tmp_path) -> None:
 def test_models_config_parses_as_tf_servings_model_server_config() -> None:
     from tensorflow_serving.config import model_server_config_pb2
 
-    config = text_format.Parse(models_config("movies", [1, 2, 5]), model_server_config_pb2.ModelServerConfig())
+    config = text_format.Parse(models_config("movies"), model_server_config_pb2.ModelServerConfig())
     (model,) = config.model_config_list.config
     assert (model.name, model.base_path, model.model_platform) == ("movies", "/models/movies", "tensorflow")
-    assert list(model.model_version_policy.specific.versions) == [2, 5]
-    assert dict(model.version_labels) == {"stable": 2, "canary": 5}
-    single = text_format.Parse(models_config("movies", [4]), model_server_config_pb2.ModelServerConfig())
-    assert dict(single.model_config_list.config[0].version_labels) == {"stable": 4, "canary": 4}
+    assert model.model_version_policy.latest.num_versions == 1 and not model.version_labels
 
 
 def _export_in_subprocess(run: Path, base: Path) -> subprocess.Popen:
@@ -105,7 +102,7 @@ def test_an_export_killed_mid_write_leaves_no_version_and_the_next_one_succeeds(
     assert second.version == 2 and versions(model_dir) == [1, 2]
     assert not list(model_dir.glob(f"{PARTIAL_PREFIX}*"))  # the dead export's leftovers are gone
     assert tree_digest(first.path) == before
-    assert 'value: 1 }' in (model_dir / "models.config").read_text()  # stable = 1, canary = 2
+    assert "latest" in (model_dir / "models.config").read_text()  # written by the first export, kept by the second
 
 
 def test_a_failing_verification_publishes_nothing(toy_run, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]

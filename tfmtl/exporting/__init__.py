@@ -5,7 +5,7 @@
   <version>/                       saved_model.pb, variables/, assets.extra/
     assets.extra/tf_serving_warmup_requests   PredictionLog records for every signature (real rows)
     assets.extra/tfmtl_export.json            the manifest: signatures, dtypes, shapes, max k, libraries, ...
-  models.config  batching.config  monitoring.config      TF Serving configuration (see tf_serving_config)
+  models.config  batching.config  monitoring.config      TF Serving configuration, written once (see tf_serving_config)
 ```
 
 Steps: build the serving module (never the training model) -> save into a hidden partial folder -> write warmup
@@ -37,7 +37,6 @@ from tfmtl.exporting.publish import (
     partial_version,
     publish,
     version_lock,
-    versions,
 )
 from tfmtl.exporting.text_embedder import save_text_embedder
 from tfmtl.exporting.tf_serving_config import Batching, docker_command, write_tf_serving_configs
@@ -121,7 +120,7 @@ def export(run: Any, *, name: str, base: str | Path = "saved_models", config: Ex
                                       outputs=outputs, verification=verification, base=Path(base))
             (partial / ASSETS_EXTRA / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
             path = publish(partial, model_dir, version)
-            configs = write_tf_serving_configs(model_dir, name, versions(model_dir), _batching(config))
+            configs = write_tf_serving_configs(model_dir, name, _batching(config))
     _log(f"exported {name} version {version} to {path} in {time.perf_counter() - started:.1f} s")
     return ExportResult(name=name, version=version, path=path, manifest=manifest, tf_serving_configs=configs)
 
