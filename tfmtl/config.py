@@ -414,7 +414,9 @@ class Config(_Section):
         return cls.from_config(loaded or {})
 
     def to_file(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.get_config(), indent=2) + "\n", encoding="utf-8")
+        from tfmtl.files import write_text_atomic
+
+        write_text_atomic(Path(path), json.dumps(self.get_config(), indent=2) + "\n")
 
 
 def quick_config(dataset: str = "ml-100k") -> Config:

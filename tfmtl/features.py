@@ -19,6 +19,7 @@ from tfmtl.data.history import HISTORY, HISTORY_LABELS, history_features, user_h
 from tfmtl.data.interactions import ITEM_ID, USER_ID, InteractionData
 from tfmtl.data.pipeline import PAD, feature_arrays, multi_valued_widths
 from tfmtl.data.vocab import Vocabulary
+from tfmtl.files import write_text_atomic
 
 LIKE = "like"
 GENRES = "genres"
@@ -179,7 +180,7 @@ class FeatureSpace:
         return space
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_json()), encoding="utf-8")
+        write_text_atomic(path, json.dumps(self.to_json()))
 
     @classmethod
     def load(cls, path: Path) -> FeatureSpace:

@@ -10,7 +10,7 @@ RUN/
   metrics.json       test metrics of the best epoch;  metrics.md  the same as a table
   plots/             losses.png, weights.png, validation.png, test_metrics.png
   checkpoints/       latest epoch (model + optimizer + epoch), for --resume
-  best/              the best epoch's weights (by train.monitor)
+  best/              the best epoch's weights (by train.monitor), named by best/best.json
   tensorboard/       scalars per epoch
 ```
 """
@@ -28,11 +28,14 @@ import tensorflow as tf
 
 from tfmtl.config import Config, ModelConfig
 from tfmtl.data.history import HISTORY, HISTORY_LABELS
-from tfmtl.data.interactions import ITEM_ID, USER_ID, InteractionData
+from tfmtl.data.interactions import ITEM_ID, TIMESTAMP, USER_ID, InteractionData
 from tfmtl.data.splits import Split
 from tfmtl.encoders.text import TextEncoder
 from tfmtl.features import FeatureSpace
+from tfmtl.files import fsync_files, write_atomic, write_text_atomic
 from tfmtl.model import MultiTaskRecommender
+
+BEST_POINTER = "best.json"
 
 
 @dataclass(frozen=True)
@@ -93,13 +96,32 @@ class RunFolder:
         return json.loads(self.history.read_text()) if self.history.exists() else []
 
     def write_json(self, path: Path, value: Any) -> None:
-        temporary = path.with_suffix(path.suffix + ".tmp")
-        temporary.write_text(json.dumps(value, indent=2, default=_plain) + "\n", encoding="utf-8")
-        temporary.replace(path)  # readers never see a half-written file
+        write_text_atomic(path, json.dumps(value, indent=2, default=_plain) + "\n")  # never half-written
 
     def save_split(self, split: Split) -> None:
-        np.savez(self.split, train=split.train, validation=split.validation, test=split.test,
-                 strategy=np.array(split.strategy))
+        write_atomic(self.split, lambda file: np.savez(file, train=split.train, validation=split.validation,
+                                                       test=split.test, strategy=np.array(split.strategy)))
+
+    def save_best(self, checkpoint: Any, epoch: int) -> None:
+        """The best epoch's weights: written whole under their own prefix, then named by ``best/best.json``
+        (atomically), then the older ones removed. So ``best/`` always names one complete checkpoint, of an epoch
+        ``history.json`` already holds (call this after writing the history)."""
+        folder = self.path / "best"
+        folder.mkdir(parents=True, exist_ok=True)
+        prefix = f"epoch-{epoch}"
+        written = Path(checkpoint.write(str(folder / prefix)))
+        fsync_files([p for p in folder.iterdir() if p.name.startswith(written.name + ".")])
+        self.write_json(folder / BEST_POINTER, {"epoch": epoch, "prefix": prefix})
+        for stale in folder.iterdir():
+            if stale.name != BEST_POINTER and not stale.name.startswith(prefix + "."):
+                stale.unlink()
+
+    def best_weights(self) -> Path | None:
+        """The prefix of the best epoch's checkpoint (``best/best.json``; runs before it: ``best/weights``)."""
+        pointer = self.path / "best" / BEST_POINTER
+        if pointer.exists():
+            return self.path / "best" / json.loads(pointer.read_text())["prefix"]
+        return self.best if self.best.with_suffix(".index").exists() else None
 
     def load_split(self) -> Split:
         with np.load(self.split) as parts:
@@ -108,22 +130,50 @@ class RunFolder:
 
 
 def data_fingerprint(data: InteractionData) -> dict[str, object]:
-    """Name, size and a checksum of the interactions: a run's split rows only mean something on the same data."""
+    """Name, size and checksums of the data a run's split rows and features refer to: the interactions (ids and
+    labels), their timestamps (the splits and histories follow time), and the item and user tables."""
     frame = data.interactions
+    interactions = _digest(frame[c] for c in (USER_ID, ITEM_ID, *data.labels))
+    out: dict[str, object] = {"name": data.name, "interactions": len(frame), "sha256": interactions}
+    if data.has_timestamps:
+        out["timestamps_sha256"] = _digest([frame[TIMESTAMP]])
+    out["items_sha256"] = _table_digest(data.items, ITEM_ID)
+    out["users_sha256"] = _table_digest(data.users, USER_ID)
+    return out
+
+
+def _digest(columns: Any) -> str:
     digest = hashlib.sha256()
-    for column in (USER_ID, ITEM_ID, *data.labels):
-        digest.update("\x1f".join(frame[column].astype(str)).encode("utf-8", "surrogateescape"))
-    return {"name": data.name, "interactions": len(frame), "sha256": digest.hexdigest()}
+    for column in columns:
+        digest.update("\x1f".join(column.astype(str)).encode("utf-8", "surrogateescape"))
+        digest.update(b"\x1e")
+    return digest.hexdigest()
+
+
+def _table_digest(table: Any, id_column: str) -> str:
+    """Order-free: the rows sorted by id, every column in name order."""
+    if table is None or id_column not in table:
+        return _digest([])
+    ordered = table.sort_values(id_column, kind="stable")
+    return _digest([ordered[c] for c in sorted(ordered.columns)] + [ordered.columns.to_series()])
 
 
 def check_data(run: RunFolder, data: InteractionData) -> None:
-    """Raises when ``data`` is not the data the run was trained on."""
+    """Raises when ``data`` is not the data the run was trained on (runs written before a checksum existed are
+    checked on the ones they hold)."""
     if not run.data.exists():
         return
     expected, actual = json.loads(run.data.read_text()), data_fingerprint(data)
-    if expected != actual:
+    differs = sorted(key for key in expected if expected[key] != actual.get(key))
+    if differs:
         raise ValueError(f"{run.path} was trained on dataset '{expected['name']}' ({expected['interactions']:,} "
-                         f"interactions), not on '{actual['name']}' ({actual['interactions']:,}); pass that data")
+                         f"interactions), not on '{actual['name']}' ({actual['interactions']:,}): "
+                         f"{', '.join(_FINGERPRINT_PARTS.get(k, k) for k in differs)} differ; pass that data")
+
+
+_FINGERPRINT_PARTS = {"sha256": "the interactions' ids or labels", "timestamps_sha256": "the timestamps",
+                      "items_sha256": "the item table", "users_sha256": "the user table",
+                      "interactions": "the number of interactions", "name": "the dataset name"}
 
 
 def _plain(value: Any) -> Any:
@@ -187,9 +237,10 @@ def load_run(path: str | Path, *, weights: str = "best") -> tuple[Config, MultiT
     encoder = (TextEncoder.from_config(json.loads(run.encoder.read_text()))
                if run.encoder.exists() and space.item_text else None)
     model = build_model(config.model, space, encoder, fill_text_cache=False)
-    if weights == "best" and run.best.with_suffix(".index").exists():
+    best = run.best_weights()
+    if weights == "best" and best is not None:
         # expect_partial: the optimizer's slots are in the file too, and an inference model has no optimizer.
-        tf.train.Checkpoint(model=model).read(str(run.best)).assert_existing_objects_matched().expect_partial()
+        tf.train.Checkpoint(model=model).read(str(best)).assert_existing_objects_matched().expect_partial()
     else:
         latest = tf.train.latest_checkpoint(str(run.checkpoints))
         if latest is None:

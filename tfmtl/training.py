@@ -155,8 +155,9 @@ def train(config: Config | None = None, *, output: str | Path, resume: bool = Fa
             raise WorkerFailure(f"a worker of the cluster failed or stopped responding ({type(error).__name__}: "
                                 f"{first}). Restart every worker with --resume (the same --output) to continue from "
                                 f"the last checkpoint, epoch {int(epoch.numpy())}") from None
-    if writes.best.with_suffix(".index").exists():
-        tf.train.Checkpoint(model=model).read(str(writes.best)).assert_existing_objects_matched().expect_partial()
+    best_weights = writes.best_weights()
+    if best_weights is not None:
+        tf.train.Checkpoint(model=model).read(str(best_weights)).assert_existing_objects_matched().expect_partial()
     if not chief:
         shutil.rmtree(writes.path, ignore_errors=True)
 
@@ -276,7 +277,7 @@ class _EpochEnd(tf.keras.callbacks.Callback):
             if self.chief:
                 self._record(row)
             if self.best_epoch() == epoch + 1:  # before the latest checkpoint, so a resume never lacks its best
-                tf.train.Checkpoint(model=self.recommender).write(str(self.writes.best))
+                self.writes.save_best(tf.train.Checkpoint(model=self.recommender), epoch + 1)
         self.epoch.assign(epoch + 1)
         self.manager.save(checkpoint_number=epoch + 1)
         monitor = self.config.train.monitor

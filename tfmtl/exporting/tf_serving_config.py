@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tfmtl.exporting.publish import write_text_atomic
+from tfmtl.files import write_text_atomic
 
 CONTAINER_ROOT = "/models"
 MODELS_CONFIG = "models.config"
