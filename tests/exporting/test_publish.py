@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import signal
@@ -140,3 +141,30 @@ def test_bad_export_config_names_the_field(field: str, value: object) -> None:
 
     with pytest.raises(ValueError, match=f"'export.{field}'"):
         ExportConfig(**{field: value})
+
+
+def test_partial_exports_of_other_hosts_are_kept_until_stale(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    publishing = importlib.import_module("tfmtl.exporting.publish")  # the package re-exports a function of that name
+
+    host, boot = publishing._host(), publishing._boot_id()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()  # a process id that has just ended
+    names = {
+        "this host, running": f"{PARTIAL_PREFIX}{host}_{boot}_{os.getpid()}_a",
+        "this host, killed": f"{PARTIAL_PREFIX}{host}_{boot}_{dead}_b",
+        "this host, before a reboot": f"{PARTIAL_PREFIX}{host}_000000000000_{os.getpid()}_c",
+        "another host, fresh": f"{PARTIAL_PREFIX}other-host_{boot}_{dead}_d",
+        "another host, a day old": f"{PARTIAL_PREFIX}other-host_{boot}_{os.getpid()}_e",
+        "before hosts were recorded, killed": f"{PARTIAL_PREFIX}{dead}-f",
+    }
+    for name in names.values():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "saved_model.pb").write_bytes(b"")
+    old = time.time() - publishing.FOREIGN_STALE_SECONDS - 60
+    for path in (tmp_path / names["another host, a day old"], tmp_path / names["another host, a day old"] /
+                 "saved_model.pb"):
+        os.utime(path, (old, old))
+    removed = {path.name for path in publishing.remove_stale_partials(tmp_path)}
+    assert removed == {names[k] for k in ("this host, killed", "this host, before a reboot",
+                                          "another host, a day old", "before hosts were recorded, killed")}
+    assert {p.name for p in tmp_path.iterdir()} == {names["this host, running"], names["another host, fresh"]}

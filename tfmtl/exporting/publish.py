@@ -1,8 +1,10 @@
 """Versioned, atomic publishing under ``<base>/<name>/<version>/``, the layout TF Serving polls.
 
-A version is written into a hidden ``.partial-<pid>-<token>`` folder beside the versions (same filesystem), then
-renamed into place under a lock: TF Serving never sees a half-written version, and a killed export leaves only a
-hidden folder, which the next export removes once its process is gone. Versions are integers that only grow.
+A version is written into a hidden ``.partial-<host>_<boot id>_<pid>_<token>`` folder beside the versions (same
+filesystem), then renamed into place under a lock: TF Serving never sees a half-written version, and a killed export
+leaves only a hidden folder, which a later export removes once it is stale: its process is gone (same host and
+boot), its host has rebooted since, or (another host sharing the folder, whose processes cannot be seen from here)
+it has not changed for ``FOREIGN_STALE_SECONDS``. Versions are integers that only grow.
 """
 
 from __future__ import annotations
@@ -10,7 +12,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import shutil
+import socket
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +23,7 @@ from pathlib import Path
 from tfmtl.serving.signatures import check_model_name  # noqa: F401  (re-exported: names are checked before writing)
 
 PARTIAL_PREFIX = ".partial-"
+FOREIGN_STALE_SECONDS = 24 * 3600  # far longer than any export takes
 
 
 def versions(model_dir: Path) -> list[int]:
@@ -32,7 +38,7 @@ def partial_version(model_dir: Path) -> Iterator[Path]:
     """A fresh hidden folder to write a version into; removed if the block fails."""
     model_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(model_dir)
-    path = model_dir / f"{PARTIAL_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    path = model_dir / f"{PARTIAL_PREFIX}{_host()}_{_boot_id()}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     path.mkdir()
     try:
         yield path
@@ -69,15 +75,42 @@ def publish(partial: Path, model_dir: Path, version: int) -> Path:
     return target
 
 
-def remove_stale_partials(model_dir: Path) -> list[Path]:
-    """Removes partial folders whose exporting process no longer runs (a killed export)."""
+def remove_stale_partials(model_dir: Path, *, now: float | None = None) -> list[Path]:
+    """Removes partial folders of exports that can no longer finish (see the module docstring); keeps the others."""
     removed = []
     for path in model_dir.glob(f"{PARTIAL_PREFIX}*"):
-        pid = path.name[len(PARTIAL_PREFIX):].split("-", 1)[0]
-        if not pid.isdigit() or not _alive(int(pid)):
+        if _stale(path, time.time() if now is None else now):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
+
+
+def _stale(path: Path, now: float) -> bool:
+    name = path.name[len(PARTIAL_PREFIX):]
+    parts = name.rsplit("_", 3)
+    if len(parts) == 4:
+        host, boot, pid = parts[:3]
+    else:  # written before host and boot were recorded: this host's
+        host, boot, pid = _host(), _boot_id(), name.split("-", 1)[0]
+    if host != _host():
+        try:
+            changed = max([path.stat().st_mtime, *(p.stat().st_mtime for p in path.iterdir())])
+        except OSError:
+            return False  # it is being written or removed right now
+        return now - changed > FOREIGN_STALE_SECONDS
+    return boot != _boot_id() or not pid.isdigit() or not _alive(int(pid))
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname()) or "host"
+
+
+def _boot_id() -> str:
+    """This boot of this host (Linux's boot id); a process id means nothing across boots."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip().replace("-", "")[:12] or "boot"
+    except OSError:
+        return "boot"
 
 
 def _alive(pid: int) -> bool:
