@@ -17,6 +17,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 from tfmtl.serving.client import Client
 from tfmtl.serving.errors import DeadlineExceededError, UnavailableError
 from tfmtl.serving.server import LocalServer
+from tfmtl.serving.versions import Servable, VersionManager
 
 
 def publish_copy(source: Path, model_dir: Path, version: int, corrupt: str | None = None) -> Path:
@@ -179,3 +180,69 @@ def test_calls_inside_their_deadline_survive_a_server_restart(model_dir: Path) -
         if second is not None:
             second.stop()
     assert failed == [] and answered == [2] * 80
+
+
+# --- the version manager's own guarantees (no gRPC) ---
+
+def test_a_failed_load_is_retried_as_tf_serving_retries_and_its_status_names_no_server_path(model_dir: Path) -> None:
+    manager = VersionManager(model_dir.parent, "toy", poll_seconds=3600, log=False, load_retry_seconds=0.5)
+    manager.start()
+    try:
+        publish_copy(model_dir / "1", model_dir, 2, corrupt="graph")
+        manager.poll()
+        failed = {s.version: s for s in manager.statuses()}[2]
+        assert failed.state == 50 and "saved_model.pb" in failed.error_message  # END, saying what is wrong
+        assert str(model_dir.parent) not in failed.error_message and str(model_dir.resolve()) not in \
+            failed.error_message
+        # The file is repaired in place, times kept: nothing the poll looks at changes, as when a storage mount
+        # that was briefly unreadable comes back.
+        graph = model_dir / "2" / "saved_model.pb"
+        times = graph.stat()
+        shutil.copy(model_dir / "1" / "saved_model.pb", graph)
+        os.utime(graph, ns=(times.st_atime_ns, times.st_mtime_ns))
+        manager.poll()  # inside the retry interval: not yet
+        assert {s.version: s.state for s in manager.statuses()}[2] == 50
+        time.sleep(0.6)
+        manager.poll()
+        assert {s.version: s.state for s in manager.statuses()}[2] == 30  # AVAILABLE
+        with manager.servable() as servable:
+            assert servable.version == 2
+    finally:
+        manager.stop()
+
+
+def test_closing_a_version_waits_for_requests_in_flight_only_so_long(model_dir: Path) -> None:
+    servable = Servable("toy", 1, model_dir / "1")
+    assert servable.acquire()  # a request that never finishes
+    started = time.monotonic()
+    assert servable.close(timeout=0.3) is False
+    assert time.monotonic() - started < 2.0 and not servable.acquire()
+
+
+def test_a_load_that_ends_after_stop_closes_its_own_session(model_dir: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import tfmtl.serving.versions as versions
+
+    loading, finish, closed = threading.Event(), threading.Event(), []
+
+    class SlowServable:
+        def __init__(self, name: str, version: int, path: Path) -> None:
+            self.version = version
+            loading.set()
+            finish.wait(30)
+
+        def warmup(self) -> int:
+            return 0
+
+        def close(self, timeout: float = 30.0) -> bool:
+            closed.append(self.version)
+            return True
+
+    monkeypatch.setattr(versions, "Servable", SlowServable)
+    manager = VersionManager(model_dir.parent, "toy", poll_seconds=0.05, log=False)
+    poller = threading.Thread(target=manager.poll)
+    poller.start()
+    assert loading.wait(30)
+    manager.stop(timeout=0.1)  # stops while the load is still running
+    finish.set()
+    poller.join(30)
+    assert closed == [1] and manager.statuses()[0].state != 30

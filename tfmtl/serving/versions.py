@@ -22,6 +22,9 @@ import grpc
 import numpy as np
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+CLOSE_TIMEOUT_SECONDS = 30.0  # how long an unloaded version waits for its requests in flight
+MAX_LOAD_RETRIES = 5  # as TF Serving's --max_num_load_retries
+LOAD_RETRY_SECONDS = 60.0  # as TF Serving's --load_retry_interval_micros
 DEFAULT_SIGNATURE = "serving_default"
 START, LOADING, AVAILABLE, UNLOADING, END = 10, 20, 30, 40, 50  # ModelVersionStatus.State
 
@@ -167,13 +170,17 @@ class Servable:
             self._in_flight -= 1
             self._condition.notify_all()
 
-    def close(self) -> None:
-        """Waits for the requests in flight, then frees the session."""
+    def close(self, timeout: float = CLOSE_TIMEOUT_SECONDS) -> bool:
+        """Refuses new requests, waits up to ``timeout`` seconds for those in flight, then frees the session (a
+        request stuck past the bound must not block every later load). Returns whether all had finished."""
+        deadline = time.monotonic() + timeout
         with self._condition:
             self._closing = True
-            while self._in_flight:
-                self._condition.wait()
+            while self._in_flight and time.monotonic() < deadline:
+                self._condition.wait(timeout=max(0.0, deadline - time.monotonic()))
+            drained = not self._in_flight
         self.session.close()
+        return drained
 
 
 @dataclass
@@ -187,12 +194,16 @@ class VersionStatus:
 class VersionManager:
     """Serves the newest version of ``<base>/<name>``; polls for new ones every ``poll_seconds``."""
 
-    def __init__(self, base: str | Path, name: str, *, poll_seconds: float = 1.0, log: bool = True) -> None:
+    def __init__(self, base: str | Path, name: str, *, poll_seconds: float = 1.0, log: bool = True,
+                 max_load_retries: int = MAX_LOAD_RETRIES, load_retry_seconds: float = LOAD_RETRY_SECONDS) -> None:
         self.base, self.name, self.poll_seconds, self.log = Path(base), name, poll_seconds, log
+        self.max_load_retries, self.load_retry_seconds = max_load_retries, load_retry_seconds
         self._current: Servable | None = None
         self._lock = threading.Lock()
         self._statuses: dict[int, VersionStatus] = {}
-        self._failed: dict[int, float] = {}  # version -> folder mtime when it failed (not retried unless changed)
+        # version -> (folder mtime, failed loads, when to retry): retried as TF Serving retries, and again whenever
+        # the folder changes.
+        self._failed: dict[int, tuple[float, int, float]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -206,10 +217,10 @@ class VersionManager:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=30)
+            self._thread.join(timeout=timeout)  # a load still running closes its own session when it ends
         with self._lock:
             current, self._current = self._current, None
         if current is not None:
@@ -256,8 +267,10 @@ class VersionManager:
         if current is not None and current.version == target:
             return
         stamp = _mtime(path)
-        if self._failed.get(target) == stamp:
+        failed_stamp, failures, retry_at = self._failed.get(target, (None, 0, 0.0))
+        if failed_stamp == stamp and (failures > self.max_load_retries or time.monotonic() < retry_at):
             return
+        failures = failures if failed_stamp == stamp else 0
         self._set_status(VersionStatus(target, LOADING))
         started = time.perf_counter()
         try:
@@ -268,8 +281,8 @@ class VersionManager:
                 servable.close()
                 raise
         except Exception as error:
-            self._failed[target] = stamp
-            message = f"{type(error).__name__}: {error}".strip()[:2000]
+            self._failed[target] = (stamp, failures + 1, time.monotonic() + self.load_retry_seconds)
+            message = self._without_paths(f"{type(error).__name__}: {error}".strip())[:2000]
             code = getattr(error, "code", None)
             self._set_status(VersionStatus(target, END, code.value[0] if isinstance(code, grpc.StatusCode) else 2,
                                            message))
@@ -277,15 +290,30 @@ class VersionManager:
                       f"{current.version if current else 'nothing'}: {message.splitlines()[0]}")
             return
         with self._lock:
-            old, self._current = self._current, servable
-            self._statuses[target] = VersionStatus(target, AVAILABLE)
-            if old is not None:
-                self._statuses[old.version] = VersionStatus(old.version, UNLOADING)
+            if self._stop.is_set():  # stopped while this loaded: nobody will close it later
+                old, stopped = None, True
+            else:
+                old, stopped, self._current = self._current, False, servable
+                self._statuses[target] = VersionStatus(target, AVAILABLE)
+                if old is not None:
+                    self._statuses[old.version] = VersionStatus(old.version, UNLOADING)
+        if stopped:
+            servable.close()
+            return
+        self._failed.pop(target, None)
         self._say(f"serving {self.name} version {target} ({replayed} warmup requests, "
                   f"{time.perf_counter() - started:.1f} s)")
         if old is not None:
             old.close()
             self._set_status(VersionStatus(old.version, END))
+
+    def _without_paths(self, message: str) -> str:
+        """Status messages go to clients: the server's folders are not theirs to see."""
+        for folder, shown in ((self.model_dir.resolve(), self.name), (self.model_dir, self.name),
+                              (self.base.resolve(), "<model base>"), (self.base, "<model base>")):
+            if str(folder) not in (".", ""):
+                message = message.replace(str(folder), shown)
+        return message
 
     def _set_status(self, status: VersionStatus) -> None:
         with self._lock:
