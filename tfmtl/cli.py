@@ -120,6 +120,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500, as TF Serving)")
     serve.add_argument("--max-message-mib", type=int, default=16, metavar="MIB",
                        help="largest request or response in MiB (default 16); larger ones get RESOURCE_EXHAUSTED")
+    serve.add_argument("--tls-cert", metavar="PEM", help="server certificate chain: serve over TLS")
+    serve.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
+    serve.add_argument("--tls-client-ca", metavar="PEM", help="require client certificates signed by this CA")
+    serve.add_argument("--insecure", action="store_true",
+                       help="allow a non-loopback --host without TLS (plaintext, unauthenticated)")
     serve.set_defaults(handler=_serve)
 
     query = commands.add_parser("query", help="ask a served model for a user's recommendations over gRPC")
@@ -300,11 +305,22 @@ def _promote(args: argparse.Namespace) -> dict[str, object]:
 
 
 def _serve(args: argparse.Namespace) -> None:
-    from tfmtl.serving.server import serve
+    from tfmtl.serving.server import TlsFiles, serve
 
     if args.max_message_mib < 1:
         raise ValueError(f"--max-message-mib must be at least 1, got {args.max_message_mib}")
-    serve(args.model_base, args.name, host=args.host, port=args.port, max_message_bytes=args.max_message_mib << 20)
+    tls = None
+    if args.tls_cert or args.tls_key or args.tls_client_ca:
+        if not (args.tls_cert and args.tls_key):
+            raise ValueError("TLS needs both --tls-cert and --tls-key")
+        for option, value in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key),
+                              ("--tls-client-ca", args.tls_client_ca)):
+            if value and not Path(value).is_file():
+                raise ValueError(f"{option}: no such file: {value}")
+        tls = TlsFiles(Path(args.tls_cert), Path(args.tls_key),
+                       Path(args.tls_client_ca) if args.tls_client_ca else None)
+    serve(args.model_base, args.name, host=args.host, port=args.port, max_message_bytes=args.max_message_mib << 20,
+          tls=tls, insecure=args.insecure)
 
 
 def _query(args: argparse.Namespace) -> dict[str, object]:

@@ -40,3 +40,55 @@ def test_the_server_binds_loopback_by_default(tmp_path) -> None:  # type: ignore
 def test_model_names_with_path_tricks_are_refused(tmp_path, name: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match="model name"):
         LocalServer(tmp_path, name, port=0, log=False)
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for localhost / 127.0.0.1 and its key (PEM)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                               x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                                  critical=False)
+                   .sign(key, hashes.SHA256()))
+    cert, private = folder / "server.pem", folder / "server.key"
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    return cert, private
+
+
+def test_a_non_loopback_bind_needs_tls_or_an_explicit_insecure(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match="refusing to listen on 0.0.0.0, beyond this machine, without TLS"):
+        LocalServer(tmp_path, "toy", host="0.0.0.0", port=0, log=False)
+    server = LocalServer(tmp_path, "toy", host="0.0.0.0", port=0, log=False, insecure=True)
+    server.server.stop(0)
+
+
+def test_the_server_speaks_tls_when_given_a_certificate(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import grpc
+
+    from tfmtl.serving.client import Client
+    from tfmtl.serving.errors import NotFoundError, UnavailableError
+    from tfmtl.serving.server import TlsFiles
+
+    cert, key = self_signed(tmp_path)
+    with LocalServer(tmp_path / "models", "toy", port=0, log=False, tls=TlsFiles(cert, key)) as server:
+        trusted = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+        with Client(f"localhost:{server.port}", "toy", timeout=10, retries=0, credentials=trusted) as client:
+            with pytest.raises(NotFoundError):  # the handshake worked; there is simply no model yet
+                client.status()
+        with Client(f"localhost:{server.port}", "toy", timeout=3, retries=0) as plaintext:
+            with pytest.raises(UnavailableError):
+                plaintext.status()

@@ -9,10 +9,12 @@ registered and replay their warmup requests, dtypes are strict, outputs come bac
 
 from __future__ import annotations
 
+import ipaddress
 import signal
 import sys
 import threading
 from concurrent import futures
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -135,14 +137,47 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         raise AssertionError("unreachable")
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files: the server's certificate chain and private key, and optionally a CA whose client certificates
+    are required (mutual TLS)."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+
+    def credentials(self) -> grpc.ServerCredentials:
+        ca = Path(self.client_ca).read_bytes() if self.client_ca else None
+        return grpc.ssl_server_credentials([(Path(self.key).read_bytes(), Path(self.cert).read_bytes())],
+                                           root_certificates=ca, require_client_auth=ca is not None)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class LocalServer:
-    """``with LocalServer(base, name, port=0) as server: Client(server.address, name)``; port 0 picks a free one."""
+    """``with LocalServer(base, name, port=0) as server: Client(server.address, name)``; port 0 picks a free one.
+
+    It listens on loopback unless told otherwise; any other address needs ``tls`` (the server has no other
+    authentication) or an explicit ``insecure=True``.
+    """
 
     def __init__(self, model_base: str | Path, name: str, *, host: str = "127.0.0.1", port: int = 8500,
                  poll_seconds: float = 1.0, max_workers: int = 8,
-                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, log: bool = True) -> None:
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, log: bool = True, tls: TlsFiles | None = None,
+                 insecure: bool = False) -> None:
         from tfmtl.serving.signatures import check_model_name
 
+        if not is_loopback(host) and tls is None and not insecure:
+            raise ValueError(f"refusing to listen on {host}, beyond this machine, without TLS: give a certificate "
+                             "and key (--tls-cert/--tls-key, and --tls-client-ca to require client certificates), "
+                             "or pass --insecure to accept unauthenticated plaintext from the network")
         self.name = check_model_name(name)
         self.host = host
         self.manager = VersionManager(model_base, name, poll_seconds=poll_seconds, log=log)
@@ -153,7 +188,8 @@ class LocalServer:
         model = _Model(self.manager)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(model), self.server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(model), self.server)
-        self.port = self.server.add_insecure_port(f"{host}:{port}")
+        self.port = (self.server.add_secure_port(f"{host}:{port}", tls.credentials()) if tls is not None
+                     else self.server.add_insecure_port(f"{host}:{port}"))
         if self.port == 0:
             raise RuntimeError(f"cannot bind {host}:{port} (in use?)")
 
@@ -179,12 +215,14 @@ class LocalServer:
 
 
 def serve(model_base: str | Path, name: str, *, host: str = "127.0.0.1", port: int = 8500,
-          max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+          max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, tls: TlsFiles | None = None,
+          insecure: bool = False) -> None:
     """Runs until SIGINT/SIGTERM (the ``tfmtl serve`` command)."""
-    server = LocalServer(model_base, name, host=host, port=port, max_message_bytes=max_message_bytes).start()
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"[tfmtl serve] WARNING: listening on {host}, beyond this machine; this server has no "
-              "authentication. Production serving is stock TF Serving.", file=sys.stderr)
+    server = LocalServer(model_base, name, host=host, port=port, max_message_bytes=max_message_bytes, tls=tls,
+                         insecure=insecure).start()
+    if not is_loopback(host) and tls is None:
+        print(f"[tfmtl serve] WARNING: --insecure: listening on {host}, beyond this machine, in plaintext and "
+              "without authentication. Production serving is stock TF Serving.", file=sys.stderr)
     print(f"[tfmtl serve] {name} on {server.address} (gRPC; TF Serving's PredictionService and ModelService)",
           file=sys.stderr, flush=True)
     stopped = threading.Event()
