@@ -92,3 +92,100 @@ def test_the_server_speaks_tls_when_given_a_certificate(tmp_path) -> None:  # ty
         with Client(f"localhost:{server.port}", "toy", timeout=3, retries=0) as plaintext:
             with pytest.raises(UnavailableError):
                 plaintext.status()
+
+
+# --- bounded work: the client's deadline bounds the computation, gone clients get none, concurrency is capped ---
+
+class FakeServable:
+    """Stands in for a loaded version: records each run's timeout; ``delay`` seconds per run."""
+
+    name, version = "toy", 1
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay, self.timeouts = delay, []  # type: ignore[var-annotated]
+
+    def decode(self, signature, inputs):  # type: ignore[no-untyped-def]
+        return {}
+
+    def run(self, signature, inputs, output_filter=(), timeout=None):  # type: ignore[no-untyped-def]
+        import time
+
+        self.timeouts.append(timeout)
+        time.sleep(self.delay)
+        return "retrieve", {}
+
+
+def with_fake(server: LocalServer, servable: FakeServable) -> None:
+    import contextlib
+
+    @contextlib.contextmanager
+    def fake(version=None):  # type: ignore[no-untyped-def]
+        yield servable
+
+    server.manager.servable = fake  # type: ignore[method-assign]
+
+
+class Context:
+    def __init__(self, active: bool, remaining: float | None) -> None:
+        self.active, self.remaining = active, remaining
+
+    def is_active(self) -> bool:
+        return self.active
+
+    def time_remaining(self) -> float | None:
+        return self.remaining
+
+    def abort(self, code, details):  # type: ignore[no-untyped-def]
+        raise RuntimeError(f"{code.name}: {details}")
+
+
+def test_the_model_computes_only_within_the_clients_deadline_and_not_for_gone_clients(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tensorflow_serving.apis import predict_pb2
+
+    from tfmtl.serving.server import PredictionServicer, _Model
+
+    server = LocalServer(tmp_path, "toy", port=0, log=False, max_request_seconds=30)
+    servable = FakeServable()
+    with_fake(server, servable)
+    servicer = PredictionServicer(_Model(server.manager), max_seconds=30)
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "toy"
+    with pytest.raises(RuntimeError, match="CANCELLED"):
+        servicer.Predict(request, Context(active=False, remaining=5.0))
+    with pytest.raises(RuntimeError, match="DEADLINE_EXCEEDED"):
+        servicer.Predict(request, Context(active=True, remaining=0.0))
+    assert servable.timeouts == []  # neither ran the model
+    servicer.Predict(request, Context(active=True, remaining=0.25))
+    servicer.Predict(request, Context(active=True, remaining=None))  # no client deadline: the server's bound
+    assert servable.timeouts == [0.25, 30]
+    server.server.stop(0)
+
+
+def test_requests_beyond_the_concurrency_bound_are_refused_at_once(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    import grpc
+    import numpy as np
+
+    from tfmtl.serving.client import Client
+    from tfmtl.serving.errors import ServingError
+
+    with LocalServer(tmp_path, "toy", port=0, log=False, max_concurrent_rpcs=2) as server:
+        with_fake(server, FakeServable(delay=1.0))
+        codes: list[object] = []
+
+        def call() -> None:
+            with Client(server.address, "toy", timeout=10, retries=0) as client:
+                try:
+                    client.predict("retrieve", {"k": np.array([1], np.int32)}, cast=False)
+                    codes.append("OK")
+                except ServingError as error:
+                    codes.append(error.code)
+
+        threads = [threading.Thread(target=call) for _ in range(5)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    assert codes.count("OK") >= 1 and grpc.StatusCode.RESOURCE_EXHAUSTED in codes, codes
+    assert set(codes) <= {"OK", grpc.StatusCode.RESOURCE_EXHAUSTED}

@@ -31,6 +31,8 @@ from tfmtl.serving.tensors import to_proto
 from tfmtl.serving.versions import RpcStatus, VersionManager
 
 DEFAULT_MAX_MESSAGE_BYTES = 16 << 20  # a development server: 8 workers x 256 MiB would be 2 GiB in flight
+DEFAULT_MAX_CONCURRENT_RPCS = 64  # in flight at once (8 computing, the rest queued); more get RESOURCE_EXHAUSTED
+DEFAULT_MAX_REQUEST_SECONDS = 30.0  # the longest one Predict may compute, whatever deadline the client set
 SIGNATURE_DEF = "signature_def"
 
 
@@ -59,8 +61,9 @@ def _abort(context: grpc.ServicerContext, status: RpcStatus) -> None:
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, model: _Model) -> None:
+    def __init__(self, model: _Model, *, max_seconds: float = DEFAULT_MAX_REQUEST_SECONDS) -> None:
         self.model = model
+        self.max_seconds = max_seconds
 
     def Predict(self, request: predict_pb2.PredictRequest,
                 context: grpc.ServicerContext) -> predict_pb2.PredictResponse:
@@ -69,7 +72,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             with self.model.manager.servable(version) as servable:
                 inputs = servable.decode(request.model_spec.signature_name, request.inputs)
                 signature, outputs = servable.run(request.model_spec.signature_name, inputs,
-                                                  tuple(request.output_filter))
+                                                  tuple(request.output_filter), timeout=self._time_left(context))
                 response = predict_pb2.PredictResponse()
                 response.model_spec.name = servable.name
                 response.model_spec.version.value = servable.version
@@ -82,6 +85,17 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         except (ValueError, TypeError) as error:  # an input TensorProto that does not decode
             _abort(context, RpcStatus(grpc.StatusCode.INVALID_ARGUMENT, str(error)))
         raise AssertionError("unreachable")
+
+    def _time_left(self, context: grpc.ServicerContext) -> float:
+        """Seconds the model may compute for this request: the RPC's remaining deadline, at most the server's own
+        bound. A client that has gone away, or whose deadline has passed, gets no computation."""
+        if not context.is_active():
+            raise RpcStatus(grpc.StatusCode.CANCELLED, "the client cancelled the request")
+        left = context.time_remaining()
+        left = self.max_seconds if left is None else min(left, self.max_seconds)
+        if left <= 0:
+            raise RpcStatus(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded before the model ran")
+        return left
 
     def GetModelMetadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest,
                          context: grpc.ServicerContext) -> get_model_metadata_pb2.GetModelMetadataResponse:
@@ -171,7 +185,8 @@ class LocalServer:
     def __init__(self, model_base: str | Path, name: str, *, host: str = "127.0.0.1", port: int = 8500,
                  poll_seconds: float = 1.0, max_workers: int = 8,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, log: bool = True, tls: TlsFiles | None = None,
-                 insecure: bool = False) -> None:
+                 insecure: bool = False, max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS,
+                 max_request_seconds: float = DEFAULT_MAX_REQUEST_SECONDS) -> None:
         from tfmtl.serving.signatures import check_model_name
 
         if not is_loopback(host) and tls is None and not insecure:
@@ -183,10 +198,12 @@ class LocalServer:
         self.manager = VersionManager(model_base, name, poll_seconds=poll_seconds, log=log)
         options = [("grpc.max_receive_message_length", max_message_bytes),
                    ("grpc.max_send_message_length", max_message_bytes), ("grpc.so_reuseport", 0)]
+        # Past max_concurrent_rpcs, gRPC answers RESOURCE_EXHAUSTED at once instead of queueing without bound.
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="tfmtl-rpc"),
-                                  options=options)
+                                  options=options, maximum_concurrent_rpcs=max_concurrent_rpcs)
         model = _Model(self.manager)
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(model), self.server)
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+            PredictionServicer(model, max_seconds=max_request_seconds), self.server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(model), self.server)
         self.port = (self.server.add_secure_port(f"{host}:{port}", tls.credentials()) if tls is not None
                      else self.server.add_insecure_port(f"{host}:{port}"))

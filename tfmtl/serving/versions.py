@@ -50,7 +50,9 @@ def _type_name(dtype: Any) -> str:
 
 def status_of_tf_error(error: Exception) -> RpcStatus:
     """TensorFlow's error codes are gRPC's (InvalidArgumentError -> INVALID_ARGUMENT, ...)."""
-    code = _CODES.get(getattr(error, "error_code", 2), grpc.StatusCode.UNKNOWN)
+    code = _CODES.get(getattr(error, "error_code", 13), grpc.StatusCode.INTERNAL)
+    if code == grpc.StatusCode.UNKNOWN:  # TF Serving's clients expect a definite code
+        code = grpc.StatusCode.INTERNAL
     return RpcStatus(code, getattr(error, "message", str(error)))
 
 
@@ -106,9 +108,12 @@ class Servable:
             budget -= arrays[key].size
         return arrays
 
-    def run(self, signature: str, inputs: Mapping[str, Any], output_filter: tuple[str, ...] = ()) -> \
-            tuple[str, dict[str, np.ndarray]]:
-        """Runs one Predict: (resolved signature name, output key -> array); raises RpcStatus as TF Serving does."""
+    def run(self, signature: str, inputs: Mapping[str, Any], output_filter: tuple[str, ...] = (),
+            timeout: float | None = None) -> tuple[str, dict[str, np.ndarray]]:
+        """Runs one Predict: (resolved signature name, output key -> array); raises RpcStatus as TF Serving does.
+
+        ``timeout``: seconds the session may run (the RPC's remaining deadline); past it, DEADLINE_EXCEEDED.
+        """
         import tensorflow as tf
 
         name, definition = self.signature_for(signature, inputs)
@@ -128,8 +133,10 @@ class Servable:
             feed[info.name] = value
         fetch = {key: info.name for key, info in definition.outputs.items()
                  if not output_filter or key in output_filter}
+        options = (tf.compat.v1.RunOptions(timeout_in_ms=max(1, int(timeout * 1000))) if timeout is not None
+                   else None)
         try:
-            return name, self.session.run(fetch, feed)
+            return name, self.session.run(fetch, feed, options=options)
         except tf.errors.OpError as error:
             raise status_of_tf_error(error) from None
         except (ValueError, TypeError) as error:  # e.g. a feed whose shape the placeholder refuses
