@@ -357,6 +357,34 @@ class TrainConfig(_Section):
 
 
 @dataclass(frozen=True)
+class RequestLimits(_Section):
+    """What one request to an export may ask, enforced inside the SavedModel (so TF Serving enforces it too): past a
+    limit the request is INVALID_ARGUMENT, naming the input and the limit, before any work.
+
+    Attributes:
+        max_batch: rows per request (B).
+        max_candidates: candidates per row of ``rank`` (C).
+        max_rank_items: candidates per ``rank`` request (B x C): each new one may run the text encoder.
+        max_exclusions: ``exclude_item_ids`` per row (M).
+        max_history: ``history_item_ids`` per row (the newest H are read).
+        max_list_width: values of a list feature (e.g. genres) per row.
+        max_string_bytes: bytes of any one string (a title runs the tokenizer).
+    """
+
+    max_batch: int = 1024
+    max_candidates: int = 1000
+    max_rank_items: int = 10_000
+    max_exclusions: int = 10_000
+    max_history: int = 1000
+    max_list_width: int = 256
+    max_string_bytes: int = 16_384
+
+    def __post_init__(self) -> None:
+        for name, value in self.get_config().items():
+            _require(isinstance(value, int) and value >= 1, f"export.limits.{name}", value, "must be >= 1")
+
+
+@dataclass(frozen=True)
 class ExportConfig(_Section):
     """Exporting a trained run for TF Serving (``tfmtl export``).
 
@@ -365,6 +393,7 @@ class ExportConfig(_Section):
         tf_serving_version: the stock TF Serving the export must load on: its ops are checked against it.
         verify: reload in a fresh process with both loaders and compare every signature before publishing.
         warmup_users: known users in the warmup requests (plus one unknown user).
+        limits: what one request may ask (:class:`RequestLimits`), recorded in the manifest.
         user_snapshot: ``all`` keeps every known user's side features and newest history in the export, so a
             known user can be served by id alone; ``none`` keeps no per-user state (the export's size does not
             depend on the number of users): requests send the user's features and history.
@@ -376,6 +405,7 @@ class ExportConfig(_Section):
     verify: bool = True
     warmup_users: int = 3
     user_snapshot: str = "all"
+    limits: RequestLimits = field(default_factory=RequestLimits)
     max_batch_size: int = 64
     batch_timeout_micros: int = 2000
     num_batch_threads: int = 4

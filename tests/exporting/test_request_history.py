@@ -133,3 +133,34 @@ def test_the_local_recommender_takes_a_history(without_users, toy_run) -> None: 
     assert list(table["item_id"]) == list(ids[np.argsort(-scores, kind="stable")[:5]])
     with pytest.raises(ValueError, match="not the bare string"):
         without_users.recommend("u0", history="i0")
+
+
+def test_requests_beyond_the_exports_limits_are_refused_by_name(loaded, exported) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from tfmtl.config import RequestLimits
+    from tfmtl.exporting import MANIFEST_FILE
+
+    limits = json.loads((exported.path / "assets.extra" / MANIFEST_FILE).read_text())["limits"]
+    assert limits == RequestLimits().get_config()
+    k = np.array([3], np.int32)
+    cases = [
+        ("retrieve", dict(**user_request(["u0"] * (limits["max_batch"] + 1)),
+                          k=np.full(limits["max_batch"] + 1, 3, np.int32)), "input user_id: rows over the limit of 1024 .*limits.max_batch"),
+        ("retrieve_excluding", dict(**user_request(["u0"]), k=k, exclude_history=np.array([False]),
+                                    exclude_item_ids=np.full((1, limits["max_exclusions"] + 1), "i1", dtype=object)),
+         "input exclude_item_ids: exclusions per row over .*limits.max_exclusions"),
+        ("retrieve", dict(**user_request(["u0"], history=[["i1"] * (limits["max_history"] + 1)]), k=k),
+         "input history_item_ids: history items per row over"),
+        ("retrieve", dict(**user_request(["u" * (limits["max_string_bytes"] + 1)]), k=k),
+         "input user_id: bytes in a string over"),
+    ]
+    many = limits["max_candidates"] + 1
+    candidates = {"item_id": np.full((1, many), "i1", dtype=object), "year": np.full((1, many), "", dtype=object),
+                  "title": np.full((1, many), "", dtype=object), "genres": np.full((1, many, 1), "", dtype=object)}
+    cases.append(("rank", dict(**user_request(["u0"]), **candidates), "input item_id: candidates per row over"))
+    for signature, inputs, message in cases:
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            call(loaded, signature, **inputs)
+    assert call(loaded, "retrieve", **user_request(["u0"] * limits["max_batch"]),
+                k=np.full(limits["max_batch"], 3, np.int32))["item_ids"].shape == (limits["max_batch"], 3)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tfmtl.config import USER_SNAPSHOTS, ExportConfig
+from tfmtl.config import USER_SNAPSHOTS, ExportConfig, RequestLimits
 from tfmtl.data.history import HISTORY, user_histories
 from tfmtl.data.interactions import USER_ID, InteractionData
 from tfmtl.data.pipeline import PAD, feature_arrays, numeric_fill
@@ -90,7 +90,7 @@ def export(run: Any, *, name: str, base: str | Path = "saved_models", config: Ex
     config = config or ExportConfig()
     check_model_name(name)
     started = time.perf_counter()
-    prepared = prepare(run, data=data, max_k=config.max_k, user_snapshot=config.user_snapshot)
+    prepared = prepare(run, data=data, max_k=config.max_k, user_snapshot=config.user_snapshot, limits=config.limits)
     module, source, user_ids, user_columns = (prepared.module, prepared.source, prepared.user_ids,
                                               prepared.user_columns)
     space = source.model.space
@@ -136,7 +136,7 @@ class Prepared:
 
 
 def prepare(run: Any, *, data: InteractionData | None = None, max_k: int = 1000,
-            user_snapshot: str = "all") -> Prepared:
+            user_snapshot: str = "all", limits: RequestLimits | None = None) -> Prepared:
     """The serving module of ``run`` (a run folder or :func:`tfmtl.train`'s result), as :func:`export` saves it.
 
     ``user_snapshot``: ``all`` (every known user's features and history) or ``none`` (no per-user state).
@@ -151,7 +151,8 @@ def prepare(run: Any, *, data: InteractionData | None = None, max_k: int = 1000,
     module = build_serving_module(
         source.model, user_ids=user_ids, user_columns=user_columns,
         user_defaults={c: numeric_fill(source.data.users, c) for c in space.user_numeric},
-        item_defaults={c: numeric_fill(source.data.items, c) for c in space.item_numeric}, max_k=max_k)
+        item_defaults={c: numeric_fill(source.data.items, c) for c in space.item_numeric}, max_k=max_k,
+        limits=limits)
     return Prepared(module, source, user_ids, user_columns)
 
 
@@ -193,6 +194,7 @@ def build_manifest(module: ServingModule, source: _Source, *, name: str, version
                           "users and items are filled from the export's snapshot, others get the unknown bucket "
                           "or the training table's mean",
         "max_k": module.max_k,
+        "limits": module.limits.get_config(),
         "embedding_dim": model.config.embedding_dim,
         "catalog_size": len(space.catalog[wire.ITEM_ID]),
         "known_users": module.users.size,

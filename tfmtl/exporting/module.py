@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from tfmtl.config import RequestLimits
 from tfmtl.data.history import HISTORY
 from tfmtl.data.pipeline import make_dataset
 from tfmtl.features import FeatureSpace
@@ -108,7 +109,7 @@ class ServingModule(tf.Module):
     """Signatures of ``serving.signatures`` over a trained model; see :func:`build_serving_module`."""
 
     def __init__(self, model: MultiTaskRecommender, *, users: FeatureStore, items: FeatureStore,
-                 catalog_outputs: np.ndarray, max_k: int) -> None:
+                 catalog_outputs: np.ndarray, max_k: int, limits: RequestLimits | None = None) -> None:
         super().__init__(name="tfmtl_serving")
         space = model.space
         # === Layers ===
@@ -124,6 +125,7 @@ class ServingModule(tf.Module):
         self._untracked = _Untracked(model)
         self.space = space
         self.max_k = int(max_k)
+        self.limits = limits or RequestLimits()
         self.title_column = space.item_text[0] if space.item_text else None
 
     @property
@@ -218,6 +220,49 @@ class ServingModule(tf.Module):
     def item_embedding(self, **inputs: tf.Tensor) -> dict[str, tf.Tensor]:
         return {wire.ITEM_EMBEDDING_OUTPUT: self.model.normalize(self.item_outputs(inputs))}
 
+    def _bounded(self, name: str, fields: list[wire.Field]) -> Any:
+        """Signature ``name``, checking its inputs against ``limits`` first (a closure: any key may be an input)."""
+        def call(**inputs: tf.Tensor) -> Any:
+            return getattr(self, name)(**self._within_limits(name, fields, inputs))
+
+        call.__name__ = name
+        return call
+
+    def _within_limits(self, name: str, fields: list[wire.Field], inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """The inputs, after assertions (INVALID_ARGUMENT in TF Serving) that the request is within ``limits``."""
+        limits = self.limits
+        user_keys = {f.name for f in wire.user_inputs(self.space)}
+        checks = []
+
+        def at_most(value: tf.Tensor, limit: int, key: str, what: str, field: str) -> None:
+            checks.append(tf.debugging.assert_less_equal(
+                tf.cast(value, tf.int64), tf.constant(limit, tf.int64),
+                message=f"input {key}: {what} over the limit of {limit} of this export (manifest limits.{field})"))
+
+        for field in fields:
+            value = inputs[field.name]
+            shape = tf.shape(value, out_type=tf.int64)
+            at_most(shape[0], limits.max_batch, field.name, "rows", "max_batch")
+            rank = len(field.shape)
+            if field.name == wire.EXCLUDE_ITEM_IDS:
+                at_most(shape[1], limits.max_exclusions, field.name, "exclusions per row", "max_exclusions")
+            elif field.name == wire.HISTORY_ITEM_IDS:
+                at_most(shape[1], limits.max_history, field.name, "history items per row", "max_history")
+            elif name == wire.RANK and field.name not in user_keys:
+                at_most(shape[1], limits.max_candidates, field.name, "candidates per row", "max_candidates")
+                if field.name == wire.ITEM_ID:
+                    at_most(shape[0] * shape[1], limits.max_rank_items, field.name, "candidates in the request",
+                            "max_rank_items")
+                if rank == 3:
+                    at_most(shape[2], limits.max_list_width, field.name, "values per list", "max_list_width")
+            elif rank == 2:
+                at_most(shape[1], limits.max_list_width, field.name, "values per list", "max_list_width")
+            if field.dtype == "string":
+                longest = tf.reduce_max(tf.concat([tf.reshape(tf.strings.length(value), [-1]), [0]], 0))
+                at_most(longest, limits.max_string_bytes, field.name, "bytes in a string", "max_string_bytes")
+        with tf.control_dependencies(checks):
+            return {key: tf.identity(value) for key, value in inputs.items()}
+
     def _with_dropped(self, outputs: dict[str, tf.Tensor], dropped: tf.Tensor) -> dict[str, tf.Tensor]:
         if self.space.history_length:
             outputs[wire.HISTORY_DROPPED] = dropped
@@ -242,11 +287,13 @@ class ServingModule(tf.Module):
     # --- export ---
 
     def signatures(self) -> dict[str, Any]:
-        """Signature name -> concrete function, with input keys and dtypes from ``serving.signatures``."""
+        """Signature name -> concrete function, with input keys and dtypes from ``serving.signatures``; each checks
+        the request against ``limits`` before any work."""
         functions = {}
         for name, fields in wire.signature_inputs(self.space, tuple(self.model.config.tasks)).items():
             specs = {f.name: tf.TensorSpec(f.shape, tf.as_dtype(f.dtype), name=f.name) for f in fields}
-            functions[name] = tf.function(getattr(self, name)).get_concrete_function(**specs)
+
+            functions[name] = tf.function(self._bounded(name, fields)).get_concrete_function(**specs)
         functions[wire.DEFAULT] = functions.get(wire.RETRIEVE, functions[wire.USER_EMBEDDING])
         return functions
 
@@ -256,7 +303,7 @@ _ID = "ids"  # the item store column that holds the ids themselves (no feature i
 
 def build_serving_module(model: MultiTaskRecommender, *, user_ids: np.ndarray, user_columns: Mapping[str, np.ndarray],
                          user_defaults: Mapping[str, float], item_defaults: Mapping[str, float],
-                         max_k: int, batch_size: int = 4096) -> ServingModule:
+                         max_k: int, batch_size: int = 4096, limits: RequestLimits | None = None) -> ServingModule:
     """The serving module of ``model``: its catalog is ``model.space.catalog``; users are the given snapshot.
 
     ``user_columns``: the user tower's side features and ``history`` [U, H], row u for ``user_ids[u]``.
@@ -274,7 +321,7 @@ def build_serving_module(model: MultiTaskRecommender, *, user_ids: np.ndarray, u
     if max_k < 1:
         raise ValueError("cannot export a model whose item catalog is empty")
     outputs = catalog_tower_outputs(model, batch_size=batch_size)
-    return ServingModule(model, users=users, items=items, catalog_outputs=outputs, max_k=max_k)
+    return ServingModule(model, users=users, items=items, catalog_outputs=outputs, max_k=max_k, limits=limits)
 
 
 def catalog_tower_outputs(model: MultiTaskRecommender, *, batch_size: int = 4096) -> np.ndarray:
