@@ -146,7 +146,8 @@ def test_requests_beyond_the_exports_limits_are_refused_by_name(loaded, exported
     k = np.array([3], np.int32)
     cases = [
         ("retrieve", dict(**user_request(["u0"] * (limits["max_batch"] + 1)),
-                          k=np.full(limits["max_batch"] + 1, 3, np.int32)), "input user_id: rows over the limit of 1024 .*limits.max_batch"),
+                          k=np.full(limits["max_batch"] + 1, 3, np.int32)),
+         "input user_id: rows over the limit of 1024 .*limits.max_batch"),
         ("retrieve_excluding", dict(**user_request(["u0"]), k=k, exclude_history=np.array([False]),
                                     exclude_item_ids=np.full((1, limits["max_exclusions"] + 1), "i1", dtype=object)),
          "input exclude_item_ids: exclusions per row over .*limits.max_exclusions"),

@@ -190,5 +190,75 @@ def test_the_default_message_bound_is_16_mib(exported) -> None:  # type: ignore[
             with pytest.raises(grpc.RpcError) as caught:
                 stub.Predict(request, timeout=60)
             assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            request.inputs["user_id"].CopyFrom(to_proto(np.array([b"u" * (15 << 20)], dtype=object)))
-            assert stub.Predict(request, timeout=60).outputs[wire.SCORES].float_val  # under it: an unknown user
+            rows = 900  # under it, and inside the export's limits: 900 unknown users of 16,000-byte ids (~13.7 MiB)
+            for key, value in {"user_id": np.array([b"u" * 16_000] * rows, dtype=object),
+                               "gender": np.array([b""] * rows, dtype=object),
+                               "age": np.full(rows, np.nan, np.float32),
+                               "history_item_ids": np.full((rows, 1), b"", dtype=object),
+                               "k": np.full(rows, 3, np.int32)}.items():
+                request.inputs[key].CopyFrom(to_proto(value))
+            assert request.ByteSize() > 13 << 20
+            assert len(stub.Predict(request, timeout=120).outputs[wire.SCORES].float_val) == rows * 3
+
+
+# --- what a hostile client sends: raw TensorProtos whose dtype, shape and values need not agree ---
+
+DTYPES = st.one_of(st.integers(0, 30), st.sampled_from([100, 999, 2**31 - 1]))  # valid enums, _REF and beyond
+DIMS = st.lists(st.one_of(st.integers(-2, 4), st.sampled_from([2**31, 2**40, 2**62])), max_size=7)
+VALUE_FIELDS = st.sampled_from(["float_val", "int_val", "int64_val", "string_val", "bool_val", "double_val",
+                                "tensor_content", None])
+RSS_BOUND_MIB = 512  # peak growth of this process (the server runs in it) over the whole fuzz run
+
+
+@st.composite
+def raw_tensors(draw):  # type: ignore[no-untyped-def]
+    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
+
+    dims = draw(DIMS)
+    proto = tensor_pb2.TensorProto(dtype=draw(DTYPES))
+    proto.tensor_shape.CopyFrom(tensor_shape_pb2.TensorShapeProto(
+        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in dims],
+        unknown_rank=draw(st.booleans()) and not dims))
+    field, count = draw(VALUE_FIELDS), draw(st.integers(0, 5))
+    if field == "tensor_content":
+        proto.tensor_content = draw(st.binary(max_size=64))
+    elif field == "string_val":
+        proto.string_val.extend(draw(st.lists(st.binary(max_size=40), min_size=count, max_size=count)))
+    elif field in ("float_val", "double_val"):
+        getattr(proto, field).extend([1.5] * count)
+    elif field == "bool_val":
+        proto.bool_val.extend([True] * count)
+    elif field is not None:
+        getattr(proto, field).extend([7] * count)
+    return proto
+
+
+def _peak_rss_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+@pytest.fixture(scope="module")
+def rss_at_start(stub) -> float:  # type: ignore[no-untyped-def]
+    stub.Predict(valid_retrieve(), timeout=60)  # the model is loaded and warm before the baseline
+    return _peak_rss_mib()
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                  HealthCheck.too_slow])
+@given(signature=st.sampled_from([wire.RETRIEVE, wire.RETRIEVE_EXCLUDING, wire.RANK, wire.USER_EMBEDDING]),
+       key=st.sampled_from([*KEYS, "", "a" * 300]), tensor=raw_tensors(), drop=st.sampled_from(["", "k", "user_id"]))
+def test_hostile_raw_tensors_get_a_status_and_memory_stays_bounded(stub, rss_at_start, signature, key, tensor,
+                                                                   drop) -> None:  # type: ignore[no-untyped-def]
+    request = valid_retrieve()
+    request.model_spec.signature_name = signature
+    request.inputs[key].CopyFrom(tensor)
+    if drop and drop != key:
+        del request.inputs[drop]
+    try:
+        stub.Predict(request, timeout=60)
+    except grpc.RpcError as error:
+        assert error.code() in CLEAR, (error.code(), error.details())
+    assert _peak_rss_mib() - rss_at_start < RSS_BOUND_MIB
+    assert stub.Predict(valid_retrieve(), timeout=60).outputs[wire.ITEM_IDS].string_val
