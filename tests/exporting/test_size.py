@@ -38,8 +38,9 @@ def saved_size(folder, users: int, *, id_feature: bool) -> int:  # type: ignore[
 
     from tfmtl.exporting.module import build_serving_module
 
-    config = toy_config()
-    config = toy_config(user_tower=dataclasses.replace(config.model.user_tower, id_feature=id_feature))
+    config = toy_config()  # without text: no encoder to build, and nothing about text depends on the users
+    config = toy_config(user_tower=dataclasses.replace(config.model.user_tower, id_feature=id_feature),
+                        text_features=())
     data = toy_data()
     space = FeatureSpace.build(config.model, data, split_interactions(data, "tfrs").train)
     space.vocabularies["user_id"] = tuple(f"user{n}" for n in range(users))

@@ -77,8 +77,9 @@ def test_hot_swap_under_nonstop_requests_fails_none(model_dir: Path) -> None:
                 worker.join(timeout=60)
         assert failures == [] and seen == {1, 2}
         with Client(server.address, "toy", timeout=30) as client:
-            states = {s.version: s.state for s in client.status()}
-        assert states == {2: "AVAILABLE", 1: "END"}
+            # Unloading ends once the old version's last request is done (asynchronously, as in TF Serving).
+            assert wait_for(lambda: {s.version: s.state for s in client.status()} == {2: "AVAILABLE", 1: "END"}), \
+                {s.version: s.state for s in client.status()}
 
 
 @pytest.mark.parametrize("damage", ["graph", "warmup"])
