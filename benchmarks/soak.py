@@ -58,7 +58,8 @@ def main() -> None:
                 manifest = json.loads((model_dir / "1" / "assets.extra" / "tfmtl_export.json").read_text())
                 catalog = [r.item_id for r in client.recommend("1", k=min(200, manifest["catalog_size"]))]
                 users = [str(u) for u in range(1, manifest["known_users"] + 1)]
-                requests = make_requests(client, catalog, users, k=10, candidates=20, count=200, seed=1)
+                requests = make_requests(client, catalog, users, k=10, candidates=20, count=200, seed=1,
+                                         history_length=manifest.get("history_length") or 0)
             rss_start = rss_mib(process.pid)
             stop = threading.Event()
             latencies: list[list[float]] = [[] for _ in range(args.clients)]
