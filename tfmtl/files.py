@@ -33,12 +33,14 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def fsync_folder(folder: Path) -> None:
     """Makes a rename or a new file in ``folder`` durable (a no-op where folders cannot be opened, e.g. Windows)."""
-    with contextlib.suppress(OSError):
+    try:
         descriptor = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def fsync_files(paths: list[Path]) -> None:

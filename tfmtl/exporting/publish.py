@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from tfmtl.files import fsync_files, fsync_folder
 from tfmtl.serving.signatures import check_model_name  # noqa: F401  (re-exported: names are checked before writing)
 
 PARTIAL_PREFIX = ".partial-"
@@ -71,7 +72,7 @@ def publish(partial: Path, model_dir: Path, version: int) -> Path:
         raise RuntimeError(f"version {version} of {model_dir} already exists; versions are never overwritten")
     _fsync_tree(partial)
     os.rename(partial, target)  # atomic on one filesystem
-    _fsync_dir(model_dir)
+    fsync_folder(model_dir)
     return target
 
 
@@ -127,15 +128,5 @@ def _alive(pid: int) -> bool:
 
 def _fsync_tree(root: Path) -> None:
     for folder, _, files in os.walk(root):
-        for name in files:
-            with open(os.path.join(folder, name), "rb") as handle:
-                os.fsync(handle.fileno())
-        _fsync_dir(Path(folder))
-
-
-def _fsync_dir(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+        fsync_files([Path(folder, name) for name in files])
+        fsync_folder(Path(folder))
