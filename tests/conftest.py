@@ -52,14 +52,19 @@ def run_python(code: str, env: dict[str, str] | None = None, timeout: float = 30
 
 @pytest.fixture(scope="session")
 def toy_run(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    """One toy run (tiny BERT reading titles; the data as CSV files + schema), trained once."""
+    """One toy run (tiny BERT reading titles; the data as CSV files + schema), trained once. Its user tower is the
+    causal sequence tower trained on every position (with the titles in its history), so every export and serving
+    test runs the sequence model; the pooled towers are covered by tests that build their own models."""
     import dataclasses
 
     from tests.toy import toy_config, write_toy_schema
+    from tfmtl.config import SequenceConfig
     from tfmtl.training import train
 
     schema = write_toy_schema(tmp_path_factory.mktemp("toy-data"))
-    config = toy_config()
+    # No dropout, as in the rest of the toy model: resume tests compare a resumed run with an uninterrupted one, and
+    # dropout's random state is not checkpointed.
+    config = toy_config(history_pooling="causal", history_text=True, sequence=SequenceConfig(dropout=0.0))
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, dataset=str(schema), epochs=2))
     return train(config, output=tmp_path_factory.mktemp("toy-run") / "run", progress=False)
 

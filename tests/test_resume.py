@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from tests.conftest import REPO, run_python
 from tfmtl.cli import main
+from tfmtl.data.interactions import USER_ID
 from tfmtl.run import RunFolder
 from tfmtl.training import train
 
@@ -28,6 +29,7 @@ import os, signal, sys
 sys.path.insert(0, {repo!r})
 import tfmtl.training as training
 from tfmtl.cli import main
+from tfmtl.data.interactions import USER_ID
 
 begin, step = training._Progress.on_epoch_begin, training._Progress.on_train_batch_end
 
@@ -95,7 +97,9 @@ def test_sigkill_mid_epoch_then_resume_matches_the_uninterrupted_run(killed_and_
 def test_resume_restores_the_optimizer_state(killed_and_resumed) -> None:  # type: ignore[no-untyped-def]
     # The latest checkpoint's step count covers every epoch, not just the resumed one.
     whole = killed_and_resumed.whole
-    steps = int(np.ceil(len(whole.split.train) / whole.config.train.batch_size))
+    rows = (len(whole.model.space.next_item_arrays(whole.data, whole.split.train)[0][USER_ID])
+            if whole.config.model.trains_all_positions else len(whole.split.train))  # sequences, or interactions
+    steps = int(np.ceil(rows / whole.config.train.batch_size))
     latest = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(RunFolder(killed_and_resumed.path).checkpoints)))
     assert int(latest.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE")) == \
         whole.config.train.epochs * steps

@@ -52,7 +52,10 @@ TASKS = ("retrieval", "rating", "like", "genres")
 NEGATIVES = ("catalog", "in_batch")
 LOSS_WEIGHTINGS = ("static", "uncertainty")
 BOTTOMS = ("shared", "mmoe")
-HISTORY_POOLINGS = ("mean", "attention")
+HISTORY_POOLINGS = ("mean", "attention", "causal")
+SEQUENCE_POSITIONS = ("relative", "absolute")
+SEQUENCE_WINDOWS = ("all", "newest")
+VALIDATION_SPLITS = ("random", "leave_last")
 HISTORY_MODES = ("before", "others")
 SPLITS = ("tfrs", "time", "leave_last")
 OPTIMIZERS = ("adam", "adagrad")
@@ -224,6 +227,43 @@ class RankingConfig(_Section):
 
 
 @dataclass(frozen=True)
+class SequenceConfig(_Section):
+    """The causal self-attention user tower (``model.history_pooling: causal``), a sequence model in the manner of
+    SASRec (Kang & McAuley 2018). Its width is ``model.user_tower.id_dim`` and its length ``model.history_length``.
+
+    Attributes:
+        num_layers, num_heads: transformer blocks, and attention heads per block.
+        positions: ``relative`` (a learned bias per head on the distance between two events: what a position
+            outputs does not depend on where the window starts, so a prefix served alone is exactly what that
+            position was in training) or ``absolute`` (learned embeddings of the distance from the newest slot,
+            as SASRec).
+        dropout: on the input embeddings, attention weights and each block's outputs, while training.
+        all_positions: train on every position of every sequence, each prefix predicting the item that followed
+            it (a batch is then ``train.batch_size`` sequences); off, one target per training row, like the
+            pooled towers.
+        windows: which training sequences: ``all`` cuts each user's whole timeline into windows of H + 1 events
+            (each event after the user's first is a target once); ``newest`` keeps only the newest H + 1 events
+            (SASRec's).
+    """
+
+    num_layers: int = 2
+    num_heads: int = 1
+    positions: str = "relative"
+    dropout: float = 0.2
+    all_positions: bool = True
+    windows: str = "all"
+
+    def __post_init__(self) -> None:
+        _require(self.num_layers >= 1, "model.sequence.num_layers", self.num_layers, "must be >= 1")
+        _require(self.num_heads >= 1, "model.sequence.num_heads", self.num_heads, "must be >= 1")
+        _require(self.positions in SEQUENCE_POSITIONS, "model.sequence.positions", self.positions,
+                 f"must be one of {', '.join(SEQUENCE_POSITIONS)}")
+        _require(0.0 <= self.dropout < 1.0, "model.sequence.dropout", self.dropout, "must be in [0, 1)")
+        _require(self.windows in SEQUENCE_WINDOWS, "model.sequence.windows", self.windows,
+                 f"must be one of {', '.join(SEQUENCE_WINDOWS)}")
+
+
+@dataclass(frozen=True)
 class ModelConfig(_Section):
     """The multi-task recommender.
 
@@ -234,8 +274,9 @@ class ModelConfig(_Section):
         loss_weighting: ``static`` (the weights as given) or ``uncertainty`` (Kendall, Gal & Cipolla 2018:
             a learned log-variance per task scales each loss; the static weights still multiply).
         history_length: H, how many of the user's earlier items the user tower reads (0 turns it off).
-        history_pooling: ``mean`` (masked mean of item embeddings) or ``attention`` (one attention layer with
-            position embeddings, then a masked mean).
+        history_pooling: ``mean`` (masked mean of item embeddings), ``attention`` (one attention layer with
+            position embeddings, then a masked mean) or ``causal`` (a causal transformer read at the newest event,
+            see :class:`SequenceConfig`).
         history_mode: ``before``: a training row reads the items that came before it (a sequence model; offline,
             a test row reads the training items before its own time). ``others``: a training row reads the
             user's other training items, earlier or later (a bag-of-items model, like EASE; a test row reads them
@@ -248,6 +289,7 @@ class ModelConfig(_Section):
         text_features: item text columns read by the text encoder; None reads every declared text column.
         normalize_embeddings: L2-normalise user and item embeddings (retrieval scores are then cosines, scaled
             by the retrieval temperature).
+        sequence: the causal tower (``history_pooling: causal``).
     """
 
     embedding_dim: int = 64
@@ -265,6 +307,7 @@ class ModelConfig(_Section):
     item_tower: TowerConfig = field(default_factory=TowerConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     ranking: RankingConfig = field(default_factory=RankingConfig)
+    sequence: SequenceConfig = field(default_factory=SequenceConfig)
 
     def __post_init__(self) -> None:
         _require(self.embedding_dim > 0, "model.embedding_dim", self.embedding_dim, "must be positive")
@@ -290,6 +333,21 @@ class ModelConfig(_Section):
             _require(self.encoder.trainable_layers == 0 and self.encoder.projection_dim is None,
                      "model.history_text", self.history_text, "needs a frozen text encoder "
                      "(model.encoder.trainable_layers 0 and no model.encoder.projection_dim)")
+        if self.history_pooling == "causal":
+            _require(self.user_tower.id_dim % self.sequence.num_heads == 0, "model.user_tower.id_dim",
+                     self.user_tower.id_dim,
+                     f"must be divisible by model.sequence.num_heads ({self.sequence.num_heads})")
+            _require(self.history_length > 0, "model.history_pooling", self.history_pooling,
+                     "needs a history (model.history_length > 0)")
+            _require(not self.ranking.history_attention, "model.ranking.history_attention", True,
+                     "cannot be combined with the causal tower yet (the heads would need each position's history)")
+            _require(self.history_mode == "before", "model.history_mode", self.history_mode,
+                     "must be 'before' for the causal tower (it reads a sequence)")
+
+    @property
+    def trains_all_positions(self) -> bool:
+        """Training rows are user sequences, every position a target (see :class:`SequenceConfig`)."""
+        return self.history_pooling == "causal" and self.sequence.all_positions
 
 
 @dataclass(frozen=True)
@@ -299,7 +357,11 @@ class TrainConfig(_Section):
     Attributes:
         dataset: ``ml-100k`` | ``ml-1m`` | a schema file.
         split: ``tfrs`` (the TFRS tutorial protocol), ``time`` or ``leave_last``.
-        validation_fraction: share of the training rows held out (seeded) for early stopping and plots.
+        validation: how the validation rows are held out of the training rows for early stopping and plots:
+            ``random`` (a seeded ``validation_fraction`` of them) or ``leave_last`` (each user's last training
+            event, for users with at least two; the sequential protocol's); 0 ``validation_fraction`` holds out
+            none either way.
+        validation_fraction: share of the training rows held out (seeded) for ``random`` validation.
         monitor: the validation metric early stopping and the best checkpoint follow (higher is better unless
             it is an error or a loss).
         patience: epochs without improvement before stopping (0 never stops early).
@@ -319,6 +381,7 @@ class TrainConfig(_Section):
 
     dataset: str = "ml-100k"
     split: str = "tfrs"
+    validation: str = "random"
     validation_fraction: float = 0.05
     epochs: int = 15
     batch_size: int = 1024
@@ -338,6 +401,8 @@ class TrainConfig(_Section):
         _require(self.strategy in STRATEGIES, "train.strategy", self.strategy,
                  f"must be one of {', '.join(STRATEGIES)}")
         _require(self.split in SPLITS, "train.split", self.split, f"must be one of {', '.join(SPLITS)}")
+        _require(self.validation in VALIDATION_SPLITS, "train.validation", self.validation,
+                 f"must be one of {', '.join(VALIDATION_SPLITS)}")
         _require(0.0 <= self.validation_fraction < 0.5, "train.validation_fraction", self.validation_fraction,
                  "must be in [0, 0.5)")
         _require(self.epochs >= 1, "train.epochs", self.epochs, "must be >= 1")

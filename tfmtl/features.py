@@ -15,7 +15,13 @@ from typing import Any
 import numpy as np
 
 from tfmtl.config import ModelConfig
-from tfmtl.data.history import HISTORY, HISTORY_LABELS, history_features, user_histories
+from tfmtl.data.history import (
+    HISTORY,
+    HISTORY_LABELS,
+    history_features,
+    next_item_sequences,
+    user_histories,
+)
 from tfmtl.data.interactions import ITEM_ID, USER_ID, InteractionData
 from tfmtl.data.pipeline import PAD, feature_arrays, multi_valued_widths
 from tfmtl.data.vocab import Vocabulary
@@ -155,6 +161,18 @@ class FeatureSpace:
         if self.rating_label:
             out[self.rating_label] = arrays[self.rating_label]
         return out
+
+    def next_item_arrays(self, data: InteractionData, train_rows: np.ndarray, *,
+                         windows: str = "all") -> tuple[dict[str, np.ndarray], int]:
+        """The user tower's inputs for the all-positions objective: one row per training sequence (see
+        :func:`~tfmtl.data.history.next_item_sequences`), with the user's side features; and the number of users
+        skipped for having one training event."""
+        sequences, newest, skipped = next_item_sequences(data, train_rows, length=self.history_length,
+                                                         windows=windows, label=self.rating_label or None)
+        arrays = feature_arrays(data.joined(newest), data)
+        out = {c: arrays[c] for c in self.user_columns if c not in (HISTORY, HISTORY_LABELS)}
+        out.update(sequences)
+        return out, skipped
 
     def histories(self, data: InteractionData, train_rows: np.ndarray) -> dict[str, list[str]]:
         return user_histories(data, train_rows, length=max(1, self.history_length))

@@ -9,12 +9,23 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from tfmtl.config import ModelConfig
-from tfmtl.data.history import HISTORY, HISTORY_LABELS
+from tfmtl.data.history import HISTORY, HISTORY_LABELS, NEXT_ITEMS, NEXT_LABELS
 from tfmtl.data.interactions import ITEM_ID, USER_ID
+from tfmtl.data.pipeline import PAD
 from tfmtl.distribute import replica_scale
 from tfmtl.encoders.text import TextEncoder
 from tfmtl.features import FeatureSpace
-from tfmtl.tasks import GENRES, LIKE, RATING, RETRIEVAL, GenreHead, LossWeighting, RankingHeads, RetrievalTask
+from tfmtl.tasks import (
+    GENRES,
+    LIKE,
+    RATING,
+    RETRIEVAL,
+    GenreHead,
+    LossWeighting,
+    NextItemRetrieval,
+    RankingHeads,
+    RetrievalTask,
+)
 from tfmtl.towers import build_item_tower, build_user_tower
 
 SUM = tf.keras.losses.Reduction.SUM
@@ -38,9 +49,11 @@ class MultiTaskRecommender(tfrs.Model):
         history_texts = ({column: item_tower.features[column] for column in space.item_text}
                          if config.history_text else None)
         self.user_tower = build_user_tower(space, config.user_tower, config.embedding_dim,
-                                           history_pooling=config.history_pooling, history_texts=history_texts)
+                                           history_pooling=config.history_pooling, history_texts=history_texts,
+                                           sequence=config.sequence)
         self.item_tower = item_tower
         self.retrieval_task = RetrievalTask(config.retrieval) if RETRIEVAL in tasks else None
+        self.next_item_task = NextItemRetrieval(config.retrieval) if RETRIEVAL in tasks else None
         self.ranking_heads = (RankingHeads(config.ranking, tuple(tasks), rating_mean=space.rating_mean,
                                            user_vocabulary=space.vocabularies[USER_ID],
                                            item_vocabulary=space.vocabularies[ITEM_ID],
@@ -71,6 +84,10 @@ class MultiTaskRecommender(tfrs.Model):
         self._item_index = tf.keras.layers.StringLookup(vocabulary=list(space.vocabularies[ITEM_ID]),
                                                         num_oov_indices=1)
         self._item_probability = tf.constant(np.r_[floor, np.maximum(probability, floor)], tf.float32)
+        catalog_ids = [str(i) for i in np.asarray(space.catalog[ITEM_ID])[rows]]
+        self._catalog_row = tf.lookup.StaticHashTable(  # item id -> its row of the training catalog
+            tf.lookup.KeyValueTensorInitializer(tf.constant(catalog_ids or [""], tf.string),
+                                                tf.range(max(1, len(catalog_ids)), dtype=tf.int64)), default_value=-1)
 
         # === Config ===
         self.config = config
@@ -134,7 +151,10 @@ class MultiTaskRecommender(tfrs.Model):
         return total * scale
 
     def task_losses(self, inputs: dict[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:
-        """Unweighted loss per task that is on, each a mean over the batch."""
+        """Unweighted loss per task that is on, each a mean over the batch (of sequence positions, for sequence
+        rows: see :meth:`next_item_losses`)."""
+        if NEXT_ITEMS in inputs:
+            return self.next_item_losses(inputs, training=training)
         users = self.user_tower(inputs, training=training)
         items = self.item_tower(inputs, training=training)
         losses: dict[str, tf.Tensor] = {}
@@ -166,3 +186,51 @@ class MultiTaskRecommender(tfrs.Model):
             logits = self.genre_logits(inputs, training=training)
             losses[GENRES] = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits))
         return losses
+
+    def next_item_losses(self, inputs: dict[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:
+        """The all-positions objective on user sequences (``history`` and ``next_item_ids`` [B, H]): the user tower
+        at each position (reading that position and the events before it) is the query for the item that came
+        next; the rating and like heads judge that item from the same representation (labels ``next_labels``),
+        and the content task reads the batch's distinct target items. Each loss is a mean over positions (the
+        content task's over those items)."""
+        targets = inputs[NEXT_ITEMS]
+        present = tf.not_equal(targets, PAD)
+        users = tf.boolean_mask(self.user_tower.call_sequence(inputs, training=training), present)  # [N, D]
+        rows = self._catalog_row.lookup(tf.boolean_mask(targets, present))
+        distinct, column = tf.unique(rows)
+        if self.config.retrieval.negatives == "catalog":
+            items = self.item_tower(self._catalog, training=training)  # [I, D]; column = catalog row
+            column, log_probability = rows, None
+        else:
+            items = self.item_tower(self._catalog_rows(distinct), training=training)  # [U, D]
+            log_probability = tf.math.log(tf.gather(self._item_probability,
+                                                    self._item_index(tf.gather(self._catalog[ITEM_ID], distinct))))
+        losses: dict[str, tf.Tensor] = {}
+        if self.next_item_task is not None:
+            losses[RETRIEVAL] = self.next_item_task(self.normalize(users), self.normalize(items), column,
+                                                    log_probability=log_probability)
+        if self.ranking_heads is not None:
+            label = tf.boolean_mask(inputs[NEXT_LABELS], present)
+            user_ids = tf.boolean_mask(tf.repeat(inputs[USER_ID][:, tf.newaxis], tf.shape(targets)[1], axis=1),
+                                       present)
+            outputs = self.ranking_heads(users, tf.gather(items, column), user_ids,
+                                         tf.gather(self._catalog[ITEM_ID], rows), training=training)
+            positions = tf.cast(tf.maximum(tf.size(label), 1), tf.float32)
+            if self.rating_task is not None:
+                losses[RATING] = self.rating_task(labels=label[:, tf.newaxis],
+                                                  predictions=outputs[RATING][:, tf.newaxis],
+                                                  compute_metrics=False) / positions
+            if self.like_task is not None:
+                liked = tf.cast(label >= self.config.ranking.like_threshold, tf.float32)
+                losses[LIKE] = self.like_task(labels=liked[:, tf.newaxis], predictions=outputs[LIKE][:, tf.newaxis],
+                                              compute_metrics=False) / positions
+        if self.genre_head is not None:
+            features = self._catalog_rows(distinct)
+            logits = self.genre_logits(features, training=training)
+            losses[GENRES] = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
+                labels=self.genre_head.targets(features[self.space.genre_column]), logits=logits))
+        return losses
+
+    def _catalog_rows(self, rows: tf.Tensor) -> dict[str, tf.Tensor]:
+        """The item tower's inputs of catalog ``rows``."""
+        return {key: tf.gather(values, rows) for key, values in self._catalog.items()}

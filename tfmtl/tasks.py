@@ -62,6 +62,31 @@ class RetrievalTask(tf.keras.layers.Layer):
         return total / tf.cast(tf.maximum(tf.shape(user_embeddings)[0], 1), total.dtype)
 
 
+class NextItemRetrieval(tf.keras.layers.Layer):
+    """The all-positions retrieval loss: a softmax of each position's user embedding over candidate items.
+
+    ``catalog`` negatives: the candidates are the whole training catalog (an exact softmax). ``in_batch``: they
+    are the distinct items the batch's positions predict, each once (so there are no accidental hits), with
+    log(sampling probability) subtracted when ``logq_correction`` is on. TFRS's ``Retrieval`` task takes the
+    diagonal of a [positions, candidates] block as the positives, which would repeat every target per position;
+    this layer keeps TFRS's temperature and logQ conventions and takes each position's target column instead.
+    The loss is the mean over positions.
+    """
+
+    def __init__(self, config: RetrievalConfig, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.config = config
+
+    def call(self, queries: tf.Tensor, candidates: tf.Tensor, targets: tf.Tensor, *,
+             log_probability: tf.Tensor | None = None) -> tf.Tensor:
+        """queries [N, D], candidates [C, D], targets [N] (candidate columns), log_probability [C]."""
+        logits = tf.matmul(queries, candidates, transpose_b=True) / self.config.temperature
+        if log_probability is not None and self.config.negatives == "in_batch" and self.config.logq_correction:
+            logits -= log_probability[tf.newaxis]
+        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
+        return tf.reduce_sum(losses) / tf.cast(tf.maximum(tf.size(targets), 1), losses.dtype)
+
+
 def _cross_replica(items: tf.Tensor, ids: tf.Tensor,
                    probability: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor | None]:
     """In-batch candidates of every replica: this replica's positives first (TFRS's labels are the diagonal),

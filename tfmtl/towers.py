@@ -12,12 +12,13 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tfmtl.config import TowerConfig
+from tfmtl.config import SequenceConfig, TowerConfig
 from tfmtl.data.history import HISTORY
 from tfmtl.data.interactions import ITEM_ID, USER_ID
 from tfmtl.data.pipeline import PAD
 from tfmtl.encoders.text import TextEncoder
 from tfmtl.features import FeatureSpace
+from tfmtl.sequence import CausalTransformer
 
 
 class CategoricalEmbedding(tf.keras.layers.Layer):
@@ -223,17 +224,27 @@ class HistoryText(tf.keras.layers.Layer):
         mean = tf.nn.safe_embedding_lookup_sparse([self.text.cache], ids, combiner="mean")
         return self.text.dropout(self.text.projection(mean), training=training)
 
+    def per_event(self, index: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        """Vocabulary indices [B, H] -> each item's projected text embedding [B, H, dim] (zeros: no text)."""
+        rows = tf.gather(self.rows, index)
+        known = tf.cast(rows >= 0, self.text.cache.dtype)[..., tf.newaxis]
+        embedded = tf.gather(self.text.cache, tf.maximum(rows, 0)) * known
+        return self.text.dropout(self.text.projection(embedded), training=training) * known
+
 
 class HistoryEncoder(tf.keras.layers.Layer):
-    """The user's earlier item ids [B, H] ("" = padding, newest last) -> [B, dim (+ text dims)].
+    """The user's earlier item ids [B, H] ("" = padding on the left, newest last) -> [B, dim (+ text dims)].
 
     ``mean``: masked mean of item embeddings. ``attention``: one self-attention layer over the items plus
     position embeddings (recency), then a masked mean. ``texts``: item text features whose content profile of
-    the same items (:class:`HistoryText`) is concatenated.
+    the same items (:class:`HistoryText`) is concatenated. ``causal``: a causal transformer
+    (:class:`~tfmtl.sequence.CausalTransformer`) whose output at the newest event is the user; each event's input is
+    its item embedding plus, for ``texts``, its own text embedding; :meth:`sequence` gives every position's output.
     """
 
     def __init__(self, item_vocabulary: Sequence[str], dim: int, *, length: int, pooling: str,
-                 texts: Sequence[tuple[TextFeature, Sequence[str]]] = (), **kwargs: Any) -> None:
+                 texts: Sequence[tuple[TextFeature, Sequence[str]]] = (), sequence: SequenceConfig | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.lookup = tf.keras.layers.StringLookup(vocabulary=list(item_vocabulary), num_oov_indices=1,
                                                    mask_token=None)
@@ -243,10 +254,19 @@ class HistoryEncoder(tf.keras.layers.Layer):
             self.positions = tf.keras.layers.Embedding(length, dim)
             self.attention = tf.keras.layers.MultiHeadAttention(num_heads=2, key_dim=max(1, dim // 2))
             self.norm = tf.keras.layers.LayerNormalization()
+        if pooling == "causal":
+            sequence = sequence or SequenceConfig()
+            self.transformer = CausalTransformer(dim, num_layers=sequence.num_layers, num_heads=sequence.num_heads,
+                                                 max_length=length, positions=sequence.positions,
+                                                 dropout=sequence.dropout, name="transformer")
+            self.text_inputs = [tf.keras.layers.Dense(dim, use_bias=False, name=f"text_input_{text.name}")
+                                for text, _ in texts]
         self.texts = [HistoryText(text, _cache_rows(text, item_texts), name=f"history_{text.name}")
                       for text, item_texts in texts]
 
     def call(self, history: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        if self.pooling == "causal":
+            return self.sequence(history, training=training)[:, -1]  # zeros when there is no history
         present = tf.not_equal(history, PAD)
         index = self.lookup(history)
         items = self.embedding(index)
@@ -259,6 +279,16 @@ class HistoryEncoder(tf.keras.layers.Layer):
         if not self.texts:
             return pooled
         return tf.concat([pooled, *(text(index, training=training) for text in self.texts)], axis=-1)
+
+    def sequence(self, history: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        """``causal`` only: every position's output [B, H, dim], each reading itself and the events before it
+        (zeros at padding)."""
+        present = tf.not_equal(history, PAD)
+        index = self.lookup(history)
+        items = self.embedding(index)
+        for text, to_input in zip(self.texts, self.text_inputs, strict=True):
+            items += to_input(text.per_event(index, training=training))
+        return self.transformer(items, present, training=training)
 
 
 def _cache_rows(text: TextFeature, item_texts: Sequence[str]) -> np.ndarray:
@@ -292,14 +322,31 @@ class Tower(tf.keras.layers.Layer):
         for key, layer in self.features.items():
             embedded = layer(inputs[key], training=training)  # tf-keras drops it for layers that take none
             parts.append(tf.zeros_like(embedded) if key in drop else embedded)
-        x = tf.concat(parts, axis=-1)
+        return self._head(tf.concat(parts, axis=-1), training)
+
+    def call_sequence(self, inputs: dict[str, tf.Tensor], training: bool | None = None) -> tf.Tensor:
+        """The user tower at every position of its causal history [B, H, D]: position t reads the side features and
+        the history up to t (its last position is :meth:`call`)."""
+        sequence = self.features[HISTORY].sequence(inputs[HISTORY], training=training)  # [B, H, d]
+        length = tf.shape(sequence)[1]
+        parts = []
+        for key, layer in self.features.items():
+            if key == HISTORY:
+                parts.append(sequence)
+            else:
+                embedded = layer(inputs[key], training=training)
+                parts.append(tf.repeat(embedded[:, tf.newaxis], length, axis=1))
+        return self._head(tf.concat(parts, axis=-1), training)
+
+    def _head(self, x: tf.Tensor, training: bool | None) -> tf.Tensor:
         for dense, dropout in zip(self.hidden, self.dropouts, strict=False):
             x = dropout(dense(x), training=training)
         return self.output_layer(x)
 
 
 def build_user_tower(space: FeatureSpace, config: TowerConfig, output_dim: int, *, history_pooling: str,
-                     history_texts: dict[str, TextFeature] | None = None) -> Tower:
+                     history_texts: dict[str, TextFeature] | None = None,
+                     sequence: SequenceConfig | None = None) -> Tower:
     """``history_texts``: item text column -> the item tower's feature for it, read by the history's content
     profile."""
     features = _id_feature(space, config, USER_ID)
@@ -308,7 +355,8 @@ def build_user_tower(space: FeatureSpace, config: TowerConfig, output_dim: int, 
         vocabulary = space.vocabularies[ITEM_ID]
         texts = [(feature, _item_texts(space, column, vocabulary)) for column, feature in (history_texts or {}).items()]
         features[HISTORY] = HistoryEncoder(vocabulary, config.id_dim, length=space.history_length,
-                                           pooling=history_pooling, texts=texts, name="history")
+                                           pooling=history_pooling, texts=texts, sequence=sequence,
+                                           name="history")
     return Tower(features, config, output_dim, name="user_tower")
 
 

@@ -22,8 +22,8 @@ import tensorflow as tf
 
 from tfmtl.config import Config
 from tfmtl.data import load_dataset
-from tfmtl.data.interactions import InteractionData
-from tfmtl.data.splits import Split, hold_out_validation, split_interactions
+from tfmtl.data.interactions import TIMESTAMP, USER_ID, InteractionData
+from tfmtl.data.splits import Split, hold_out_last, hold_out_validation, split_interactions
 from tfmtl.distribute import distributed_batches, is_chief, make_strategy
 from tfmtl.evaluate import evaluate_model, metric_names, metrics_table
 from tfmtl.features import FeatureSpace
@@ -58,7 +58,12 @@ def set_seed(seed: int, *, deterministic: bool = False) -> None:
 def make_split(data: InteractionData, config: Config, base: Split | None = None) -> Split:
     """The configured split (or ``base``), with the validation part carved out of its training rows."""
     split = base if base is not None else split_interactions(data, config.train.split)
-    if config.train.validation_fraction > 0:
+    if config.train.validation_fraction > 0 and config.train.validation == "leave_last":
+        if not data.has_timestamps:
+            raise ValueError(f"config field 'train.validation' = 'leave_last' needs timestamps, and dataset "
+                             f"'{data.name}' has none; use 'random'")
+        split = hold_out_last(split, data.interactions[USER_ID].to_numpy(), data.interactions[TIMESTAMP].to_numpy())
+    elif config.train.validation_fraction > 0:
         split = hold_out_validation(split, config.train.validation_fraction, seed=config.train.seed)
     return split
 
@@ -137,8 +142,9 @@ def train(config: Config | None = None, *, output: str | Path, resume: bool = Fa
         _log(f"resuming after epoch {int(epoch.numpy())}")
     history = [row for row in history if row["epoch"] <= int(epoch.numpy())]
 
-    train_arrays = space.interaction_arrays(data, split.train, split.train, is_training=True)
-    steps = steps_per_epoch(len(split.train), config.train.batch_size, strategy.num_replicas_in_sync)
+    train_arrays = _training_arrays(config, space, data, split)
+    steps = steps_per_epoch(len(next(iter(train_arrays.values()))), config.train.batch_size,
+                            strategy.num_replicas_in_sync)
     tracker = _EpochEnd(run, writes, config, model, data, split, manager, epoch, history, chief=chief)
     start = int(epoch.numpy())
     if start < config.train.epochs and not tracker.should_stop():
@@ -170,6 +176,20 @@ def train(config: Config | None = None, *, output: str | Path, resume: bool = Fa
         (run.path / "metrics.md").write_text(metrics_table(metrics, f"test metric (best epoch {best})"))
         plot_metrics(metrics, run.plots / "test_metrics.png")
     return TrainedRun(run.path, config, model, data, split, tracker.history, metrics)
+
+
+def _training_arrays(config: Config, space: FeatureSpace, data: InteractionData, split: Split) -> dict[str, np.ndarray]:
+    """Training rows: interactions, or for the all-positions objective one row per user sequence."""
+    if not config.model.trains_all_positions:
+        return space.interaction_arrays(data, split.train, split.train, is_training=True)
+    arrays, skipped = space.next_item_arrays(data, split.train, windows=config.model.sequence.windows)
+    sequences = len(arrays[USER_ID])
+    _log(f"{sequences:,} training sequences of up to {space.history_length + 1} events"
+         + (f"; {skipped:,} users with a single training event predict nothing and are skipped" if skipped else ""))
+    if not sequences:
+        raise ValueError("the all-positions objective needs users with at least two training events; this split has "
+                         "none")
+    return arrays
 
 
 def steps_per_epoch(rows: int, batch_size: int, replicas: int = 1) -> int:

@@ -18,6 +18,7 @@ from tfmtl.data.pipeline import (
 from tfmtl.data.schema import FeatureColumns, Schema
 from tfmtl.data.splits import (
     Split,
+    hold_out_last,
     hold_out_validation,
     leave_last_n_split,
     split_interactions,
@@ -42,6 +43,6 @@ __all__ = [
     "DataError", "SkipReport", "InteractionData", "FeatureColumns", "Schema", "Split", "Vocabulary",
     "ITEM_ID", "USER_ID", "TIMESTAMP", "load_dataset", "load_movielens", "load_from_schema",
     "split_interactions", "tfrs_tutorial_split", "time_cutoff_split", "leave_last_n_split",
-    "hold_out_validation", "build_vocabularies", "feature_arrays", "make_dataset", "interaction_dataset",
-    "item_dataset", "multi_valued_widths",
+    "hold_out_validation", "hold_out_last", "build_vocabularies", "feature_arrays", "make_dataset",
+    "interaction_dataset", "item_dataset", "multi_valued_widths",
 ]

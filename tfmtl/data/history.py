@@ -14,6 +14,8 @@ from tfmtl.data.interactions import ITEM_ID, TIMESTAMP, USER_ID, InteractionData
 
 HISTORY = "history"
 HISTORY_LABELS = "history_ratings"
+NEXT_ITEMS = "next_item_ids"  # all-positions training: the item that followed each history position
+NEXT_LABELS = "next_labels"  # ... and its label
 HISTORY_MODES = ("before", "others")  # see history_features
 PAD = ""
 
@@ -74,6 +76,50 @@ def history_features(data: InteractionData, train_rows: np.ndarray, rows: np.nda
             if labels is not None:
                 out_labels[n, length - len(kept):] = labels[kept]
     return {HISTORY: out, HISTORY_LABELS: out_labels} if label else {HISTORY: out}
+
+
+def next_item_sequences(data: InteractionData, train_rows: np.ndarray, *, length: int, windows: str = "all",
+                        label: str | None = None) -> tuple[dict[str, np.ndarray], np.ndarray, int]:
+    """Training sequences of the all-positions objective: each position of ``history`` is followed by the item at
+    the same position of ``next_item_ids``, so the prefix up to it predicts that item.
+
+    Each user's training events in time order (ties by row position) are cut from the newest backwards into
+    windows of ``length`` + 1 events overlapping by one (``windows="all"``: every event after the user's first is
+    a target exactly once), or only the newest window (``"newest"``). Windows are right-aligned with "" padding.
+
+    Returns (``history`` and ``next_item_ids`` [W, length] (and ``next_labels`` float32 [W, length] for a
+    ``label``), the row of each window's newest event [W] (for the user's features), the number of users skipped
+    for having a single training event).
+    """
+    if length < 1:
+        raise ValueError(f"history length must be >= 1, got {length}")
+    if windows not in ("all", "newest"):
+        raise ValueError(f"windows must be 'all' or 'newest', got {windows!r}")
+    ordered, starts, ends = _user_timelines(data, train_rows)
+    spans = []
+    for user, start in starts.items():
+        end = ends[user]
+        while end - start >= 2:
+            spans.append((max(start, end - length - 1), end))
+            end = end - length if windows == "all" else start
+    items = data.interactions[ITEM_ID].to_numpy()
+    labels = data.interactions[label].to_numpy(np.float32) if label else None
+    history = np.full((len(spans), length), PAD, dtype=object)
+    targets = np.full((len(spans), length), PAD, dtype=object)
+    target_labels = np.zeros((len(spans), length), np.float32)
+    for n, (first, stop) in enumerate(spans):
+        window = ordered[first:stop]
+        width = len(window) - 1
+        history[n, length - width:] = items[window[:-1]]
+        targets[n, length - width:] = items[window[1:]]
+        if labels is not None:
+            target_labels[n, length - width:] = labels[window[1:]]
+    newest = np.array([ordered[stop - 1] for _, stop in spans], dtype=np.int64)
+    out = {HISTORY: history, NEXT_ITEMS: targets}
+    if label:
+        out[NEXT_LABELS] = target_labels
+    skipped = sum(1 for user, start in starts.items() if ends[user] - start < 2)
+    return out, newest, skipped
 
 
 def user_histories(data: InteractionData, train_rows: np.ndarray, *, length: int) -> dict[str, list[str]]:

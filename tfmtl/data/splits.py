@@ -114,3 +114,15 @@ def hold_out_validation(split: Split, fraction: float, *, seed: int = 0) -> Spli
 def _check_fraction(value: float, name: str) -> None:
     if not 0.0 < value < 1.0:
         raise ValueError(f"{name} must be between 0 and 1 (exclusive), got {value}")
+
+
+def hold_out_last(split: Split, user_ids: np.ndarray, timestamps: np.ndarray) -> Split:
+    """Moves each user's last training row (by time, ties by file order) into ``validation``: the sequential
+    protocol's validation event, the one before the test event. Users with a single training row keep it.
+
+    ``user_ids`` and ``timestamps`` are the columns of every interaction row (``split`` holds positions into them).
+    """
+    train = np.sort(split.train)  # positions in file order, so ties keep breaking by file order
+    inner = leave_last_n_split(np.asarray(user_ids)[train], np.asarray(timestamps)[train], n=1)
+    return Split(split.strategy, train=train[inner.train], test=split.test, validation=train[inner.test],
+                 notes={**split.notes, "validation": "leave_last"})
