@@ -48,6 +48,7 @@ EXTRAS_REQUIRE = {
     "dev": [
         "pytest>=8",
         "pytest-xdist>=3.5",
+        "filelock>=3.12",  # the toy run the test workers share
         "hypothesis>=6.100",
         "ruff>=0.6",
         "mypy>=1.10",

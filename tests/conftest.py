@@ -52,21 +52,51 @@ def run_python(code: str, env: dict[str, str] | None = None, timeout: float = 30
 
 @pytest.fixture(scope="session")
 def toy_run(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    """One toy run (tiny BERT reading titles; the data as CSV files + schema), trained once. Its user tower is the
-    causal sequence tower trained on every position (with the titles in its history), so every export and serving
-    test runs the sequence model; the pooled towers are covered by tests that build their own models."""
+    """One toy run (tiny BERT reading titles; the data as CSV files + schema), trained once per test session: the
+    first xdist worker that needs it trains it, the others wait and load it from its run folder. Its user tower is
+    the causal sequence tower trained on every position (with the titles in its history), so every export and
+    serving test runs the sequence model; the pooled towers are covered by tests that build their own models."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # one folder for every worker
+    folder, trained = shared / "shared-toy-run", shared / "shared-toy-run" / "trained"
+    with FileLock(str(shared / "shared-toy-run.lock")):
+        if not trained.exists():
+            run = _train_toy_run(folder)
+            trained.write_text("")
+            return run
+    return _load_toy_run(folder / "run")
+
+
+def _train_toy_run(folder: Path):  # type: ignore[no-untyped-def]
     import dataclasses
 
     from tests.toy import toy_config, write_toy_schema
     from tfmtl.config import SequenceConfig
     from tfmtl.training import train
 
-    schema = write_toy_schema(tmp_path_factory.mktemp("toy-data"))
+    (folder / "data").mkdir(parents=True, exist_ok=True)
+    schema = write_toy_schema(folder / "data")
     # No dropout, as in the rest of the toy model: resume tests compare a resumed run with an uninterrupted one, and
     # dropout's random state is not checkpointed.
     config = toy_config(history_pooling="causal", history_text=True, sequence=SequenceConfig(dropout=0.0))
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, dataset=str(schema), epochs=2))
-    return train(config, output=tmp_path_factory.mktemp("toy-run") / "run", progress=False)
+    return train(config, output=folder / "run", progress=False)
+
+
+def _load_toy_run(path: Path):  # type: ignore[no-untyped-def]
+    """The trained toy run as :func:`tfmtl.training.train` returned it, from its run folder (best weights)."""
+    import json
+
+    from tfmtl.data import load_dataset
+    from tfmtl.run import RunFolder, load_run
+    from tfmtl.training import TrainedRun
+
+    config, model, split = load_run(path)
+    run = RunFolder(path)
+    metrics = {k: v for k, v in json.loads(run.metrics.read_text()).items() if k != "epoch"}
+    return TrainedRun(path, config, model, load_dataset(config.train.dataset), split, run.read_history(), metrics)
 
 
 @pytest.fixture(scope="session")

@@ -116,6 +116,7 @@ def test_train_is_exposed_at_the_top_level() -> None:
     assert tfmtl.train is tfmtl.training.train
 
 
+@pytest.mark.slow  # GPU features (on CPU both are slower, README); the XLA compile alone takes most of a minute
 def test_fine_tuning_with_xla_and_mixed_precision_trains_and_reloads_in_float32(schema: Path,
                                                                                  tmp_path: Path) -> None:
     config = _config(schema, epochs=1, jit_compile=True, mixed_precision=True)
