@@ -313,10 +313,12 @@ def main() -> None:
     parser.add_argument("--id-dropouts", type=id_candidate, nargs="+", default=[0.1, "off"],
                         help="user-id candidates, chosen among on validation: id_dropout values, or 'off' (no "
                              "user-id feature)")
+    parser.add_argument("--config", type=Path, help="the model and training config (default: tfmtl's defaults); "
+                                                    "the split is leave_last whatever it says")
     parser.add_argument("--output", default=str(RESULTS / "request_history.json"))
     args = parser.parse_args()
 
-    config = Config()
+    config = Config.from_file(args.config) if args.config else Config()
     config = dataclasses.replace(config, train=dataclasses.replace(
         config.train, split="leave_last", **({"epochs": args.epochs} if args.epochs else {})))
     _log("loading ml-100k")

@@ -234,17 +234,18 @@ def main() -> None:
                                "seeds": args.seeds, "published": PUBLISHED, "baselines": baseline_rows(data, split),
                                "rows": {}}
     _log(f"baselines: {results['baselines']}")
-    with tempfile.TemporaryDirectory(prefix="tfmtl-sequential-") as folder:
-        for row in args.rows:
-            results["rows"][row] = [run_row(row, row_config(row, base, seed=seed, epochs=args.epochs), data, split,
-                                            Path(folder), served=row == "tfmtl" and not args.no_served)
-                                    for seed in args.seeds]
-            for k in SHOWN:
-                results.setdefault("summary", {}).setdefault(row, {})[k] = summary(
-                    [r["test"][k] for r in results["rows"][row]])
     args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "sequential.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.output / "sequential.md").write_text(report(results))
+    with tempfile.TemporaryDirectory(prefix="tfmtl-sequential-") as folder:
+        for seed in args.seeds:
+            for row in args.rows:
+                results["rows"].setdefault(row, []).append(run_row(
+                    row, row_config(row, base, seed=seed, epochs=args.epochs), data, split, Path(folder),
+                    served=row == "tfmtl" and not args.no_served))
+                results["summary"] = {name: {k: summary([r["test"][k] for r in runs]) for k in SHOWN}
+                                      for name, runs in results["rows"].items()}
+                # Written after every run: a long benchmark that stops early keeps what it measured.
+                (args.output / "sequential.json").write_text(json.dumps(results, indent=2) + "\n")
+                (args.output / "sequential.md").write_text(report(results))
     print(report(results))
 
 

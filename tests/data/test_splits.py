@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from tests.conftest import run_python
-from tfmtl.data.splits import hold_out_validation, leave_last_n_split, tfrs_tutorial_split, time_cutoff_split
+from tfmtl.data.splits import (
+    Split,
+    hold_out_last,
+    hold_out_validation,
+    leave_last_n_split,
+    tfrs_tutorial_split,
+    time_cutoff_split,
+)
 
 
 def tutorial_reference(num_rows: int) -> tuple[list[int], list[int]]:
@@ -87,3 +94,15 @@ def test_time_cutoff_refuses_an_empty_part() -> None:
         time_cutoff_split(np.array([5, 5, 5, 5]))
     with pytest.raises(ValueError, match="no rows"):
         time_cutoff_split(np.array([], dtype=np.int64))
+
+
+def test_hold_out_last_moves_each_users_last_training_event_ties_by_file_order() -> None:
+    users = np.array(["a", "b", "a", "a", "b", "c", "a"])
+    times = np.array([5, 1, 9, 9, 2, 3, 20])
+    base = Split("leave_last", train=np.array([3, 0, 1, 2, 4, 5]), test=np.array([6]))  # any order
+    held = hold_out_last(base, users, times)
+    # a: rows 0 (t5), 2 (t9), 3 (t9, later in the file) -> 3 validates; b: 1, 4 -> 4; c has one row: it stays.
+    assert held.validation.tolist() == [3, 4]
+    assert held.train.tolist() == [0, 1, 2, 5]
+    assert held.test.tolist() == [6]
+    assert held.summary()["validation"] == 2

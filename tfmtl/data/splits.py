@@ -125,4 +125,4 @@ def hold_out_last(split: Split, user_ids: np.ndarray, timestamps: np.ndarray) ->
     train = np.sort(split.train)  # positions in file order, so ties keep breaking by file order
     inner = leave_last_n_split(np.asarray(user_ids)[train], np.asarray(timestamps)[train], n=1)
     return Split(split.strategy, train=train[inner.train], test=split.test, validation=train[inner.test],
-                 notes={**split.notes, "validation": "leave_last"})
+                 notes={**split.notes, "validation_split": "leave_last"})
