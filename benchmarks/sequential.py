@@ -41,7 +41,7 @@ from tfmtl.baselines import EASE, popularity_scores, tune_ease_l2
 from tfmtl.config import Config, ExportConfig
 from tfmtl.data import InteractionData, load_dataset
 from tfmtl.data.interactions import ITEM_ID, USER_ID
-from tfmtl.data.splits import Split
+from tfmtl.data.splits import Split, split_interactions
 from tfmtl.evaluate import evaluate_model
 from tfmtl.metrics import chunked_retrieval_metrics, columns_mask
 from tfmtl.training import make_split, train
@@ -89,7 +89,7 @@ def row_config(row: str, base: Config, *, seed: int, epochs: int | None) -> Conf
         model = dataclasses.replace(model, text_features=(), history_text=False)
     if row == "sasrec":  # item ids only, on both sides
         model = dataclasses.replace(
-            model, user_tower=dataclasses.replace(model.user_tower, features=(), id_feature=False),
+            model, user_tower=dataclasses.replace(model.user_tower, features=(), id_feature=False, prefixes={}),
             item_tower=dataclasses.replace(model.item_tower, features=()))
     train_config = dataclasses.replace(base.train, seed=base.train.seed + seed,
                                        epochs=epochs if epochs else base.train.epochs)
@@ -228,7 +228,8 @@ def main() -> None:
 
     base = Config.from_file(CONFIG)
     data = load_dataset(base.train.dataset)
-    split = make_split(data, base)
+    test_split = split_interactions(data, base.train.split)  # train() holds out the validation events itself
+    split = make_split(data, base, test_split)  # ... as here, for the baselines
     _log(f"split: {split.summary()}")
     results: dict[str, Any] = {"protocol": __doc__.split("\n\n")[1], "config": str(CONFIG.relative_to(ROOT.parent)),
                                "seeds": args.seeds, "published": PUBLISHED, "baselines": baseline_rows(data, split),
@@ -239,7 +240,7 @@ def main() -> None:
         for seed in args.seeds:
             for row in args.rows:
                 results["rows"].setdefault(row, []).append(run_row(
-                    row, row_config(row, base, seed=seed, epochs=args.epochs), data, split, Path(folder),
+                    row, row_config(row, base, seed=seed, epochs=args.epochs), data, test_split, Path(folder),
                     served=row == "tfmtl" and not args.no_served))
                 results["summary"] = {name: {k: summary([r["test"][k] for r in runs]) for k in SHOWN}
                                       for name, runs in results["rows"].items()}
