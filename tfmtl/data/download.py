@@ -13,6 +13,7 @@ import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -32,7 +33,15 @@ def cache_root() -> Path:
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
+    return _digest_of(path, hashlib.sha256())
+
+
+def md5_of(path: Path) -> str:
+    """For publishers whose only published digest is an MD5 (GroupLens)."""
+    return _digest_of(path, hashlib.md5())  # noqa: S324 (matched against the publisher's value, not a security hash)
+
+
+def _digest_of(path: Path, digest: Any) -> str:  # a hashlib object
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)

