@@ -134,7 +134,7 @@ def test_history_text_needs_a_history_item_text_and_a_frozen_encoder(settings: d
     (dict(tasks={"rating": -1.0}), "model.tasks.rating"),
     (dict(tasks={}), "model.tasks"),
     (dict(tasks={"retrieval": 0.0}), "model.tasks"),
-    (dict(tasks={"clicks": 1.0}), "model.tasks"),
+    (dict(tasks={"clicks": 1.0}), "model.tasks.clicks"),
 ])
 def test_bad_model_config_names_the_field(bad: dict, field: str) -> None:
     with pytest.raises(ValueError, match=f"'{field}'"):

@@ -93,7 +93,7 @@ def test_static_weighting_is_the_weighted_sum() -> None:
 
 
 def test_uncertainty_weighting_formula() -> None:
-    weighting = LossWeighting({"retrieval": 1.0, "rating": 2.0}, "uncertainty")
+    weighting = LossWeighting({"retrieval": 1.0, "rating": 2.0}, "uncertainty", regression=["rating"])
     weighting({"retrieval": tf.constant(1.0), "rating": tf.constant(1.0)})  # builds
     weighting.log_variances["retrieval"].assign(math.log(4.0))  # σ² = 4
     weighting.log_variances["rating"].assign(math.log(0.25))  # σ² = 1/4

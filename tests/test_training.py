@@ -41,7 +41,7 @@ def test_run_folder_holds_config_history_metrics_plots_and_checkpoints(trained) 
     assert [row["epoch"] for row in history] == [1, 2]
     for task in ("retrieval", "rating", "like", "genres"):
         assert np.isfinite(history[-1][f"loss/{task}"])
-        assert history[-1][f"weight/{task}"] == pytest.approx(trained.config.model.tasks[task])
+        assert history[-1][f"weight/{task}"] == pytest.approx(trained.config.model.tasks[task].weight)
     assert "validation/retrieval/recall_at_100" in history[-1]
     for plot in ("losses.png", "weights.png", "validation.png", "test_metrics.png"):
         assert (run.plots / plot).read_bytes()[:4] == b"\x89PNG"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
@@ -48,7 +50,11 @@ def _is_tuple(kind: Any) -> bool:
 
 POOLINGS = ("mean", "cls")
 TRUNCATIONS = ("round_robin", "waterfall")
-TASKS = ("retrieval", "rating", "like", "genres")
+TASK_TYPES = ("retrieval", "binary", "regression", "content")
+TRANSFORMS = ("none", "log1p")
+# The MovieLens preset's task names, usable as `name: weight` shorthands (see ModelConfig.tasks).
+PRESET_TASKS = ("retrieval", "rating", "like", "genres")
+CONDITION = re.compile(r"^\s*([A-Za-z_][\w.-]*)\s*(==|!=|>=|<=|>|<)\s*(-?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)\s*$")
 NEGATIVES = ("catalog", "in_batch")
 LOSS_WEIGHTINGS = ("static", "uncertainty")
 BOTTOMS = ("shared", "mmoe")
@@ -264,13 +270,101 @@ class SequenceConfig(_Section):
 
 
 @dataclass(frozen=True)
+class TaskConfig(_Section):
+    """One task of the multi-task loss (``model.tasks``: name -> task).
+
+    Attributes:
+        type: ``retrieval`` (the user and item towers score the interaction's item against the catalog),
+            ``binary`` (a probability, cross-entropy), ``regression`` (a value, squared error) or ``content`` (an
+            item feature predicted from the item's other content, the feature itself hidden: cross-entropy for a
+            multi-valued feature).
+        label: binary and regression: an interaction label (its name in the schema), or a condition on one,
+            ``"<label> <op> <number>"`` with op one of == != >= <= > < (``"rating >= 4"``). Empty: the data's
+            rating label (the one named ``rating``, or the only one), and for a binary task that label
+            >= ``ranking.like_threshold``. A row whose label is missing (empty or NaN) is left out of this task's
+            loss and metrics, and counted.
+        positive: retrieval: a condition that picks the rows that are positives (``"clicked == 1"``); empty:
+            every row.
+        weight: the task's static loss weight (0 keeps its head and metrics but sends no gradient).
+        transform: regression: ``log1p`` trains on log(1 + label) (durations, counts); predictions are served
+            back in the label's units.
+        sample_weight: an interaction label whose value weighs each row's loss (rows without it weigh 1).
+        given: binary: the binary task this one is conditioned on (ESMM, Ma et al. 2018): its probability is
+            p(given) · p(this | given), trained over every row against this label.
+        feature: content: the item feature predicted; empty: ``genres``, else the first multi-valued item feature.
+    """
+
+    type: str = "binary"
+    label: str = ""
+    positive: str = ""
+    weight: float = 1.0
+    transform: str = "none"
+    sample_weight: str = ""
+    given: str = ""
+    feature: str = ""
+
+    def __post_init__(self) -> None:
+        _require(self.type in TASK_TYPES, "type", self.type, f"must be one of {', '.join(TASK_TYPES)}")
+        _require(isinstance(self.weight, (int, float)) and not isinstance(self.weight, bool)
+                 and math.isfinite(self.weight) and self.weight >= 0, "weight", self.weight,
+                 "must be a finite weight >= 0")
+        _require(self.transform in TRANSFORMS, "transform", self.transform, f"must be one of {', '.join(TRANSFORMS)}")
+        _require(self.transform == "none" or self.type == "regression", "transform", self.transform,
+                 "applies to regression tasks only")
+        _require(not self.given or self.type == "binary", "given", self.given, "applies to binary tasks only")
+        _require(not self.positive or self.type == "retrieval", "positive", self.positive,
+                 "applies to retrieval tasks only (others take a label)")
+        _require(not self.positive or bool(CONDITION.match(self.positive)), "positive", self.positive,
+                 "must be a condition '<label> <op> <number>', e.g. 'clicked == 1'")
+        _require(not self.label or self.type in ("binary", "regression"), "label", self.label,
+                 "applies to binary and regression tasks only")
+        _require(not self.feature or self.type == "content", "feature", self.feature,
+                 "applies to content tasks only")
+
+
+def parse_condition(text: str) -> tuple[str, str, float] | None:
+    """``"rating >= 4"`` -> ("rating", ">=", 4.0); a plain column name -> None."""
+    match = CONDITION.match(text)
+    return (match.group(1), match.group(2), float(match.group(3))) if match else None
+
+
+def _task(name: str, value: Any) -> TaskConfig:
+    """A task from the config: a TaskConfig, a mapping, or a preset name's weight."""
+    if isinstance(value, TaskConfig):
+        return value
+    if isinstance(value, dict):
+        try:
+            return TaskConfig.from_config(value)
+        except ValueError as error:  # name the task in the field path
+            raise ValueError(str(error).replace("config field '", f"config field 'model.tasks.{name}.")
+                             .replace("in 'TaskConfig'", f"in 'model.tasks.{name}'")) from None
+    _require(name in PRESET_TASKS, f"model.tasks.{name}", value,
+             f"must be a task mapping ({{type: ..., ...}}); a bare weight names one of the preset tasks "
+             f"({', '.join(PRESET_TASKS)})")
+    kind = {"retrieval": "retrieval", "rating": "regression", "like": "binary", "genres": "content"}[name]
+    _require(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+             and value >= 0, f"model.tasks.{name}", value, "must be a finite weight >= 0")
+    return TaskConfig(type=kind, weight=float(value))
+
+
+def movielens_tasks(retrieval: float | None = 1.0, rating: float | None = 1.0, like: float | None = 0.5,
+                    genres: float | None = 0.1) -> dict[str, TaskConfig]:
+    """The MovieLens preset: retrieval, the rating (regression), like = rating >= ``ranking.like_threshold``
+    (binary), and the genres predicted from the item's other content; a task whose weight is None is off."""
+    weights = {"retrieval": retrieval, "rating": rating, "like": like, "genres": genres}
+    return {name: _task(name, weight) for name, weight in weights.items() if weight is not None}
+
+
+@dataclass(frozen=True)
 class ModelConfig(_Section):
     """The multi-task recommender.
 
     Attributes:
         embedding_dim: D, the user and item embeddings (L2-normalised for retrieval).
-        tasks: task name -> static loss weight; a task that is absent is off. Weight 0 keeps a task's head
-            (and its metrics) but sends it no gradient.
+        tasks: task name -> :class:`TaskConfig` (a mapping in JSON/YAML). The preset's names also take a bare
+            weight: ``retrieval``, ``rating`` (regression on the rating label), ``like`` (binary: that label >=
+            ``ranking.like_threshold``) and ``genres`` (content: the genres from the item's other content); the
+            default is the MovieLens preset ``{retrieval: 1, rating: 1, like: 0.5, genres: 0.1}``.
         loss_weighting: ``static`` (the weights as given) or ``uncertainty`` (Kendall, Gal & Cipolla 2018:
             a learned log-variance per task scales each loss; the static weights still multiply).
         history_length: H, how many of the user's earlier items the user tower reads (0 turns it off).
@@ -293,8 +387,7 @@ class ModelConfig(_Section):
     """
 
     embedding_dim: int = 64
-    tasks: dict[str, float] = field(default_factory=lambda: {"retrieval": 1.0, "rating": 1.0, "like": 0.5,
-                                                             "genres": 0.1})
+    tasks: dict[str, TaskConfig] = field(default_factory=lambda: movielens_tasks())
     loss_weighting: str = "static"
     history_length: int = 50
     history_pooling: str = "mean"
@@ -311,13 +404,26 @@ class ModelConfig(_Section):
 
     def __post_init__(self) -> None:
         _require(self.embedding_dim > 0, "model.embedding_dim", self.embedding_dim, "must be positive")
-        _require(bool(self.tasks), "model.tasks", self.tasks, f"must switch on at least one of {', '.join(TASKS)}")
-        for name, weight in self.tasks.items():
-            _require(name in TASKS, "model.tasks", name, f"names an unknown task (known: {', '.join(TASKS)})")
-            _require(isinstance(weight, (int, float)) and weight >= 0 and weight == weight and weight != float("inf"),
-                     f"model.tasks.{name}", weight, "must be a finite weight >= 0")
-        _require(any(w > 0 for w in self.tasks.values()), "model.tasks", self.tasks,
+        _require(isinstance(self.tasks, dict) and bool(self.tasks), "model.tasks", self.tasks,
+                 "must declare at least one task")
+        tasks = {str(name): _task(str(name), value) for name, value in self.tasks.items()}
+        object.__setattr__(self, "tasks", tasks)
+        _require(any(t.weight > 0 for t in tasks.values()), "model.tasks", self.tasks,
                  "must give at least one task a positive weight")
+        _require(sum(t.type == "retrieval" for t in tasks.values()) <= 1, "model.tasks", sorted(tasks),
+                 "may declare one retrieval task")
+        for name, task in tasks.items():
+            _require(bool(re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name)), "model.tasks", name,
+                     "names a task with other than letters, digits and _ (task names become output keys)")
+            if task.given:
+                _require(task.given in tasks and tasks[task.given].type == "binary",
+                         f"model.tasks.{name}.given", task.given, "must name another binary task")
+                seen, current = [name], task.given
+                while current:
+                    _require(current not in seen, f"model.tasks.{name}.given", task.given,
+                             f"makes a cycle ({' -> '.join([*seen, current])})")
+                    seen.append(current)
+                    current = tasks[current].given if current in tasks else ""
         _require(self.loss_weighting in LOSS_WEIGHTINGS, "model.loss_weighting", self.loss_weighting,
                  f"must be one of {', '.join(LOSS_WEIGHTINGS)}")
         _require(self.history_length >= 0, "model.history_length", self.history_length, "must be >= 0")

@@ -26,7 +26,7 @@ from tfmtl.metrics import (
     rating_metrics,
 )
 from tfmtl.model import MultiTaskRecommender
-from tfmtl.tasks import GENRES, LIKE, RATING, RETRIEVAL
+from tfmtl.targets import Target, target_key
 
 SCORE_CHUNK = 2048
 _TRACED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -45,35 +45,52 @@ def evaluate_model(model: MultiTaskRecommender, data: InteractionData, train_row
     if len(rows) == 0:
         raise ValueError("evaluate_model: there are no rows to evaluate")
     space = model.space
-    tasks = [t for t in model.config.tasks if tasks is None or t in tasks]
+    targets = [t for name, t in space.targets.items() if tasks is None or name in tasks]
     arrays = space.interaction_arrays(data, train_rows, rows, is_training=False, until_row_time=until_row_time)
     users, outputs = _predict_rows(model, arrays, batch_size)
     metrics: dict[str, float] = {}
-    if RETRIEVAL in tasks:
-        metrics.update(_retrieval(model, data, train_rows, arrays, users, ks, batch_size, candidates))
-    if RATING in tasks:
-        metrics.update(rating_metrics(outputs[RATING], arrays[space.rating_label]))
-    if LIKE in tasks:
-        liked = (arrays[space.rating_label] >= model.config.ranking.like_threshold).astype(np.float32)
-        metrics.update(binary_metrics(outputs["like_probability"], liked, prefix=LIKE))
-    if GENRES in tasks:
-        metrics.update(_genres(model, arrays, batch_size))
+    for target in targets:
+        if target.type == "retrieval":
+            positive = arrays.get(target_key(target.name))  # rows a `positive` condition keeps
+            kept = slice(None) if positive is None else positive == 1.0
+            if np.any(np.ones(len(users), bool)[kept]):
+                metrics.update(_retrieval(model, data, train_rows, {k: v[kept] for k, v in arrays.items()},
+                                          users[kept], ks, batch_size, candidates, prefix=target.name))
+        elif target.type == "content":
+            metrics.update(_content(model, arrays, batch_size, prefix=target.name))
+        else:
+            metrics.update(_ranking_metrics(target, outputs[target.output], arrays[target.label],
+                                            arrays[target_key(target.name)]))
     return metrics
+
+
+def _ranking_metrics(target: Target, predicted: np.ndarray, label: np.ndarray,
+                     values: np.ndarray) -> dict[str, float]:
+    """A binary or regression task's metrics over the rows whose label is known (NaN rows are left out, and
+    counted as ``<task>/missing``); a regression's in the label's units."""
+    known = np.isfinite(values)
+    counted = {f"{target.name}/missing": float(np.sum(~known))} if not known.all() else {}
+    if not known.any():
+        return counted
+    if target.type == "binary":
+        return {**binary_metrics(predicted[known], values[known], prefix=target.name), **counted}
+    return {**rating_metrics(predicted[known], label[known], prefix=target.name), **counted}
 
 
 def metric_names(config: ModelConfig, ks: Sequence[int] = DEFAULT_KS) -> list[str]:
     """The names :func:`evaluate_model` reports for a model config."""
     names: list[str] = []
-    if RETRIEVAL in config.tasks:
-        names += [f"retrieval/top_{k}_accuracy" for k in ks]
-        names += [f"retrieval/{metric}_at_{k}" for metric in ("recall", "ndcg") for k in ks]
-        names.append("retrieval/mrr")
-    if RATING in config.tasks:
-        names += ["rating/rmse", "rating/mae"]
-    if LIKE in config.tasks:
-        names += [f"like/{m}" for m in ("auc", "accuracy", "precision", "recall", "f1")]
-    if GENRES in config.tasks:
-        names += [f"genres/{m}" for m in ("micro_f1", "macro_auc", "precision_at_1", "accuracy")]
+    for name, task in config.tasks.items():
+        if task.type == "retrieval":
+            names += [f"{name}/top_{k}_accuracy" for k in ks]
+            names += [f"{name}/{metric}_at_{k}" for metric in ("recall", "ndcg") for k in ks]
+            names.append(f"{name}/mrr")
+        elif task.type == "regression":
+            names += [f"{name}/rmse", f"{name}/mae"]
+        elif task.type == "binary":
+            names += [f"{name}/{m}" for m in ("auc", "accuracy", "precision", "recall", "f1")]
+        else:
+            names += [f"{name}/{m}" for m in ("micro_f1", "macro_auc", "precision_at_1", "accuracy")]
     return names
 
 
@@ -110,7 +127,7 @@ def _predict_rows(model: MultiTaskRecommender, arrays: dict[str, np.ndarray],
 
 def _retrieval(model: MultiTaskRecommender, data: InteractionData, train_rows: np.ndarray,
                arrays: dict[str, np.ndarray], users: np.ndarray, ks: Sequence[int],
-               batch_size: int, candidates: Sequence[str] | None) -> dict[str, float]:
+               batch_size: int, candidates: Sequence[str] | None, *, prefix: str) -> dict[str, float]:
     catalog_ids = np.asarray(model.space.catalog[ITEM_ID]).astype(str)
     kept = np.arange(len(catalog_ids)) if candidates is None else _candidate_columns(catalog_ids, candidates)
     column = {item: i for i, item in enumerate(catalog_ids[kept])}
@@ -130,9 +147,10 @@ def _retrieval(model: MultiTaskRecommender, data: InteractionData, train_rows: n
     def positive_scores(start: int, stop: int) -> np.ndarray:  # FactorizedTopK's own rounding, for top_K_accuracy
         return tf.reduce_sum(users[start:stop] * tf.gather(items, positives[start:stop]), axis=1).numpy()
 
-    return chunked_retrieval_metrics(scores, positives,
-                                     lambda start, stop: columns_mask(row_seen[start:stop], int(items.shape[0])),
-                                     ks=ks, chunk_size=SCORE_CHUNK, positive_scores=positive_scores)
+    metrics = chunked_retrieval_metrics(scores, positives,
+                                        lambda start, stop: columns_mask(row_seen[start:stop], int(items.shape[0])),
+                                        ks=ks, chunk_size=SCORE_CHUNK, positive_scores=positive_scores)
+    return {prefix + name.removeprefix("retrieval"): value for name, value in metrics.items()}
 
 
 def _candidate_columns(catalog_ids: np.ndarray, candidates: Sequence[str]) -> np.ndarray:
@@ -154,8 +172,9 @@ def _seen_columns(data: InteractionData, train_rows: np.ndarray, column: dict[st
     return seen
 
 
-def _genres(model: MultiTaskRecommender, arrays: dict[str, np.ndarray], batch_size: int) -> dict[str, float]:
-    """Genre prediction on the distinct items of the rows, with the genre input hidden from the tower."""
+def _content(model: MultiTaskRecommender, arrays: dict[str, np.ndarray], batch_size: int, *,
+             prefix: str) -> dict[str, float]:
+    """The content task on the distinct items of the rows, with its feature hidden from the tower."""
     _, first = np.unique(arrays[ITEM_ID].astype(str), return_index=True)
     items = {k: arrays[k][first] for k in model.space.item_columns}
     head = model.genre_head
@@ -166,7 +185,7 @@ def _genres(model: MultiTaskRecommender, arrays: dict[str, np.ndarray], batch_si
     for batch in make_dataset(items, batch_size=batch_size):
         scores.append(step(batch).numpy())
         targets.append(head.targets(batch[column]).numpy())
-    return multilabel_metrics(np.concatenate(scores), np.concatenate(targets), prefix=GENRES)
+    return multilabel_metrics(np.concatenate(scores), np.concatenate(targets), prefix=prefix)
 
 
 def metrics_table(metrics: dict[str, Any], title: str = "metric") -> str:

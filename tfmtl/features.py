@@ -26,9 +26,7 @@ from tfmtl.data.interactions import ITEM_ID, USER_ID, InteractionData
 from tfmtl.data.pipeline import PAD, feature_arrays, multi_valued_widths
 from tfmtl.data.vocab import Vocabulary
 from tfmtl.files import write_text_atomic
-
-LIKE = "like"
-GENRES = "genres"
+from tfmtl.targets import Target, rating_label, resolve_targets, target_arrays
 
 
 @dataclass
@@ -42,8 +40,10 @@ class FeatureSpace:
         boundaries: numeric column -> quantile bucket boundaries.
         widths: multi-valued column -> padded width.
         prefixes: categorical column -> kept prefix length.
-        rating_label: the label the rating and like tasks read ("" when the data has none).
+        rating_label: the rating label (named ``rating``, or the only one; "" when there is none): the label the
+            history carries (rated history, each position's label in sequence training).
         rating_mean: the training mean of that label.
+        targets: each task resolved against the data (:class:`~tfmtl.targets.Target`).
         item_counts: training interactions per item of ``vocabularies["item_id"]`` (for logQ).
         genre_column: the multi-valued item column the content task predicts ("" when none).
         history_length: H (0 = no behaviour sequence).
@@ -69,6 +69,7 @@ class FeatureSpace:
     history_length: int
     rated_history: bool = False
     history_mode: str = "before"
+    targets: dict[str, Target] = field(default_factory=dict)  # task -> what it reads (see tfmtl.targets)
     catalog: dict[str, Any] = field(default_factory=dict, repr=False)  # item column -> values, every item
 
     # --- building ---
@@ -87,16 +88,20 @@ class FeatureSpace:
                                      f"categorical user feature (have: {', '.join(user['categorical']) or 'none'})")
         prefixes = {c: n for c, n in config.user_tower.prefixes.items() if c in user["categorical"]}
         prefixes.update({c: n for c, n in config.item_tower.prefixes.items() if c in item["categorical"]})
-        if "rating" in config.tasks or "like" in config.tasks:
-            if not data.labels:
-                raise ValueError("config field 'model.tasks' switches on rating/like, but the data has no label "
-                                 "column")
-        genre_column = ""
-        if "genres" in config.tasks:
-            if not data.item_features.multi_valued:
-                raise ValueError("config field 'model.tasks' switches on 'genres', but the items have no "
-                                 "multi-valued column to predict")
-            genre_column = GENRES if GENRES in data.item_features.multi_valued else data.item_features.multi_valued[0]
+        targets = resolve_targets(config, data.labels, data.interactions, tuple(data.item_features.multi_valued),
+                                  train_rows)
+        content = [t.feature for t in targets.values() if t.type == "content"]
+        genre_column = content[0] if content else ""
+        ranking = [t for t in targets.values() if t.ranking]
+        label = rating_label(data.labels, "model.tasks") if data.labels and (
+            "rating" in data.labels or len(data.labels) == 1) else ""
+        if config.trains_all_positions:
+            for target in ranking:  # each position's label comes from the history's label sequence
+                if target.label != label or target.sample_weight:
+                    raise ValueError(f"config field 'model.tasks.{target.name}' reads label {target.label!r}"
+                                     f"{' with sample weights' if target.sample_weight else ''}: with the causal "
+                                     f"tower trained on every position, ranking tasks can read only the history's "
+                                     f"label ({label or 'none'}) for now")
 
         joined = data.joined(train_rows)
         vocabularies: dict[str, tuple[str, ...]] = {}
@@ -116,7 +121,6 @@ class FeatureSpace:
             values = joined[column].astype("float64").dropna().to_numpy()
             quantiles = np.quantile(values, np.linspace(0, 1, buckets + 1)[1:-1]) if len(values) else np.zeros(0)
             boundaries[column] = sorted({float(q) for q in quantiles})
-        label = data.labels[0] if data.labels else ""
         counts = joined[ITEM_ID].astype(str).value_counts()
         space = cls(
             user_categorical=user["categorical"], user_numeric=user["numeric"], user_multi_valued=user["multi_valued"],
@@ -126,8 +130,8 @@ class FeatureSpace:
             rating_mean=float(joined[label].mean()) if label else 0.0,
             item_counts=[int(counts.get(i, 0)) for i in vocabularies[ITEM_ID]], genre_column=genre_column,
             history_length=config.history_length, history_mode=config.history_mode,
-            rated_history=bool(config.ranking.history_attention and config.history_length and label
-                               and ("rating" in config.tasks or "like" in config.tasks)))
+            rated_history=bool(config.ranking.history_attention and config.history_length and label and ranking),
+            targets=targets)
         space.catalog = space.item_arrays(data, data.items)
         return space
 
@@ -151,15 +155,16 @@ class FeatureSpace:
     def interaction_arrays(self, data: InteractionData, train_rows: np.ndarray, rows: np.ndarray, *,
                            is_training: bool, until_row_time: bool = True) -> dict[str, np.ndarray]:
         """Both towers' inputs plus labels for interaction ``rows``."""
-        arrays = feature_arrays(data.joined(rows), data)
+        frame = data.joined(rows)
+        arrays = feature_arrays(frame, data)
         out = {c: arrays[c] for c in (*self.item_columns, *self.user_columns) if c not in (HISTORY, HISTORY_LABELS)}
         if self.history_length:
             out.update(history_features(data, train_rows, rows, length=self.history_length, is_training=is_training,
                                         until_row_time=until_row_time,
                                         label=self.rating_label if self.rated_history else None,
                                         mode=self.history_mode))
-        if self.rating_label:
-            out[self.rating_label] = arrays[self.rating_label]
+        out.update({label: arrays[label] for label in data.labels})  # raw, for metrics and inspection
+        out.update(target_arrays(self.targets, frame))
         return out
 
     def next_item_arrays(self, data: InteractionData, train_rows: np.ndarray, *,
@@ -181,6 +186,7 @@ class FeatureSpace:
 
     def to_json(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items() if k != "catalog"}
+        out["targets"] = {k: t.to_json() for k, t in self.targets.items()}
         out["catalog"] = {k: v.tolist() for k, v in self.catalog.items()}
         return out
 
@@ -192,6 +198,7 @@ class FeatureSpace:
                     "item_multi_valued", "item_text"):
             values[key] = tuple(values[key])
         values["vocabularies"] = {k: tuple(v) for k, v in values["vocabularies"].items()}
+        values["targets"] = {k: Target(**t) for k, t in values.get("targets", {}).items()}
         space = cls(**values)
         space.catalog = {k: np.array(v, dtype=np.float32 if k in space.item_numeric else object)
                          for k, v in catalog.items()}

@@ -26,7 +26,7 @@ class LocalRecommender:
         self.data = prepared.source.data
         self._known_rows = prepared.source.known_rows
         self._functions = self.module.signatures()
-        self._inputs = wire.signature_inputs(self.module.space, tuple(self.module.model.config.tasks))
+        self._inputs = wire.signature_inputs(self.module.space)
 
     def recommend(self, user: str | Mapping[str, Any], k: int = 10, *, history: Sequence[str] | None = None,
                   exclude: Sequence[str] = (), exclude_seen: bool = False, exclude_history: bool = False) -> Any:

@@ -171,19 +171,20 @@ def columns_mask(rows: Sequence[Sequence[int]], num_columns: int) -> np.ndarray:
     return mask
 
 
-def rating_metrics(predicted: np.ndarray, actual: np.ndarray) -> dict[str, float]:
+def rating_metrics(predicted: np.ndarray, actual: np.ndarray, prefix: str = "rating") -> dict[str, float]:
     """Root mean squared and mean absolute error.
 
     Args:
         predicted: float [N].
         actual: float [N].
+        prefix: the task name in front of each metric.
 
     Returns:
-        ``rating/rmse`` and ``rating/mae``.
+        ``{prefix}/rmse`` and ``{prefix}/mae``.
     """
     predicted, actual = _paired_vectors(predicted, actual, "predicted", "actual")
     errors = predicted - actual
-    return {"rating/rmse": float(np.sqrt(np.mean(errors**2))), "rating/mae": float(np.mean(np.abs(errors)))}
+    return {f"{prefix}/rmse": float(np.sqrt(np.mean(errors**2))), f"{prefix}/mae": float(np.mean(np.abs(errors)))}
 
 
 def binary_metrics(probability: np.ndarray, label: np.ndarray, prefix: str = "like",

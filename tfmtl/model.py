@@ -15,11 +15,8 @@ from tfmtl.data.pipeline import PAD
 from tfmtl.distribute import replica_scale
 from tfmtl.encoders.text import TextEncoder
 from tfmtl.features import FeatureSpace
+from tfmtl.targets import Target, target_key, weight_key
 from tfmtl.tasks import (
-    GENRES,
-    LIKE,
-    RATING,
-    RETRIEVAL,
     GenreHead,
     LossWeighting,
     NextItemRetrieval,
@@ -32,17 +29,22 @@ SUM = tf.keras.losses.Reduction.SUM
 
 
 class MultiTaskRecommender(tfrs.Model):
-    """Retrieval, rating, like and genre tasks over a user tower and an item tower with a text encoder.
+    """The configured tasks (see :class:`~tfmtl.config.TaskConfig`) over a user tower and an item tower with a text
+    encoder: at most one retrieval task, binary and regression heads on (user, item) pairs, and a content task on
+    the item's content.
 
-    Inputs are raw feature dicts (see :class:`FeatureSpace`); the rating label, when present, is read by the
-    rating and like tasks only. Losses per task are tracked as ``loss_<task>`` and effective weights as
-    ``weight_<task>`` (reported as ``loss/<task>``).
+    Inputs are raw feature dicts (see :class:`FeatureSpace`) plus each ranking task's target
+    (``target:<task>``, NaN where missing: that row is left out of the task's loss). Losses per task are tracked
+    as ``loss_<task>`` and effective weights as ``weight_<task>`` (reported as ``loss/<task>``).
     """
 
     def __init__(self, config: ModelConfig, space: FeatureSpace, encoder: TextEncoder | None = None, *,
                  per_example_text: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        tasks = config.tasks
+        targets = space.targets
+        ranking = [t for t in targets.values() if t.ranking]
+        retrieval = next((t for t in targets.values() if t.type == "retrieval"), None)
+        content = next((t for t in targets.values() if t.type == "content"), None)
         # === Layers ===
         item_tower = build_item_tower(space, config.item_tower, config.embedding_dim, encoder,
                                       per_example_text=per_example_text)
@@ -52,25 +54,30 @@ class MultiTaskRecommender(tfrs.Model):
                                            history_pooling=config.history_pooling, history_texts=history_texts,
                                            sequence=config.sequence)
         self.item_tower = item_tower
-        self.retrieval_task = RetrievalTask(config.retrieval) if RETRIEVAL in tasks else None
-        self.next_item_task = NextItemRetrieval(config.retrieval) if RETRIEVAL in tasks else None
-        self.ranking_heads = (RankingHeads(config.ranking, tuple(tasks), rating_mean=space.rating_mean,
+        self.retrieval_name = retrieval.name if retrieval is not None else ""
+        self.retrieval_task = RetrievalTask(config.retrieval) if retrieval is not None else None
+        self.next_item_task = NextItemRetrieval(config.retrieval) if retrieval is not None else None
+        self.ranking_heads = (RankingHeads(config.ranking, [(t.name, t.type, t.mean) for t in ranking],
+                                           rating_mean=space.rating_mean,
                                            user_vocabulary=space.vocabularies[USER_ID],
                                            item_vocabulary=space.vocabularies[ITEM_ID],
                                            id_biases=tuple(side for side, tower in (("user", config.user_tower),
                                                                                     ("item", config.item_tower))
                                                            if tower.id_feature),
                                            rated_history=space.rated_history)
-                              if RATING in tasks or LIKE in tasks else None)
-        # SUM reductions, divided by the rows by hand: tf-keras refuses its mean inside a tf.distribute strategy.
-        self.rating_task = (tfrs.tasks.Ranking(loss=tf.keras.losses.MeanSquaredError(reduction=SUM))
-                            if RATING in tasks else None)
-        self.like_task = (tfrs.tasks.Ranking(loss=tf.keras.losses.BinaryCrossentropy(from_logits=True, reduction=SUM))
-                          if LIKE in tasks else None)
-        self.genre_head = GenreHead(space.vocabularies[space.genre_column]) if GENRES in tasks else None
-        self.weighting = LossWeighting(dict(tasks), config.loss_weighting)
+                              if ranking else None)
+        # TFRS ranking tasks, one per head. SUM reductions, divided by the rows by hand: tf-keras refuses its mean
+        # inside a tf.distribute strategy. A head conditioned on another (ESMM) is judged on its probability.
+        self.ranking_tasks = {t.name: tfrs.tasks.Ranking(loss=(
+            tf.keras.losses.MeanSquaredError(reduction=SUM) if t.type == "regression" else
+            tf.keras.losses.BinaryCrossentropy(from_logits=not t.given, reduction=SUM))) for t in ranking}
+        self.ranking_targets = {t.name: t for t in ranking}
+        self.content_name = content.name if content is not None else ""
+        self.genre_head = GenreHead(space.vocabularies[space.genre_column]) if content is not None else None
+        self.weighting = LossWeighting({name: t.weight for name, t in targets.items()}, config.loss_weighting,
+                                       regression=[t.name for t in ranking if t.type == "regression"])
         self.loss_total_tracker = tf.keras.metrics.Mean(name="loss_total")  # TFRS reports the last batch's loss
-        for task in tasks:
+        for task in targets:
             setattr(self, f"loss_{task}_tracker", tf.keras.metrics.Mean(name=f"loss_{task}"))
             setattr(self, f"weight_{task}_tracker", tf.keras.metrics.Mean(name=f"weight_{task}"))
 
@@ -104,7 +111,7 @@ class MultiTaskRecommender(tfrs.Model):
         return self.normalize(self.item_tower(features, training=training))
 
     def rank(self, features: dict[str, tf.Tensor], training: bool | None = False) -> dict[str, tf.Tensor]:
-        """Joined user + item features [B] -> ``rating`` [B] and ``like_probability`` [B] (heads that are on)."""
+        """Joined user + item features [B] -> each ranking task's prediction [B] (see :meth:`rank_tower_outputs`)."""
         if self.ranking_heads is None:
             return {}
         return self.rank_tower_outputs(self.user_tower(features, training=training),
@@ -114,18 +121,43 @@ class MultiTaskRecommender(tfrs.Model):
     def rank_tower_outputs(self, users: tf.Tensor, items: tf.Tensor, user_ids: tf.Tensor, item_ids: tf.Tensor, *,
                            history: tuple[tf.Tensor, tf.Tensor] | None = None,
                            training: bool | None = False) -> dict[str, tf.Tensor]:
-        """Tower outputs [B, D] and raw ids [B] -> the ranking heads' predictions (see :meth:`rank`)."""
+        """Tower outputs [B, D] and raw ids [B] -> ``<task>`` [B] per regression task (in the label's units) and
+        ``<task>_probability`` [B] per binary task (times its ``given`` task's probability, ESMM)."""
         if self.ranking_heads is None:
             return {}
-        outputs = self.ranking_heads(users, items, user_ids, item_ids, history=history, training=training)
-        return {("like_probability" if task == LIKE else task): (tf.sigmoid(v) if task == LIKE else v)
-                for task, v in outputs.items()}
+        return self._served(self.ranking_heads(users, items, user_ids, item_ids, history=history, training=training))
+
+    def _served(self, outputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        probabilities = self._probabilities(outputs)
+        served = {}
+        for name, target in self.ranking_targets.items():
+            if target.type == "binary":
+                served[target.output] = probabilities[name]
+            else:
+                served[target.output] = tf.math.expm1(outputs[name]) if target.transform == "log1p" else outputs[name]
+        return served
+
+    def _probabilities(self, outputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """Each binary task's probability: sigmoid(logit), times p(given) along its ``given`` chain."""
+        probabilities: dict[str, tf.Tensor] = {}
+
+        def probability(name: str) -> tf.Tensor:
+            if name not in probabilities:
+                given = self.ranking_targets[name].given
+                own = tf.sigmoid(outputs[name])
+                probabilities[name] = own * probability(given) if given else own
+            return probabilities[name]
+
+        for name, target in self.ranking_targets.items():
+            if target.type == "binary":
+                probability(name)
+        return probabilities
 
     def genre_logits(self, features: dict[str, tf.Tensor], training: bool | None = False) -> tf.Tensor:
         """Item features -> genre logits [B, G] from the item's content: the tower sees neither the genres nor the
         item id (which would let it memorise them), so the text and other features must carry them."""
         if self.genre_head is None:
-            raise ValueError("the genres task is off in this model")
+            raise ValueError("this model has no content task")
         hidden = (self.space.genre_column, ITEM_ID)
         return self.genre_head(self.normalize(self.item_tower(features, training=training, drop=hidden)))
 
@@ -159,32 +191,47 @@ class MultiTaskRecommender(tfrs.Model):
         items = self.item_tower(inputs, training=training)
         losses: dict[str, tf.Tensor] = {}
         if self.retrieval_task is not None:
+            positive = inputs.get(target_key(self.retrieval_name))
+            query, candidate, ids = users, items, inputs[ITEM_ID]
+            if positive is not None:  # a `positive` condition: the other rows are not retrieval examples
+                keep = tf.equal(positive, 1.0)
+                query, candidate, ids = (tf.boolean_mask(v, keep) for v in (users, items, ids))
             # Integer ids (equal exactly when the strings are): collectives gather numbers, not strings.
-            index = self._item_index(inputs[ITEM_ID])
+            index = self._item_index(ids)
             catalog = {}
             if self.config.retrieval.negatives == "catalog":
                 catalog = {"catalog_embeddings": self.embed_item(self._catalog, training=training),
                            "catalog_ids": self._item_index(self._catalog[ITEM_ID])}
-            losses[RETRIEVAL] = self.retrieval_task(
-                self.normalize(users), self.normalize(items), index,
+            losses[self.retrieval_name] = self.retrieval_task(
+                self.normalize(query), self.normalize(candidate), index,
                 sampling_probability=tf.gather(self._item_probability, index), **catalog)
         if self.ranking_heads is not None:
-            label = tf.cast(inputs[self.space.rating_label], tf.float32)
-            rows = tf.cast(tf.maximum(tf.shape(label)[0], 1), tf.float32)
             outputs = self.ranking_heads(users, items, inputs[USER_ID], inputs[ITEM_ID],
                                          history=self._rated_history(inputs), training=training)
-            if self.rating_task is not None:
-                losses[RATING] = self.rating_task(labels=label[:, tf.newaxis],  # [B, 1]: one loss per row
-                                                  predictions=outputs[RATING][:, tf.newaxis],
-                                                  compute_metrics=False) / rows
-            if self.like_task is not None:
-                liked = tf.cast(label >= self.config.ranking.like_threshold, tf.float32)
-                losses[LIKE] = self.like_task(labels=liked[:, tf.newaxis], predictions=outputs[LIKE][:, tf.newaxis],
-                                              compute_metrics=False) / rows
+            losses.update(self._ranking_losses(outputs, {name: inputs[target_key(name)] for name in outputs},
+                                               {name: inputs[weight_key(name)] for name in outputs
+                                                if weight_key(name) in inputs}))
         if self.genre_head is not None:
             targets = self.genre_head.targets(inputs[self.space.genre_column])
             logits = self.genre_logits(inputs, training=training)
-            losses[GENRES] = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits))
+            losses[self.content_name] = tf.reduce_mean(
+                tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits))
+        return losses
+
+    def _ranking_losses(self, outputs: dict[str, tf.Tensor], targets: dict[str, tf.Tensor],
+                        weights: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """Each head's loss: the mean over the rows whose target is known (NaN = missing), sample-weighted."""
+        probabilities = self._probabilities(outputs)
+        losses = {}
+        for name, target in self.ranking_targets.items():
+            label = tf.cast(targets[name], tf.float32)
+            known = tf.math.is_finite(label)
+            weight = tf.cast(known, tf.float32) * weights.get(name, 1.0)
+            prediction = probabilities[name] if target.given else outputs[name]
+            total = self.ranking_tasks[name](labels=tf.where(known, label, 0.0)[:, tf.newaxis],  # [N, 1]: per row
+                                             predictions=prediction[:, tf.newaxis], sample_weight=weight,
+                                             compute_metrics=False)
+            losses[name] = total / tf.maximum(tf.reduce_sum(tf.cast(known, tf.float32)), 1.0)
         return losses
 
     def next_item_losses(self, inputs: dict[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:
@@ -207,30 +254,39 @@ class MultiTaskRecommender(tfrs.Model):
                                                     self._item_index(tf.gather(self._catalog[ITEM_ID], distinct))))
         losses: dict[str, tf.Tensor] = {}
         if self.next_item_task is not None:
-            losses[RETRIEVAL] = self.next_item_task(self.normalize(users), self.normalize(items), column,
-                                                    log_probability=log_probability)
+            losses[self.retrieval_name] = self.next_item_task(self.normalize(users), self.normalize(items), column,
+                                                              log_probability=log_probability)
         if self.ranking_heads is not None:
             label = tf.boolean_mask(inputs[NEXT_LABELS], present)
             user_ids = tf.boolean_mask(tf.repeat(inputs[USER_ID][:, tf.newaxis], tf.shape(targets)[1], axis=1),
                                        present)
             outputs = self.ranking_heads(users, tf.gather(items, column), user_ids,
                                          tf.gather(self._catalog[ITEM_ID], rows), training=training)
-            positions = tf.cast(tf.maximum(tf.size(label), 1), tf.float32)
-            if self.rating_task is not None:
-                losses[RATING] = self.rating_task(labels=label[:, tf.newaxis],
-                                                  predictions=outputs[RATING][:, tf.newaxis],
-                                                  compute_metrics=False) / positions
-            if self.like_task is not None:
-                liked = tf.cast(label >= self.config.ranking.like_threshold, tf.float32)
-                losses[LIKE] = self.like_task(labels=liked[:, tf.newaxis], predictions=outputs[LIKE][:, tf.newaxis],
-                                              compute_metrics=False) / positions
+            # Every ranking task reads the history's label here (checked when the feature space is built).
+            losses.update(self._ranking_losses(outputs, {name: _target_in_graph(target, label)
+                                                         for name, target in self.ranking_targets.items()}, {}))
         if self.genre_head is not None:
             features = self._catalog_rows(distinct)
             logits = self.genre_logits(features, training=training)
-            losses[GENRES] = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
+            losses[self.content_name] = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
                 labels=self.genre_head.targets(features[self.space.genre_column]), logits=logits))
         return losses
 
     def _catalog_rows(self, rows: tf.Tensor) -> dict[str, tf.Tensor]:
         """The item tower's inputs of catalog ``rows``."""
         return {key: tf.gather(values, rows) for key, values in self._catalog.items()}
+
+
+def _target_in_graph(target: Target, label: tf.Tensor) -> tf.Tensor:
+    """:func:`tfmtl.targets.target_values` on a label tensor (NaN stays missing)."""
+    label = tf.cast(label, tf.float32)
+    known = tf.math.is_finite(label)
+    if target.op:
+        compare = {"==": tf.equal, "!=": tf.not_equal, ">=": tf.greater_equal, "<=": tf.less_equal,
+                   ">": tf.greater, "<": tf.less}[target.op]
+        values = tf.cast(compare(label, target.value), tf.float32)
+    elif target.transform == "log1p":
+        values = tf.math.log1p(tf.where(known, label, 0.0))
+    else:
+        values = label
+    return tf.where(known, values, float("nan"))

@@ -34,6 +34,7 @@ from tfmtl.encoders.text import TextEncoder
 from tfmtl.features import FeatureSpace
 from tfmtl.files import fsync_files, write_atomic, write_text_atomic
 from tfmtl.model import MultiTaskRecommender
+from tfmtl.targets import target_key, weight_key
 
 BEST_POINTER = "best.json"
 
@@ -223,8 +224,11 @@ def example_batch(space: FeatureSpace) -> dict[str, tf.Tensor]:
         batch[HISTORY] = np.full((1, space.history_length), "", dtype=object)
         if space.rated_history:
             batch[HISTORY_LABELS] = np.zeros((1, space.history_length), np.float32)
-    if space.rating_label:
-        batch[space.rating_label] = np.zeros(1, np.float32)
+    for name, target in space.targets.items():
+        if target.ranking or target.label:  # a ranking target, or a retrieval `positive` condition's
+            batch[target_key(name)] = np.ones(1, np.float32)
+        if target.sample_weight:
+            batch[weight_key(name)] = np.ones(1, np.float32)
     return {k: tf.constant(v) for k, v in batch.items()}
 
 

@@ -11,9 +11,7 @@ import tensorflow_recommenders as tfrs
 from tfmtl.config import RankingConfig, RetrievalConfig
 from tfmtl.distribute import replica_scale
 
-RETRIEVAL, RATING, LIKE, GENRES = "retrieval", "rating", "like", "genres"
-# Kendall et al. (2018): a Gaussian likelihood gives 1/(2σ²)·L + log σ, a softmax/Bernoulli one 1/σ²·L + log σ.
-REGRESSION_TASKS = (RATING,)
+RETRIEVAL, RATING, LIKE, GENRES = "retrieval", "rating", "like", "genres"  # the MovieLens preset's tasks
 
 
 # === Retrieval ===
@@ -159,7 +157,9 @@ class RatedHistoryAttention(tf.keras.layers.Layer):
         candidate = self.embedding(self.lookup(item_ids))  # [B, d]
         logits = tf.einsum("bhd,bd->bh", items, candidate) * self.scale
         weights = tf.nn.softmax(logits + (present - 1.0) * 1e9, axis=-1) * present  # all-padding rows -> 0
-        deviation = (tf.cast(ratings, tf.float32) - self.rating_mean) * present
+        ratings = tf.cast(ratings, tf.float32)
+        known = present * tf.cast(tf.math.is_finite(ratings), tf.float32)  # a missing label deviates by 0
+        deviation = tf.where(known > 0, ratings - self.rating_mean, 0.0)
         count = tf.reduce_sum(present, axis=-1, keepdims=True)
         return tf.concat([
             tf.einsum("bh,bhd->bd", weights, items),
@@ -171,45 +171,52 @@ class RatedHistoryAttention(tf.keras.layers.Layer):
 
 
 class RankingHeads(tf.keras.layers.Layer):
-    """(user, item) representations -> rating [B] and like logit [B], over a shared bottom or MMoE.
+    """(user, item) representations -> one output per binary or regression task [B], over a shared bottom or MMoE.
 
-    The rating head adds the training mean, a user bias and an item bias (looked up by raw id) to its MLP
-    output: the biases carry most of the rating signal and the MLP learns the interaction.
+    A regression head adds its target's training mean and, with ``rating_biases``, a user bias and an item bias
+    (looked up by raw id) to its MLP output: the biases carry most of a rating's signal and the MLP learns the
+    interaction. A binary head outputs a logit.
     """
 
-    def __init__(self, config: RankingConfig, tasks: Sequence[str], *, rating_mean: float,
-                 user_vocabulary: Sequence[str], item_vocabulary: Sequence[str], rated_history: bool = False,
-                 id_biases: Sequence[str] = ("user", "item"),
-                 **kwargs: Any) -> None:
+    def __init__(self, config: RankingConfig, tasks: Sequence[tuple[str, str, float]], *,
+                 user_vocabulary: Sequence[str], item_vocabulary: Sequence[str], rating_mean: float = 0.0,
+                 rated_history: bool = False, id_biases: Sequence[str] = ("user", "item"), **kwargs: Any) -> None:
+        """``tasks``: (name, "binary" | "regression", the regression target's training mean) per head."""
         super().__init__(**kwargs)
         # === Layers ===
-        self.tasks = tuple(t for t in (RATING, LIKE) if t in tasks)
+        self.tasks = tuple(name for name, _, _ in tasks)
         if config.bottom == "mmoe":
             self.mixture = MixtureOfExperts(self.tasks, config.num_experts, config.expert_units, config.dropout)
         else:
             self.bottom = _mlp(config.hidden_units, config.dropout, "bottom")
         self.heads = {task: _mlp(config.head_units, config.dropout, f"{task}_head") +
                       [tf.keras.layers.Dense(1, name=f"{task}_output")] for task in self.tasks}
-        # One bias per id, on the sides in ``id_biases`` (a side whose ids are not a feature gets none).
-        biased = config.rating_biases and RATING in self.tasks
+        self.means = {name: float(mean) for name, kind, mean in tasks if kind == "regression"}
+        # One bias per id and regression task, on the sides in ``id_biases`` (a side whose ids are not a feature
+        # gets none).
+        biased = [name for name in self.means] if config.rating_biases else []
+        self.user_lookup = self.item_lookup = None
         if biased and "user" in id_biases:
             self.user_lookup = tf.keras.layers.StringLookup(vocabulary=list(user_vocabulary), num_oov_indices=1)
-            self.user_bias = tf.keras.layers.Embedding(len(user_vocabulary) + 1, 1, embeddings_initializer="zeros")
         if biased and "item" in id_biases:
             self.item_lookup = tf.keras.layers.StringLookup(vocabulary=list(item_vocabulary), num_oov_indices=1)
-            self.item_bias = tf.keras.layers.Embedding(len(item_vocabulary) + 1, 1, embeddings_initializer="zeros")
+        self.user_biases = {name: tf.keras.layers.Embedding(len(user_vocabulary) + 1, 1,
+                                                            embeddings_initializer="zeros", name=f"{name}_user_bias")
+                            for name in biased} if self.user_lookup is not None else {}
+        self.item_biases = {name: tf.keras.layers.Embedding(len(item_vocabulary) + 1, 1,
+                                                            embeddings_initializer="zeros", name=f"{name}_item_bias")
+                            for name in biased} if self.item_lookup is not None else {}
         self.history_attention = (RatedHistoryAttention(item_vocabulary, config.history_dim,
                                                         rating_mean=rating_mean)
                                   if config.history_attention and rated_history else None)
         # === Config ===
         self.config = config
-        self.rating_mean = float(rating_mean)
 
     def call(self, users: tf.Tensor, items: tf.Tensor, user_ids: tf.Tensor, item_ids: tf.Tensor,
              history: tuple[tf.Tensor, tf.Tensor] | None = None,
              training: bool | None = None) -> dict[str, tf.Tensor]:
-        """users [B, D], items [B, D] (tower outputs), ids [B], (history [B, H], its ratings [B, H]) ->
-        {"rating": [B], "like": [B] logits}."""
+        """users [B, D], items [B, D] (tower outputs), ids [B], (history [B, H], its labels [B, H]) ->
+        {task: [B]}: a regression task's value (in its trained units), a binary task's logit."""
         parts = [users, items, users * items]
         if self.history_attention is not None:
             if history is None:
@@ -222,13 +229,15 @@ class RankingHeads(tf.keras.layers.Layer):
             bottom = _run(self.bottom, x, training)
             shared = {task: bottom for task in self.tasks}
         outputs = {task: tf.squeeze(_run(self.heads[task], shared[task], training), -1) for task in self.tasks}
-        if RATING in outputs:
-            rating = outputs[RATING] + self.rating_mean
-            if hasattr(self, "user_bias"):
-                rating += tf.squeeze(self.user_bias(self.user_lookup(user_ids)), -1)
-            if hasattr(self, "item_bias"):
-                rating += tf.squeeze(self.item_bias(self.item_lookup(item_ids)), -1)
-            outputs[RATING] = rating
+        user_index = self.user_lookup(user_ids) if self.user_lookup is not None else None
+        item_index = self.item_lookup(item_ids) if self.item_lookup is not None else None
+        for task, mean in self.means.items():
+            value = outputs[task] + mean
+            if task in self.user_biases:
+                value += tf.squeeze(self.user_biases[task](user_index), -1)
+            if task in self.item_biases:
+                value += tf.squeeze(self.item_biases[task](item_index), -1)
+            outputs[task] = value
         return outputs
 
 
@@ -262,10 +271,13 @@ class LossWeighting(tf.keras.layers.Layer):
     The effective weight of task t is w_t · c_t · exp(-s_t).
     """
 
-    def __init__(self, weights: dict[str, float], strategy: str, **kwargs: Any) -> None:
+    def __init__(self, weights: dict[str, float], strategy: str, *, regression: Sequence[str] = (),
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.static = {task: float(w) for task, w in weights.items()}
         self.strategy = strategy
+        # Kendall et al. (2018): a Gaussian likelihood gives 1/(2σ²)·L + log σ, a softmax/Bernoulli 1/σ²·L + log σ.
+        self.scales = {task: 0.5 if task in regression else 1.0 for task in weights}
         self.log_variances = {task: self.add_weight(name=f"log_variance_{task}", shape=(), initializer="zeros",
                                                     trainable=True)
                               for task in weights} if strategy == "uncertainty" else {}
@@ -273,7 +285,8 @@ class LossWeighting(tf.keras.layers.Layer):
     def effective_weights(self) -> dict[str, tf.Tensor]:
         if self.strategy == "static":
             return {task: tf.constant(w) for task, w in self.static.items()}
-        return {task: w * _scale(task) * tf.exp(-self.log_variances[task]) for task, w in self.static.items()}
+        return {task: w * self.scales[task] * tf.exp(-self.log_variances[task])
+                for task, w in self.static.items()}
 
     def call(self, losses: dict[str, tf.Tensor]) -> tf.Tensor:
         weights = self.effective_weights()
@@ -281,7 +294,3 @@ class LossWeighting(tf.keras.layers.Layer):
         if self.strategy == "uncertainty":
             total += tf.add_n([self.static[task] * self.log_variances[task] / 2 for task in losses])
         return total
-
-
-def _scale(task: str) -> float:
-    return 0.5 if task in REGRESSION_TASKS else 1.0

@@ -30,6 +30,7 @@ from tfmtl.features import FeatureSpace
 from tfmtl.model import MultiTaskRecommender
 from tfmtl.plots import plot_history, plot_metrics
 from tfmtl.run import RunFolder, build_encoder, build_model, check_data, data_fingerprint
+from tfmtl.targets import target_key
 
 
 class WorkerFailure(RuntimeError):
@@ -181,7 +182,14 @@ def train(config: Config | None = None, *, output: str | Path, resume: bool = Fa
 def _training_arrays(config: Config, space: FeatureSpace, data: InteractionData, split: Split) -> dict[str, np.ndarray]:
     """Training rows: interactions, or for the all-positions objective one row per user sequence."""
     if not config.model.trains_all_positions:
-        return space.interaction_arrays(data, split.train, split.train, is_training=True)
+        arrays = space.interaction_arrays(data, split.train, split.train, is_training=True)
+        for name, target in space.targets.items():
+            if target_key(name) in arrays and target.ranking:
+                missing = int(np.sum(~np.isfinite(arrays[target_key(name)])))
+                if missing:
+                    _log(f"task {name}: {missing:,} of {len(split.train):,} training rows have no "
+                         f"{target.label!r} label and are left out of its loss")
+        return arrays
     arrays, skipped = space.next_item_arrays(data, split.train, windows=config.model.sequence.windows)
     sequences = len(arrays[USER_ID])
     _log(f"{sequences:,} training sequences of up to {space.history_length + 1} events"

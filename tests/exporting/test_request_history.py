@@ -107,7 +107,7 @@ def test_scoring_test_rows_through_the_served_signature_gives_the_offline_metric
     from tfmtl.serving import signatures as wire
 
     function = without_users._functions[wire.RETRIEVE_EXCLUDING]
-    inputs = wire.signature_inputs(toy_run.model.space, tuple(toy_run.model.config.tasks))[wire.RETRIEVE_EXCLUDING]
+    inputs = wire.signature_inputs(toy_run.model.space)[wire.RETRIEVE_EXCLUDING]
     served = served_retrieval_metrics(
         lambda request: {k: v.numpy() for k, v in function(**{k: tf.constant(v) for k, v in request.items()}).items()},
         toy_run.data, toy_run.split.known, toy_run.split.test, inputs=inputs, history_length=5, ks=(1, 5, 10),

@@ -77,6 +77,7 @@ class InteractionData:
             info[f"{label}_mean"] = round(float(values.mean()), 4)
             info[f"{label}_min"] = float(values.min())
             info[f"{label}_max"] = float(values.max())
+            info[f"{label}_missing"] = int(values.isna().sum())
         if self.has_timestamps:
             info["first_timestamp"] = int(ratings[TIMESTAMP].min())
             info["last_timestamp"] = int(ratings[TIMESTAMP].max())
@@ -95,8 +96,8 @@ def load_from_schema(schema: Schema) -> InteractionData:
     require_columns(frame, file, required + ([spec.timestamp] if spec.timestamp else []))
     frame = parse_ids(frame, spec.user_id, file=file, policy=policy)
     frame = parse_ids(frame, spec.item_id, file=file, policy=policy)
-    for column in spec.labels.values():
-        frame = parse_numeric(frame, column, file=file, policy=policy)
+    for column in spec.labels.values():  # a missing label is kept (NaN): the tasks that read it mask that row
+        frame = parse_numeric(frame, column, file=file, policy=policy, allow_missing=True)
     if spec.timestamp:
         frame = parse_timestamps(frame, spec.timestamp, spec.timestamp_format, file=file, policy=policy)
     renames = {spec.user_id: USER_ID, spec.item_id: ITEM_ID, **{v: k for k, v in spec.labels.items()}}

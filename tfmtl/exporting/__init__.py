@@ -94,14 +94,13 @@ def export(run: Any, *, name: str, base: str | Path = "saved_models", config: Ex
     module, source, user_ids, user_columns = (prepared.module, prepared.source, prepared.user_ids,
                                               prepared.user_columns)
     space = source.model.space
-    tasks = tuple(source.model.config.tasks)
     functions = module.signatures()
-    inputs = wire.signature_inputs(space, tasks)
-    outputs = wire.signature_outputs(space, tasks, source.model.config.embedding_dim)
+    inputs = wire.signature_inputs(space)
+    outputs = wire.signature_outputs(space, source.model.config.embedding_dim)
     if not len(user_ids):  # no snapshot: warm up with real users' features all the same
         user_ids, user_columns = snapshot_of_users(source.model, source.data, source.known_rows,
                                                    limit=config.warmup_users)
-    requests = sample_requests(space, tasks, user_ids=user_ids, user_columns=user_columns,
+    requests = sample_requests(space, user_ids=user_ids, user_columns=user_columns,
                                k=min(10, module.max_k), users=config.warmup_users,
                                histories=_warmup_histories(source, 2))
     model_dir = Path(base) / name
@@ -211,7 +210,10 @@ def build_manifest(module: ServingModule, source: _Source, *, name: str, version
         "vocabulary_sizes": {k: len(v) for k, v in space.vocabularies.items()},
         "title_column": module.title_column,
         "encoder": encoder.config.get_config() if encoder is not None else None,
-        "tasks": dict(model.config.tasks),
+        "tasks": {name: {"type": t.type, "weight": t.weight, "output": t.output if t.ranking else None,
+                         "reads": t.feature if t.type == "content" else
+                         (f"{t.label} {t.op} {t.value:g}" if t.op else t.label)}
+                  for name, t in model.space.targets.items()},
         "training_metrics": source.metrics,
         "run": source.run,
         "libraries": {lib: _version(lib) for lib in LIBRARIES},

@@ -207,7 +207,7 @@ class ServingModule(tf.Module):
         users = tf.repeat(users, count, axis=0)
         user_ids = tf.repeat(user_inputs[wire.USER_ID], count, axis=0)
         outputs = self.model.rank_tower_outputs(users, items, user_ids, flat[wire.ITEM_ID], training=False)
-        if wire.RETRIEVAL_SCORE in wire.rank_outputs(self.space, tuple(self.model.config.tasks)):
+        if wire.RETRIEVAL_SCORE in wire.rank_outputs(self.space):
             outputs[wire.RETRIEVAL_SCORE] = tf.reduce_sum(self.model.normalize(users) * self.model.normalize(items),
                                                           axis=-1)
         return self._with_dropped({key: tf.reshape(value, [batch, count]) for key, value in outputs.items()},
@@ -290,7 +290,7 @@ class ServingModule(tf.Module):
         """Signature name -> concrete function, with input keys and dtypes from ``serving.signatures``; each checks
         the request against ``limits`` before any work."""
         functions = {}
-        for name, fields in wire.signature_inputs(self.space, tuple(self.model.config.tasks)).items():
+        for name, fields in wire.signature_inputs(self.space).items():
             specs = {f.name: tf.TensorSpec(f.shape, tf.as_dtype(f.dtype), name=f.name) for f in fields}
 
             functions[name] = tf.function(self._bounded(name, fields)).get_concrete_function(**specs)

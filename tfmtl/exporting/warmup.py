@@ -25,7 +25,7 @@ NEW_ITEM_TEXT = "A new film nobody has rated yet"
 Request = tuple[str, dict[str, np.ndarray]]  # (signature name, input key -> array)
 
 
-def sample_requests(space: FeatureSpace, tasks: tuple[str, ...], *, user_ids: np.ndarray,
+def sample_requests(space: FeatureSpace, *, user_ids: np.ndarray,
                     user_columns: Mapping[str, np.ndarray], k: int, users: int = 3,
                     candidates: int = 4, histories: Sequence[Sequence[str]] = ()) -> list[Request]:
     """One request per signature from real users and catalog items, plus an unknown user and a new item.
@@ -35,7 +35,7 @@ def sample_requests(space: FeatureSpace, tasks: tuple[str, ...], *, user_ids: np
     request-time path). Exclusions are the known users' own histories, and the sent histories through
     ``exclude_history``; ``rank`` candidates are catalog items sent by id alone plus one new item with text.
     """
-    inputs = wire.signature_inputs(space, tasks)
+    inputs = wire.signature_inputs(space)
     known = min(users, len(user_ids))
     sent = list(histories) if space.history_length else []
     user_batch = _user_batch(space, user_ids[:known], {c: v[:known] for c, v in user_columns.items()}, sent)

@@ -78,7 +78,8 @@ class Recommendations:
 
 @dataclass(frozen=True)
 class RankedItem:
-    """A candidate with each ranking output (``rating``, ``like_probability``, ``retrieval_score``)."""
+    """A candidate with each ranking output: ``retrieval_score``, ``<task>`` per regression task and
+    ``<task>_probability`` per binary task (the preset's: ``rating``, ``like_probability``)."""
 
     item_id: str
     scores: dict[str, float]

@@ -49,8 +49,8 @@ SCORES = "scores"  # float32 [B, K], sorted descending; ties keep catalog order;
 ITEM_TITLES = "item_titles"  # string [B, K]: the item's first text column, when the items have text
 USER_EMBEDDING_OUTPUT = "user_embedding"  # float32 [B, D]
 ITEM_EMBEDDING_OUTPUT = "item_embedding"  # float32 [B, D]
-RATING = "rating"  # float32 [B, C]
-LIKE_PROBABILITY = "like_probability"  # float32 [B, C]
+RATING = "rating"  # float32 [B, C]: the preset's regression task (every regression task: "<task>")
+LIKE_PROBABILITY = "like_probability"  # float32 [B, C]: the preset's binary task ("<task>_probability")
 RETRIEVAL_SCORE = "retrieval_score"  # float32 [B, C]: the user-item dot product retrieval ranks by
 HISTORY_DROPPED = "history_dropped"  # int32 [B]: items of history_item_ids older than the newest H, not read
 
@@ -95,43 +95,45 @@ def item_inputs(space: FeatureSpace, *, candidates: bool = False) -> list[Field]
             + [Field(c, "string", (*lead, None)) for c in space.item_multi_valued])
 
 
-def rank_outputs(space: FeatureSpace, tasks: tuple[str, ...]) -> list[str]:
-    names = [RETRIEVAL_SCORE] if "retrieval" in tasks else []
-    if "rating" in tasks:
-        names.append(RATING)
-    if "like" in tasks:
-        names.append(LIKE_PROBABILITY)
-    return names
+def has_retrieval(space: FeatureSpace) -> bool:
+    return any(t.type == "retrieval" for t in space.targets.values())
 
 
-def signature_inputs(space: FeatureSpace, tasks: tuple[str, ...]) -> dict[str, list[Field]]:
+def rank_outputs(space: FeatureSpace) -> list[str]:
+    """``rank``'s outputs: the retrieval score, then ``<task>`` per regression task and ``<task>_probability``
+    per binary task, in the config's order (the preset's are ``rating`` and ``like_probability``)."""
+    names = [RETRIEVAL_SCORE] if has_retrieval(space) else []
+    return names + [t.output for t in space.targets.values() if t.ranking]
+
+
+def signature_inputs(space: FeatureSpace) -> dict[str, list[Field]]:
     """Signature name -> its inputs, for a model with these features and tasks."""
     users = user_inputs(space)
     out: dict[str, list[Field]] = {}
-    if "retrieval" in tasks:
+    if has_retrieval(space):
         out[RETRIEVE] = [*users, Field(K, "int32", (None,))]
         out[RETRIEVE_EXCLUDING] = [*out[RETRIEVE], Field(EXCLUDE_ITEM_IDS, "string", (None, None))]
         if space.history_length:
             out[RETRIEVE_EXCLUDING].append(Field(EXCLUDE_HISTORY, "bool", (None,)))
-    if rank_outputs(space, tasks):
+    if rank_outputs(space):
         out[RANK] = [*users, *item_inputs(space, candidates=True)]
     out[USER_EMBEDDING] = users
     out[ITEM_EMBEDDING] = item_inputs(space)
     return out
 
 
-def signature_outputs(space: FeatureSpace, tasks: tuple[str, ...], dim: int) -> dict[str, list[Field]]:
+def signature_outputs(space: FeatureSpace, dim: int) -> dict[str, list[Field]]:
     """Signature name -> its outputs."""
     history = [Field(HISTORY_DROPPED, "int32", (None,))] if space.history_length else []
     ranked = [Field(ITEM_IDS, "string", (None, None)), Field(SCORES, "float32", (None, None))]
     if space.item_text:
         ranked.append(Field(ITEM_TITLES, "string", (None, None)))
     out: dict[str, list[Field]] = {}
-    if "retrieval" in tasks:
+    if has_retrieval(space):
         out[RETRIEVE] = ranked + history
         out[RETRIEVE_EXCLUDING] = ranked + history
-    if rank_outputs(space, tasks):
-        out[RANK] = [Field(name, "float32", (None, None)) for name in rank_outputs(space, tasks)] + history
+    if rank_outputs(space):
+        out[RANK] = [Field(name, "float32", (None, None)) for name in rank_outputs(space)] + history
     out[USER_EMBEDDING] = [Field(USER_EMBEDDING_OUTPUT, "float32", (None, dim)), *history]
     out[ITEM_EMBEDDING] = [Field(ITEM_EMBEDDING_OUTPUT, "float32", (None, dim))]
     return out
