@@ -62,8 +62,12 @@ def _log(message: str) -> None:
 
 # === Data ===
 
-def prepare(folder: Path) -> tuple[Path, dict[str, int]]:
-    """Writes the filtered Book-Crossing tables and a tfmtl schema into ``folder``; returns the schema and counts."""
+def prepare(folder: Path, *, implicit: bool = False, min_ratings: int = MIN_RATINGS) -> tuple[Path, dict[str, int]]:
+    """Writes the filtered Book-Crossing tables and a tfmtl schema into ``folder``; returns the schema and counts.
+
+    Explicit ratings (1-10) only, or with ``implicit`` the implicit interactions (rating 0) too, as two labels:
+    ``rating`` (0-10, every row) and ``explicit_rating`` (1-10, missing where the interaction is implicit).
+    """
     schema, counts_file = folder / "schema.yaml", folder / "counts.json"
     if schema.exists() and counts_file.exists():
         return schema, json.loads(counts_file.read_text())
@@ -76,8 +80,12 @@ def prepare(folder: Path) -> tuple[Path, dict[str, int]]:
         books = _read(archive, "Books", counts)
         users = _read(archive, "Users", counts)
     ratings["rating"] = pd.to_numeric(ratings["Book-Rating"], errors="coerce")
-    counts["ratings_implicit_dropped"] = int((ratings["rating"] == 0).sum())
-    ratings = ratings[ratings["rating"].between(1, 10)]
+    if implicit:
+        counts["ratings_out_of_range_dropped"] = int((~ratings["rating"].between(0, 10)).sum())
+        ratings = ratings[ratings["rating"].between(0, 10)]
+    else:
+        counts["ratings_implicit_dropped"] = int((ratings["rating"] == 0).sum())
+        ratings = ratings[ratings["rating"].between(1, 10)]
     known = ratings["ISBN"].isin(books["ISBN"])
     counts["ratings_unknown_book_dropped"] = int((~known).sum())
     ratings = ratings[known].drop_duplicates(["User-ID", "ISBN"])
@@ -85,12 +93,15 @@ def prepare(folder: Path) -> tuple[Path, dict[str, int]]:
     while True:  # the k-core: dropping sparse books can make users sparse again
         sizes_b = ratings.groupby("ISBN")["ISBN"].transform("size")
         sizes_u = ratings.groupby("User-ID")["User-ID"].transform("size")
-        keep = (sizes_b >= MIN_RATINGS) & (sizes_u >= MIN_RATINGS)
+        keep = (sizes_b >= min_ratings) & (sizes_u >= min_ratings)
         if keep.all():
             break
         ratings = ratings[keep]
-    counts["ratings_outside_5_core_dropped"] = before - len(ratings)
+    counts[f"ratings_outside_{min_ratings}_core_dropped"] = before - len(ratings)
     counts["ratings"] = len(ratings)
+    if implicit:
+        counts["ratings_implicit"] = int((ratings["rating"] == 0).sum())
+        ratings["explicit_rating"] = ratings["rating"].where(ratings["rating"] > 0)
 
     books = books[books["ISBN"].isin(ratings["ISBN"])].drop_duplicates("ISBN")
     year = pd.to_numeric(books["Year-Of-Publication"], errors="coerce")
@@ -105,14 +116,16 @@ def prepare(folder: Path) -> tuple[Path, dict[str, int]]:
     counts["users_age_unknown"] = int((~age.between(5, 100)).sum())
     country = users["Location"].fillna("").str.rsplit(",", n=1).str[-1].str.strip().replace({"n/a": ""})
     user_table = pd.DataFrame({"user_id": users["User-ID"], "country": country, "age": age.where(age.between(5, 100))})
-    ratings[["User-ID", "ISBN", "rating"]].rename(columns={"User-ID": "user_id", "ISBN": "item_id"}).to_parquet(
+    labels = ["rating", "explicit_rating"] if implicit else ["rating"]
+    ratings[["User-ID", "ISBN", *labels]].rename(columns={"User-ID": "user_id", "ISBN": "item_id"}).to_parquet(
         folder / "ratings.parquet", index=False)
     items.to_parquet(folder / "books.parquet", index=False)
     user_table.to_parquet(folder / "users.parquet", index=False)
     counts.update(books=len(items), users=len(user_table))
     schema.write_text(
         "name: book-crossing\n"
-        "interactions: {path: ratings.parquet, user_id: user_id, item_id: item_id, labels: {rating: rating}}\n"
+        "interactions: {path: ratings.parquet, user_id: user_id, item_id: item_id, labels: {"
+        + ", ".join(f"{label}: {label}" for label in labels) + "}}\n"
         "items: {path: books.parquet, item_id: item_id, text: [title, author], categorical: [publisher], "
         "numeric: [year]}\n"
         "users: {path: users.parquet, user_id: user_id, categorical: [country], numeric: [age]}\n")

@@ -148,19 +148,24 @@ def summarize(runs: list[dict[str, float]]) -> dict[str, object]:
 
 # === Cold start ===
 
-def cold_start(data: InteractionData, config: Config, seeds: list[int], workdir: Path, *,
-               views: dict[str, np.ndarray], combinations: tuple[tuple[str, ...], ...],
-               fraction: float = 0.2) -> dict[str, object]:
-    """Holds out ``fraction`` of the rated items entirely; tfmtl with and without text, popularity, and a content
-    k-NN over each combination of the item content ``views`` (name -> [items, dims], ``data.items`` order)."""
+def hold_out_items(data: InteractionData, fraction: float = 0.2) -> tuple[Split, set[str]]:
+    """``fraction`` of the rated items (seed 0) held out entirely: the split trains on the TFRS tutorial split's
+    training rows of the other items and tests on every row of the held-out ones."""
     rng = np.random.default_rng(0)
     rated = np.array(sorted(data.interactions["item_id"].astype(str).unique()))
     held_out = set(rng.choice(rated, int(round(len(rated) * fraction)), replace=False))
     is_cold = data.interactions["item_id"].astype(str).isin(held_out).to_numpy()
     base = tfrs_tutorial_split(len(data.interactions))
-    train_rows = np.sort(base.train[~is_cold[base.train]])
-    cold_rows = np.flatnonzero(is_cold)
-    split = Split("cold_start", train=train_rows, test=cold_rows)
+    return Split("cold_start", train=np.sort(base.train[~is_cold[base.train]]), test=np.flatnonzero(is_cold)), held_out
+
+
+def cold_start(data: InteractionData, config: Config, seeds: list[int], workdir: Path, *,
+               views: dict[str, np.ndarray], combinations: tuple[tuple[str, ...], ...],
+               fraction: float = 0.2) -> dict[str, object]:
+    """Holds out ``fraction`` of the rated items entirely; tfmtl with and without text, popularity, and a content
+    k-NN over each combination of the item content ``views`` (name -> [items, dims], ``data.items`` order)."""
+    split, held_out = hold_out_items(data, fraction)
+    train_rows, cold_rows = split.train, split.test
     _log(f"cold start: {len(held_out)} items held out, {len(train_rows):,} training rows, "
          f"{len(cold_rows):,} cold test rows")
     user_index, item_index, num_users, num_items = _indices(data)

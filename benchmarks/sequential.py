@@ -199,7 +199,7 @@ def report(results: dict[str, Any]) -> str:
         cells = []
         for k in SHOWN:
             s = summary([r["test"][k] for r in per_seed])
-            cells.append(f"{s['mean']:.4f} ± {s['sd']:.4f}")
+            cells.append(f"{s['mean']:.4f} ± {s['sd']:.4f}" if len(per_seed) > 1 else f"{s['mean']:.4f} (1 seed)")
         lines.append(f"| tfmtl `{row}` | " + " | ".join(cells) + " |")
     lines += ["", "| tfmtl row | seeds: HR@10 | cold items (≤ 5 training events): HR@10 | epochs (best) | "
               "s / epoch |", "|---|---|---|---|---|"]
@@ -224,6 +224,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="cap the configuration's epochs (smoke runs)")
     parser.add_argument("--no-served", action="store_true", help="skip the export and the served metrics")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--append", action="store_true",
+                        help="keep the runs already in sequential.json and add these (more seeds, other rows)")
     args = parser.parse_args()
 
     base = Config.from_file(CONFIG)
@@ -234,14 +236,19 @@ def main() -> None:
     results: dict[str, Any] = {"protocol": __doc__.split("\n\n")[1], "config": str(CONFIG.relative_to(ROOT.parent)),
                                "seeds": args.seeds, "published": PUBLISHED, "baselines": baseline_rows(data, split),
                                "rows": {}}
+    previous = args.output / "sequential.json"
+    if args.append and previous.exists():
+        kept = json.loads(previous.read_text())
+        results["rows"] = kept["rows"]
+        results["seeds"] = sorted(set(kept["seeds"]) | set(args.seeds))
     _log(f"baselines: {results['baselines']}")
     args.output.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="tfmtl-sequential-") as folder:
         for seed in args.seeds:
             for row in args.rows:
-                results["rows"].setdefault(row, []).append(run_row(
+                results["rows"].setdefault(row, []).append({"seed": seed, **run_row(
                     row, row_config(row, base, seed=seed, epochs=args.epochs), data, test_split, Path(folder),
-                    served=row == "tfmtl" and not args.no_served))
+                    served=row == "tfmtl" and not args.no_served)})
                 results["summary"] = {name: {k: summary([r["test"][k] for r in runs]) for k in SHOWN}
                                       for name, runs in results["rows"].items()}
                 # Written after every run: a long benchmark that stops early keeps what it measured.

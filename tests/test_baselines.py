@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tfmtl.baselines import EASE, BiasesModel, interaction_matrix, popularity_scores, tune_ease_l2
+from tfmtl.baselines import EASE, BiasesModel, LogisticRegression, interaction_matrix, popularity_scores, tune_ease_l2
 
 # A tiny 5-user x 4-item interaction log (pairs (user, item); the repeated (0, 1) counts once in X).
 USERS = np.array([0, 0, 0, 1, 1, 2, 2, 2, 3, 4, 4, 0])
@@ -109,3 +109,35 @@ def test_biases_shrink_sparse_items_by_hand() -> None:
         model.predict(np.array([-2]), np.array([0]))
     with pytest.raises(ValueError, match="before fit"):
         BiasesModel().predict(np.array([0]), np.array([0]))
+
+
+# === Logistic regression ===
+
+def test_logistic_regression_on_one_binary_feature_recovers_each_groups_rate() -> None:
+    """Unpenalised, one 0/1 feature: the maximum-likelihood fit predicts each group's empirical rate (1/4 and
+    2/3 here, worked out by hand)."""
+    x = np.array([[0.0], [0.0], [0.0], [0.0], [1.0], [1.0], [1.0]])
+    y = np.array([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0])
+    p = LogisticRegression(l2=0.0).fit(x, y).predict(np.array([[0.0], [1.0]]))
+    np.testing.assert_allclose(p[:, 0], [1 / 4, 2 / 3], atol=1e-8)
+
+
+def test_logistic_regression_stops_where_the_penalised_gradient_vanishes_per_label_column() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 3))
+    y = np.stack([(x[:, 0] + rng.normal(size=200) > 0), (x[:, 1] - x[:, 2] > 0.5)], axis=1).astype(float)
+    model = LogisticRegression(l2=2.0).fit(x, y)
+    p = model.predict(x)
+    assert p.shape == (200, 2)
+    w = model.weights
+    assert w is not None
+    x1 = np.hstack([x, np.ones((200, 1))])
+    for g in range(2):  # the first-order condition of the L2-penalised log-likelihood, intercept unpenalised
+        gradient = x1.T @ (p[:, g] - y[:, g]) + 2.0 * np.append(w[:3, g], 0.0)
+        np.testing.assert_allclose(gradient, 0.0, atol=1e-6)
+    assert np.abs(w[:3, 1]).sum() > np.abs(LogisticRegression(l2=200.0).fit(x, y).weights[:3, 1]).sum()
+
+
+def test_logistic_regression_names_bad_labels() -> None:
+    with pytest.raises(ValueError, match="labels must be 0 or 1"):
+        LogisticRegression().fit(np.zeros((2, 1)), np.array([0.0, 2.0]))

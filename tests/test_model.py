@@ -176,3 +176,19 @@ def test_ranking_losses_are_row_means_worked_out_by_hand(data) -> None:  # type:
     p, liked = outputs["like_probability"].numpy().astype(np.float64), (rating >= 4).astype(np.float64)
     bce = -np.mean(liked * np.log(p) + (1 - liked) * np.log(1 - p))
     np.testing.assert_allclose(losses["like"].numpy(), bce, rtol=1e-4)
+
+
+def test_the_content_head_reads_the_items_content_but_never_its_genres_or_id(data) -> None:  # type: ignore[no-untyped-def]
+    model, batch = _model(data, toy_config(tasks={"retrieval": 1.0, "genres": 1.0}))
+    logits = model.content_outputs(batch).numpy()
+    other = dict(batch, genres=tf.reverse(batch["genres"], axis=[0]), item_id=tf.reverse(batch["item_id"], axis=[0]))
+    np.testing.assert_array_equal(model.content_outputs(other).numpy(), logits)
+    retitled = dict(batch, title=tf.reverse(batch["title"], axis=[0]))
+    assert np.abs(model.content_outputs(retitled).numpy() - logits).max() > 1e-4
+    # The loss: sigmoid cross-entropy against the multi-hot genres, by hand, over the batch's rows.
+    z = logits.astype(np.float64)
+    vocabulary = list(model.content_head.genres)
+    hot = np.array([[float(g in {v.decode() for v in row}) for g in vocabulary] for row in batch["genres"].numpy()])
+    assert 0 < hot.sum() < hot.size
+    expected = np.mean(np.maximum(z, 0) - z * hot + np.log1p(np.exp(-np.abs(z))))
+    assert float(model.task_losses(batch, training=False)["genres"]) == pytest.approx(expected, rel=1e-5)

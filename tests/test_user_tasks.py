@@ -15,10 +15,10 @@ from tfmtl.config import Config, ModelConfig, TaskConfig
 from tfmtl.data.pipeline import make_dataset
 from tfmtl.evaluate import evaluate_model, metric_names
 from tfmtl.features import FeatureSpace
-from tfmtl.run import build_encoder, build_model
+from tfmtl.run import build_encoder, build_model, data_fingerprint
 from tfmtl.serving import signatures as wire
 from tfmtl.targets import target_key
-from tfmtl.training import make_split
+from tfmtl.training import _training_arrays, make_split
 
 BEHAVIOURS = {
     "retrieval": {"type": "retrieval", "positive": "clicked == 1"},
@@ -31,14 +31,15 @@ BEHAVIOURS = {
 
 @pytest.fixture(scope="module")
 def data():  # type: ignore[no-untyped-def]
-    """The toy ratings plus behaviours: clicks, purchases (only known after a click: NaN otherwise), watch time
+    """The toy ratings plus behaviours: clicks, purchases (recorded after a click only: NaN otherwise), watch time
     (missing on a fifth of the rows) and a per-row importance."""
     data = toy_data()
     rng = np.random.default_rng(0)
     frame = data.interactions
     rows = len(frame)
     clicked = (rng.random(rows) < 0.6).astype(float)
-    purchased = np.where(clicked == 1, (rng.random(rows) < 0.3).astype(float), np.nan)
+    # a purchase is recorded after a click only, and even then not always (NaN: the outcome is unknown)
+    purchased = np.where((clicked == 1) & (rng.random(rows) < 0.85), (rng.random(rows) < 0.3).astype(float), np.nan)
     watch = np.where(rng.random(rows) < 0.2, np.nan, rng.exponential(300.0, rows))
     frame = frame.assign(clicked=clicked, purchased=purchased, watch_seconds=watch,
                          importance=rng.uniform(0.5, 2.0, rows))
@@ -99,6 +100,8 @@ def test_the_preset_shorthand_is_the_preset_written_out() -> None:
     ({"click": {"type": "binary", "label": "clicked", "given": "watch"},
       "watch": {"type": "regression", "label": "watch_seconds"}}, "model.tasks.click.given"),
     ({"clicks": 1.0}, "model.tasks.clicks"),
+    ({"click": {"type": "binary", "label": "clicked", "dropout": 0.5}}, "model.tasks.click.dropout"),
+    ({"genres": {"type": "content", "dropout": 1.0}}, "model.tasks.genres.dropout"),
 ])
 def test_a_bad_task_config_names_its_field(tasks: dict, field: str) -> None:  # type: ignore[type-arg]
     with pytest.raises(ValueError, match=f"'{field}'"):
@@ -146,10 +149,11 @@ def test_missing_labels_sample_weights_log1p_and_esmm_losses_by_hand(data) -> No
     p_click = _sigmoid(raw["click"])
     assert losses["click"] == pytest.approx(np.mean(_bce(p_click, clicked)), rel=1e-4)
 
-    # ESMM: p(purchase) = p(click) · p(purchase | click), trained on the rows whose purchase label is known.
-    purchased = batch["purchased"].numpy().astype(np.float64)
+    # ESMM: p(purchase) = p(click) · p(purchase | click), over every exposure: no click means no purchase (0),
+    # a click whose purchase is unknown is masked.
+    purchased = np.where(clicked == 0, 0.0, batch["purchased"].numpy().astype(np.float64))
     known = np.isfinite(purchased)
-    assert 0 < known.sum() < len(known)  # the batch has missing purchases: masking is exercised
+    assert 0 < known.sum() < len(known) and (purchased[known] == 0).sum() > (clicked == 0).sum() > 0
     p_purchase = p_click * _sigmoid(raw["purchase"])
     assert losses["purchase"] == pytest.approx(np.mean(_bce(p_purchase[known], purchased[known])), rel=1e-4)
 
@@ -191,14 +195,72 @@ def test_the_retrieval_positive_condition_keeps_only_those_rows(data) -> None:  
     assert float(model.task_losses(batch)["retrieval"]) == pytest.approx(float(expected), rel=1e-5)
 
 
+def test_the_run_folder_fingerprint_tells_a_missing_label_from_a_zero(data) -> None:  # type: ignore[no-untyped-def]
+    frame = data.interactions
+    zero = dataclasses.replace(data, interactions=frame.assign(purchased=frame["purchased"].fillna(0.0)))
+    assert data_fingerprint(data)["sha256"] != data_fingerprint(zero)["sha256"]
+
+
+def test_user_text_columns_that_the_tower_does_not_read_are_named(data, capsys) -> None:  # type: ignore[no-untyped-def]
+    users = data.users.assign(bio="likes films")
+    declared = dataclasses.replace(data.user_features, text=("bio",))
+    with_bio = dataclasses.replace(data, users=users, user_features=declared)
+    config = _config(BEHAVIOURS)
+    split = make_split(with_bio, config)
+    _training_arrays(config, FeatureSpace.build(config.model, with_bio, split.train), with_bio, split)
+    assert "user tower ignores bio" in capsys.readouterr().err
+
+
+# === A numeric content task ===
+
+@pytest.fixture(scope="module")
+def with_length(data):  # type: ignore[no-untyped-def]
+    """The toy items with a numeric feature (a length in minutes), missing for every fifth item."""
+    rng = np.random.default_rng(1)
+    length = rng.uniform(80, 160, len(data.items))
+    length[::5] = np.nan
+    features = dataclasses.replace(data.item_features, numeric=("length",))
+    return dataclasses.replace(data, items=data.items.assign(length=length), item_features=features)
+
+
+def test_a_numeric_content_task_is_mse_in_standard_units_over_the_items_that_have_a_value(with_length) -> None:  # type: ignore[no-untyped-def]
+    config = _config({"retrieval": 1.0, "length": {"type": "content", "feature": "length"}})
+    model, batch, split = _model(with_length, config)
+    trained = with_length.interactions["item_id"].iloc[split.train].unique()
+    values = with_length.items.set_index("item_id").loc[trained, "length"].dropna()
+    mean, scale = values.mean(), values.std()  # the training items', each once
+    raw = with_length.items.set_index("item_id").loc[batch["item_id"].numpy().astype(str), "length"].to_numpy()
+    known = np.isfinite(raw)
+    assert 0 < known.sum() < len(known)
+    out = model.content_outputs(batch).numpy().astype(np.float64)
+    expected = np.mean((out[known] - (raw[known] - mean) / scale) ** 2)
+    assert float(model.task_losses(batch, training=False)["length"]) == pytest.approx(expected, rel=1e-4)
+    # The head never reads the feature it predicts.
+    shifted = dict(batch, length=batch["length"] * 3.0 + 7.0)
+    np.testing.assert_array_equal(model.content_outputs(shifted).numpy(), out)
+
+    metrics = evaluate_model(model, with_length, split.train, split.test, ks=(5,))
+    test_items = with_length.items.set_index("item_id").loc[
+        with_length.interactions["item_id"].iloc[split.test].unique(), "length"]
+    assert metrics["length/missing"] == float(test_items.isna().sum()) > 0
+    assert np.isfinite(metrics["length/rmse"]) and not any(k.startswith("length/macro") for k in metrics)
+
+
+def test_a_content_task_on_a_feature_that_is_neither_multi_valued_nor_numeric_is_named(with_length) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match="'model.tasks.era.feature' names 'year', which is not a multi-valued or "
+                                         "numeric item feature"):
+        _model(with_length, _config({"retrieval": 1.0, "era": {"type": "content", "feature": "year"}}))
+
+
 # === Metrics ===
 
 def test_metrics_follow_the_tasks_and_count_the_missing_labels(data) -> None:  # type: ignore[no-untyped-def]
     config = _config(BEHAVIOURS)
     model, _, split = _model(data, config)
     metrics = evaluate_model(model, data, split.train, split.test, ks=(5,))
-    purchased = data.interactions["purchased"].to_numpy()[split.test]
-    assert metrics["purchase/missing"] == float(np.isnan(purchased).sum()) > 0
+    frame = data.interactions.iloc[split.test]
+    unknown = frame["purchased"].isna() & (frame["clicked"] == 1)  # no click is a known "no purchase"
+    assert metrics["purchase/missing"] == float(unknown.sum()) > 0
     assert "click/missing" not in metrics
     expected = set(metric_names(config.model, ks=(5,)))
     assert expected <= set(metrics)

@@ -1,4 +1,5 @@
-"""Non-neural baselines in pure NumPy: popularity, EASE (item-item closed form), and user/item rating biases.
+"""Non-neural baselines in pure NumPy: popularity, EASE (item-item closed form), user/item rating biases, and a
+logistic regression (a probe on fixed features).
 
 Inputs are integer index arrays into dense ranges: ``user_index`` [N] in ``[0, U)``, ``item_index`` [N] in
 ``[0, I)`` (map string ids with a vocabulary first), and ``ratings`` float [N] where a model needs them.
@@ -222,6 +223,50 @@ class BiasesModel:
         user_part = np.where(user_index >= 0, self.user_bias[np.maximum(user_index, 0)], 0.0)
         item_part = np.where(item_index >= 0, self.item_bias[np.maximum(item_index, 0)], 0.0)
         return (self.mean + user_part + item_part).astype(np.float32)
+
+
+class LogisticRegression:
+    """L2-regularised logistic regression, one per output column (multi-label), fitted by Newton's method (IRLS):
+    features [N, F] -> probabilities [N, G]. The intercepts are not penalised. Small F only (an F x F solve)."""
+
+    def __init__(self, l2: float = 1.0, iterations: int = 50, tolerance: float = 1e-8) -> None:
+        self.l2, self.iterations, self.tolerance = float(l2), iterations, tolerance
+        self.weights: np.ndarray | None = None  # [F + 1, G], the intercept last
+
+    def fit(self, features: np.ndarray, labels: np.ndarray) -> LogisticRegression:
+        """labels: [N] or [N, G] of 0/1."""
+        x = _with_intercept(np.asarray(features, np.float64))
+        y = np.asarray(labels, np.float64).reshape(len(x), -1)
+        if not np.isin(y, (0.0, 1.0)).all():
+            raise ValueError("LogisticRegression: labels must be 0 or 1")
+        penalty = np.full(x.shape[1], self.l2)
+        penalty[-1] = 0.0
+        self.weights = np.zeros((x.shape[1], y.shape[1]))
+        for g in range(y.shape[1]):
+            w = self.weights[:, g]
+            for _ in range(self.iterations):
+                p = _sigmoid(x @ w)
+                gradient = x.T @ (p - y[:, g]) + penalty * w
+                hessian = (x * (p * (1 - p))[:, None]).T @ x + np.diag(penalty) + 1e-9 * np.eye(len(w))
+                step = np.linalg.solve(hessian, gradient)
+                w -= step
+                if np.max(np.abs(step)) < self.tolerance:
+                    break
+        return self
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """Probabilities [N, G] (G = 1 when fitted on one label column)."""
+        if self.weights is None:
+            raise ValueError("LogisticRegression: call fit first")
+        return _sigmoid(_with_intercept(np.asarray(features, np.float64)) @ self.weights)
+
+
+def _with_intercept(x: np.ndarray) -> np.ndarray:
+    return np.hstack([x, np.ones((len(x), 1))])
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))  # no overflow for large |x|
 
 
 def _gram(interactions: np.ndarray) -> np.ndarray:

@@ -26,7 +26,7 @@ from tfmtl.metrics import (
     rating_metrics,
 )
 from tfmtl.model import MultiTaskRecommender
-from tfmtl.targets import Target, target_key
+from tfmtl.targets import Target, content_key, target_key
 
 SCORE_CHUNK = 2048
 _TRACED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -64,6 +64,14 @@ def evaluate_model(model: MultiTaskRecommender, data: InteractionData, train_row
     return metrics
 
 
+def predict_rows(model: MultiTaskRecommender, data: InteractionData, train_rows: np.ndarray, rows: np.ndarray, *,
+                 batch_size: int = 4096, until_row_time: bool = True) -> dict[str, np.ndarray]:
+    """What ``rank`` serves for each of the interaction ``rows`` (its user and item): ``{output: [len(rows)]}``,
+    e.g. ``click_probability``; the user tower reads the user's ``train_rows`` as :func:`evaluate_model` does."""
+    arrays = model.space.interaction_arrays(data, train_rows, rows, is_training=False, until_row_time=until_row_time)
+    return _predict_rows(model, arrays, batch_size)[1]
+
+
 def _ranking_metrics(target: Target, predicted: np.ndarray, label: np.ndarray,
                      values: np.ndarray) -> dict[str, float]:
     """A binary or regression task's metrics over the rows whose label is known (NaN rows are left out, and
@@ -89,8 +97,8 @@ def metric_names(config: ModelConfig, ks: Sequence[int] = DEFAULT_KS) -> list[st
             names += [f"{name}/rmse", f"{name}/mae"]
         elif task.type == "binary":
             names += [f"{name}/{m}" for m in ("auc", "accuracy", "precision", "recall", "f1")]
-        else:
-            names += [f"{name}/{m}" for m in ("micro_f1", "macro_auc", "precision_at_1", "accuracy")]
+        else:  # a content task: multi-label metrics for a multi-valued feature, RMSE and MAE for a numeric one
+            names += [f"{name}/{m}" for m in ("micro_f1", "macro_auc", "precision_at_1", "accuracy", "rmse", "mae")]
     return names
 
 
@@ -108,7 +116,7 @@ def _functions(model: MultiTaskRecommender) -> dict[str, Any]:
             "items": tf.function(lambda batch: model.embed_item(batch, training=False)),
             "rows": tf.function(lambda batch: (model.embed_user(batch, training=False),
                                                model.rank(batch, training=False))),
-            "genres": tf.function(lambda batch: tf.sigmoid(model.genre_logits(batch, training=False))),
+            "content": tf.function(model.content_predictions),
         }
     return _TRACED[model]
 
@@ -174,18 +182,26 @@ def _seen_columns(data: InteractionData, train_rows: np.ndarray, column: dict[st
 
 def _content(model: MultiTaskRecommender, arrays: dict[str, np.ndarray], batch_size: int, *,
              prefix: str) -> dict[str, float]:
-    """The content task on the distinct items of the rows, with its feature hidden from the tower."""
-    _, first = np.unique(arrays[ITEM_ID].astype(str), return_index=True)
-    items = {k: arrays[k][first] for k in model.space.item_columns}
-    head = model.genre_head
+    """The content task on the distinct items of the rows, with its feature hidden from the tower: a multi-valued
+    feature's multi-label metrics, or a numeric one's RMSE and MAE (in its units, over the items that have it)."""
+    head = model.content_head
     if head is None:
         return {}
-    column, step = model.space.genre_column, _functions(model)["genres"]
-    scores, targets = [], []
-    for batch in make_dataset(items, batch_size=batch_size):
-        scores.append(step(batch).numpy())
-        targets.append(head.targets(batch[column]).numpy())
-    return multilabel_metrics(np.concatenate(scores), np.concatenate(targets), prefix=prefix)
+    column, step = model.space.genre_column, _functions(model)["content"]
+    _, first = np.unique(arrays[ITEM_ID].astype(str), return_index=True)
+    keys = (*model.space.item_columns, content_key(column)) if model.space.content_is_numeric \
+        else model.space.item_columns
+    items = {k: arrays[k][first] for k in keys}
+    predicted = np.concatenate([step(batch).numpy() for batch in make_dataset(items, batch_size=batch_size)])
+    if model.space.content_is_numeric:
+        actual = items[content_key(column)].astype(np.float64)
+        known = np.isfinite(actual)
+        missing = {f"{prefix}/missing": float((~known).sum())} if not known.all() else {}
+        return {**rating_metrics(predicted[known], actual[known], prefix=prefix), **missing} if known.any() \
+            else missing
+    targets = np.concatenate([head.targets(batch[column]).numpy()
+                              for batch in make_dataset({column: items[column]}, batch_size=batch_size)])
+    return multilabel_metrics(predicted, targets, prefix=prefix)
 
 
 def metrics_table(metrics: dict[str, Any], title: str = "metric") -> str:

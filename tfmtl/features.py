@@ -7,6 +7,7 @@ original tables; it also turns interaction rows into the raw feature arrays the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from tfmtl.data.interactions import ITEM_ID, USER_ID, InteractionData
 from tfmtl.data.pipeline import PAD, feature_arrays, multi_valued_widths
 from tfmtl.data.vocab import Vocabulary
 from tfmtl.files import write_text_atomic
-from tfmtl.targets import Target, rating_label, resolve_targets, target_arrays
+from tfmtl.targets import Target, content_key, rating_label, resolve_targets, target_arrays
 
 
 @dataclass
@@ -45,7 +46,7 @@ class FeatureSpace:
         rating_mean: the training mean of that label.
         targets: each task resolved against the data (:class:`~tfmtl.targets.Target`).
         item_counts: training interactions per item of ``vocabularies["item_id"]`` (for logQ).
-        genre_column: the multi-valued item column the content task predicts ("" when none).
+        genre_column: the item column the content task predicts, multi-valued or numeric ("" when none).
         history_length: H (0 = no behaviour sequence).
         rated_history: the ranking heads also read the history's ratings (``ranking.history_attention``).
         history_mode: ``before`` (sequence) or ``others`` (bag); see ``ModelConfig.history_mode``.
@@ -89,9 +90,10 @@ class FeatureSpace:
         prefixes = {c: n for c, n in config.user_tower.prefixes.items() if c in user["categorical"]}
         prefixes.update({c: n for c, n in config.item_tower.prefixes.items() if c in item["categorical"]})
         targets = resolve_targets(config, data.labels, data.interactions, tuple(data.item_features.multi_valued),
-                                  train_rows)
+                                  train_rows, item_numeric=tuple(data.item_features.numeric))
         content = [t.feature for t in targets.values() if t.type == "content"]
         genre_column = content[0] if content else ""
+        numeric_content = genre_column in data.item_features.numeric
         ranking = [t for t in targets.values() if t.ranking]
         label = rating_label(data.labels, "model.tasks") if data.labels and (
             "rating" in data.labels or len(data.labels) == 1) else ""
@@ -112,7 +114,8 @@ class FeatureSpace:
             if column in prefixes:
                 values = values.str[: prefixes[column]]
             vocabularies[column] = Vocabulary.build(column, values).values
-        for column in {*user["multi_valued"], *item["multi_valued"], *([genre_column] if genre_column else [])}:
+        for column in {*user["multi_valued"], *item["multi_valued"],
+                       *([genre_column] if genre_column and not numeric_content else [])}:
             vocabularies[column] = Vocabulary.build(column, joined[column]).values
         boundaries = {}
         numeric = [(c, config.user_tower.numeric_buckets) for c in user["numeric"]] + \
@@ -121,6 +124,12 @@ class FeatureSpace:
             values = joined[column].astype("float64").dropna().to_numpy()
             quantiles = np.quantile(values, np.linspace(0, 1, buckets + 1)[1:-1]) if len(values) else np.zeros(0)
             boundaries[column] = sorted({float(q) for q in quantiles})
+        if numeric_content:  # standardised over the training items, each once
+            values = joined.drop_duplicates(ITEM_ID)[genre_column].astype("float64").dropna()
+            name = next(n for n, t in targets.items() if t.type == "content")
+            targets[name] = dataclasses.replace(targets[name], mean=float(values.mean()) if len(values) else 0.0,
+                                                scale=float(values.std()) if len(values) > 1 and values.std() > 0
+                                                else 1.0)
         counts = joined[ITEM_ID].astype(str).value_counts()
         space = cls(
             user_categorical=user["categorical"], user_numeric=user["numeric"], user_multi_valued=user["multi_valued"],
@@ -138,6 +147,11 @@ class FeatureSpace:
     # --- arrays for tf.data ---
 
     @property
+    def content_is_numeric(self) -> bool:
+        """The content task predicts a numeric item feature (MSE), not a multi-valued one (cross-entropy)."""
+        return bool(self.genre_column) and self.genre_column in self.item_numeric
+
+    @property
     def item_columns(self) -> tuple[str, ...]:
         genre = (self.genre_column,) if self.genre_column and self.genre_column not in self.item_multi_valued else ()
         return (ITEM_ID, *self.item_categorical, *self.item_numeric, *self.item_multi_valued, *self.item_text, *genre)
@@ -150,7 +164,12 @@ class FeatureSpace:
     def item_arrays(self, data: InteractionData, items: Any) -> dict[str, np.ndarray]:
         """Item-tower inputs for rows of an item table (or joined interactions)."""
         arrays = feature_arrays(items, data, include_labels=False)
-        return {c: arrays[c] for c in self.item_columns}
+        return {c: arrays[c] for c in self.item_columns} | self._content_values(items)
+
+    def _content_values(self, frame: Any) -> dict[str, np.ndarray]:
+        if not self.content_is_numeric:
+            return {}
+        return {content_key(self.genre_column): frame[self.genre_column].to_numpy(np.float32)}
 
     def interaction_arrays(self, data: InteractionData, train_rows: np.ndarray, rows: np.ndarray, *,
                            is_training: bool, until_row_time: bool = True) -> dict[str, np.ndarray]:
@@ -165,6 +184,7 @@ class FeatureSpace:
                                         mode=self.history_mode))
         out.update({label: arrays[label] for label in data.labels})  # raw, for metrics and inspection
         out.update(target_arrays(self.targets, frame))
+        out.update(self._content_values(frame))
         return out
 
     def next_item_arrays(self, data: InteractionData, train_rows: np.ndarray, *,
@@ -200,7 +220,8 @@ class FeatureSpace:
         values["vocabularies"] = {k: tuple(v) for k, v in values["vocabularies"].items()}
         values["targets"] = {k: Target(**t) for k, t in values.get("targets", {}).items()}
         space = cls(**values)
-        space.catalog = {k: np.array(v, dtype=np.float32 if k in space.item_numeric else object)
+        space.catalog = {k: np.array(v, dtype=np.float32 if k in space.item_numeric or k.startswith(content_key(""))
+                                     else object)
                          for k, v in catalog.items()}
         return space
 

@@ -15,11 +15,12 @@ from tfmtl.data.pipeline import PAD
 from tfmtl.distribute import replica_scale
 from tfmtl.encoders.text import TextEncoder
 from tfmtl.features import FeatureSpace
-from tfmtl.targets import Target, target_key, weight_key
+from tfmtl.targets import Target, content_key, target_key, weight_key
 from tfmtl.tasks import (
     GenreHead,
     LossWeighting,
     NextItemRetrieval,
+    NumericContentHead,
     RankingHeads,
     RetrievalTask,
 )
@@ -73,7 +74,11 @@ class MultiTaskRecommender(tfrs.Model):
             tf.keras.losses.BinaryCrossentropy(from_logits=not t.given, reduction=SUM))) for t in ranking}
         self.ranking_targets = {t.name: t for t in ranking}
         self.content_name = content.name if content is not None else ""
-        self.genre_head = GenreHead(space.vocabularies[space.genre_column]) if content is not None else None
+        dropout = config.tasks[content.name].dropout if content is not None else 0.0
+        self.content_head = (None if content is None else
+                             NumericContentHead(content.mean, content.scale, dropout=dropout)
+                             if space.content_is_numeric else
+                             GenreHead(space.vocabularies[space.genre_column], dropout=dropout))
         self.weighting = LossWeighting({name: t.weight for name, t in targets.items()}, config.loss_weighting,
                                        regression=[t.name for t in ranking if t.type == "regression"])
         self.loss_total_tracker = tf.keras.metrics.Mean(name="loss_total")  # TFRS reports the last batch's loss
@@ -153,13 +158,13 @@ class MultiTaskRecommender(tfrs.Model):
                 probability(name)
         return probabilities
 
-    def genre_logits(self, features: dict[str, tf.Tensor], training: bool | None = False) -> tf.Tensor:
-        """Item features -> genre logits [B, G] from the item's content: the tower sees neither the genres nor the
-        item id (which would let it memorise them), so the text and other features must carry them."""
-        if self.genre_head is None:
-            raise ValueError("this model has no content task")
+    def content_outputs(self, features: dict[str, tf.Tensor], training: bool | None = False) -> tf.Tensor:
+        """Item features -> the content head's outputs (logits [B, G] of a multi-valued feature such as genres, or a
+        numeric feature's standardised value [B]) from the item's content: the tower sees neither that feature nor
+        the item id (which would let it memorise it), so the text and other features must carry it."""
         hidden = (self.space.genre_column, ITEM_ID)
-        return self.genre_head(self.normalize(self.item_tower(features, training=training, drop=hidden)))
+        return self._content_head()(self.item_tower.content(features, drop=hidden, training=training),
+                                    training=training)
 
     def normalize(self, embeddings: tf.Tensor) -> tf.Tensor:
         """Tower outputs -> embeddings (L2-normalised when ``normalize_embeddings``)."""
@@ -211,11 +216,8 @@ class MultiTaskRecommender(tfrs.Model):
             losses.update(self._ranking_losses(outputs, {name: inputs[target_key(name)] for name in outputs},
                                                {name: inputs[weight_key(name)] for name in outputs
                                                 if weight_key(name) in inputs}))
-        if self.genre_head is not None:
-            targets = self.genre_head.targets(inputs[self.space.genre_column])
-            logits = self.genre_logits(inputs, training=training)
-            losses[self.content_name] = tf.reduce_mean(
-                tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits))
+        if self.content_head is not None:
+            losses[self.content_name] = self._content_loss(inputs, training)
         return losses
 
     def _ranking_losses(self, outputs: dict[str, tf.Tensor], targets: dict[str, tf.Tensor],
@@ -265,12 +267,24 @@ class MultiTaskRecommender(tfrs.Model):
             # Every ranking task reads the history's label here (checked when the feature space is built).
             losses.update(self._ranking_losses(outputs, {name: _target_in_graph(target, label)
                                                          for name, target in self.ranking_targets.items()}, {}))
-        if self.genre_head is not None:
-            features = self._catalog_rows(distinct)
-            logits = self.genre_logits(features, training=training)
-            losses[self.content_name] = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
-                labels=self.genre_head.targets(features[self.space.genre_column]), logits=logits))
+        if self.content_head is not None:
+            losses[self.content_name] = self._content_loss(self._catalog_rows(distinct), training)
         return losses
+
+    def content_predictions(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
+        """What the content task predicts, in the feature's terms: probabilities [B, G] of a multi-valued feature's
+        values, or a numeric feature's value [B] in its units."""
+        return self._content_head().predict(self.content_outputs(features, training=False))
+
+    def _content_head(self) -> GenreHead | NumericContentHead:
+        if self.content_head is None:
+            raise ValueError("this model has no content task")
+        return self.content_head
+
+    def _content_loss(self, items: dict[str, tf.Tensor], training: bool | None) -> tf.Tensor:
+        column = self.space.genre_column
+        values = items[content_key(column)] if self.space.content_is_numeric else items[column]
+        return self._content_head().loss(self.content_outputs(items, training=training), values)
 
     def _catalog_rows(self, rows: tf.Tensor) -> dict[str, tf.Tensor]:
         """The item tower's inputs of catalog ``rows``."""

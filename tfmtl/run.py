@@ -146,7 +146,8 @@ def data_fingerprint(data: InteractionData) -> dict[str, object]:
 def _digest(columns: Any) -> str:
     digest = hashlib.sha256()
     for column in columns:
-        digest.update("\x1f".join(column.astype(str)).encode("utf-8", "surrogateescape"))
+        # pandas 3 keeps a missing value missing through astype(str): a missing label is spelt out
+        digest.update("\x1f".join(column.astype(str).fillna("<missing>")).encode("utf-8", "surrogateescape"))
         digest.update(b"\x1e")
     return digest.hexdigest()
 

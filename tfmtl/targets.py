@@ -26,7 +26,8 @@ OPERATORS = {"==": operator.eq, "!=": operator.ne, ">=": operator.ge, "<=": oper
 class Target:
     """One task, resolved. ``label``: the interaction label read (binary, regression; a retrieval ``positive``'s
     label); ``op``/``value``: the condition on it ("" when the label is the target itself); ``mean``: the training
-    mean of a regression target (after the transform); ``feature``: a content task's item feature."""
+    mean of a regression target (after the transform); ``feature``: a content task's item feature; ``mean`` and
+    ``scale``: a numeric feature's mean and standard deviation over the training items."""
 
     name: str
     type: str
@@ -39,6 +40,7 @@ class Target:
     given: str = ""
     feature: str = ""
     mean: float = 0.0
+    scale: float = 1.0
 
     @property
     def ranking(self) -> bool:
@@ -55,6 +57,11 @@ class Target:
 
 def target_key(task: str) -> str:
     return f"target:{task}"
+
+
+def content_key(feature: str) -> str:
+    """A numeric content feature's raw value (missing stays NaN; the tower's input is filled)."""
+    return f"content:{feature}"
 
 
 def weight_key(task: str) -> str:
@@ -75,7 +82,8 @@ def rating_label(labels: tuple[str, ...], field: str) -> str:
 
 
 def resolve_targets(config: ModelConfig, labels: tuple[str, ...], interactions: pd.DataFrame,
-                    item_multi_valued: tuple[str, ...], train_rows: np.ndarray) -> dict[str, Target]:
+                    item_multi_valued: tuple[str, ...], train_rows: np.ndarray,
+                    item_numeric: tuple[str, ...] = ()) -> dict[str, Target]:
     """Every configured task checked against the data's labels and item features (a ValueError names the field
     and the value), with the training statistics regression targets need."""
     _every_label_has_a_task(config, labels)
@@ -87,8 +95,8 @@ def resolve_targets(config: ModelConfig, labels: tuple[str, ...], interactions: 
                 if task.positive else ("", "", 0.0)
             targets[name] = Target(name, task.type, task.weight, label=label, op=op, value=value)
         elif task.type == "content":
-            targets[name] = Target(name, task.type, task.weight, feature=_content_feature(task, item_multi_valued,
-                                                                                           field))
+            feature = _content_feature(task, item_multi_valued, item_numeric, field)
+            targets[name] = Target(name, task.type, task.weight, feature=feature)
         else:
             targets[name] = _ranking_target(name, task, config, labels, interactions, train_rows)
     return targets
@@ -153,15 +161,17 @@ def _condition(text: str, labels: tuple[str, ...], field: str, interactions: pd.
     return label, op, value
 
 
-def _content_feature(task: TaskConfig, item_multi_valued: tuple[str, ...], field: str) -> str:
+def _content_feature(task: TaskConfig, item_multi_valued: tuple[str, ...], item_numeric: tuple[str, ...],
+                     field: str) -> str:
+    """The item feature a content task predicts: a multi-valued one (cross-entropy) or a numeric one (MSE)."""
     if task.feature:
-        if task.feature not in item_multi_valued:
-            raise ValueError(f"config field '{field}.feature' names {task.feature!r}, which is not a multi-valued "
-                             f"item feature (have: {', '.join(item_multi_valued) or 'none'})")
+        if task.feature not in (*item_multi_valued, *item_numeric):
+            raise ValueError(f"config field '{field}.feature' names {task.feature!r}, which is not a multi-valued or "
+                             f"numeric item feature (have: {', '.join((*item_multi_valued, *item_numeric)) or 'none'})")
         return task.feature
     if not item_multi_valued:
-        raise ValueError(f"config field '{field}' is a content task, but the items have no multi-valued column to "
-                         "predict")
+        raise ValueError(f"config field '{field}' is a content task without a feature, and the items have no "
+                         "multi-valued column to predict: name one (feature: ...)")
     return GENRES if GENRES in item_multi_valued else item_multi_valued[0]
 
 
@@ -190,11 +200,21 @@ def target_arrays(targets: dict[str, Target], frame: pd.DataFrame) -> dict[str, 
             out[target_key(name)] = positive_rows(targets, frame).astype(np.float32)
         if not target.ranking:
             continue
-        out[target_key(name)] = target_values(target, frame)
+        out[target_key(name)] = _chained(targets, name, frame)
         if target.sample_weight:
             weights = frame[target.sample_weight].to_numpy(np.float64)
             out[weight_key(name)] = np.where(np.isfinite(weights), weights, 1.0).astype(np.float32)
     return out
+
+
+def _chained(targets: dict[str, Target], name: str, frame: pd.DataFrame) -> np.ndarray:
+    """A task's target; along a ``given`` chain a missing label is 0 where the given task's target is 0 (no
+    purchase without a click): ESMM trains over every exposure, and logs rarely record what cannot happen."""
+    values = target_values(targets[name], frame)
+    given = targets[name].given
+    if given:
+        values = np.where(np.isnan(values) & (_chained(targets, given, frame) == 0.0), 0.0, values).astype(np.float32)
+    return values
 
 
 def positive_rows(targets: dict[str, Target], frame: pd.DataFrame) -> np.ndarray:

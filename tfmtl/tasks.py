@@ -242,22 +242,64 @@ class RankingHeads(tf.keras.layers.Layer):
 
 
 class GenreHead(tf.keras.layers.Layer):
-    """Item embedding [B, D] -> genre logits [B, G] (multi-label), with multi-hot targets from padded lists."""
+    """An item's content [B, F] -> logits [B, G] of a multi-valued feature (e.g. genres; multi-label: a linear layer
+    over the layer-normalised content, behind optional dropout), with multi-hot targets from padded lists. The
+    normalisation puts the encoder's small coordinates on the scale the optimizer's steps are made for; dropout
+    holds back a head that sees every training item's content each epoch (it memorises them without)."""
 
-    def __init__(self, genres: Sequence[str], **kwargs: Any) -> None:
+    def __init__(self, genres: Sequence[str], *, dropout: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.genres = tuple(genres)
         self.lookup = tf.keras.layers.StringLookup(vocabulary=list(genres), num_oov_indices=1)
+        self.normalization = tf.keras.layers.LayerNormalization(name="content_normalization")
+        self.dropout = tf.keras.layers.Dropout(dropout)
         self.output_layer = tf.keras.layers.Dense(len(genres), name="genre_logits")
 
-    def call(self, item_embeddings: tf.Tensor) -> tf.Tensor:
-        return self.output_layer(item_embeddings)
+    def call(self, content: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        return self.output_layer(self.dropout(self.normalization(content), training=training))
 
     def targets(self, genre_lists: tf.Tensor) -> tf.Tensor:
         """Padded genre lists [B, W] -> multi-hot [B, G] (unknown genres and padding dropped)."""
         index = self.lookup(genre_lists)  # 0 = padding or unknown
         hot = tf.reduce_max(tf.one_hot(index, len(self.genres) + 1), axis=1)
         return hot[:, 1:]
+
+    def loss(self, logits: tf.Tensor, genre_lists: tf.Tensor) -> tf.Tensor:
+        """Sigmoid cross-entropy, a mean over items and values."""
+        return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=self.targets(genre_lists),
+                                                                      logits=logits))
+
+    def predict(self, logits: tf.Tensor) -> tf.Tensor:
+        return tf.sigmoid(logits)
+
+
+class NumericContentHead(tf.keras.layers.Layer):
+    """An item's content [B, F] -> a numeric item feature [B] (e.g. a duration or a price), built as
+    :class:`GenreHead`, trained on the feature standardised with the training items' ``mean`` and ``scale``; an item
+    whose value is missing is left out of the loss."""
+
+    def __init__(self, mean: float, scale: float, *, dropout: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.mean, self.scale = float(mean), float(scale)
+        self.normalization = tf.keras.layers.LayerNormalization(name="content_normalization")
+        self.dropout = tf.keras.layers.Dropout(dropout)
+        self.output_layer = tf.keras.layers.Dense(1, name="content_value")
+
+    def call(self, content: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        """Standardised predictions [B]."""
+        return tf.squeeze(self.output_layer(self.dropout(self.normalization(content), training=training)), -1)
+
+    def loss(self, standardised: tf.Tensor, values: tf.Tensor) -> tf.Tensor:
+        """Mean squared error in standard units over the items whose value is known (0 when none is)."""
+        values = tf.cast(values, tf.float32)
+        known = tf.math.is_finite(values)
+        target = (tf.where(known, values, self.mean) - self.mean) / self.scale
+        squared = tf.where(known, tf.square(standardised - target), 0.0)
+        return tf.math.divide_no_nan(tf.reduce_sum(squared), tf.reduce_sum(tf.cast(known, tf.float32)))
+
+    def predict(self, standardised: tf.Tensor) -> tf.Tensor:
+        """The feature's value in its own units [B]."""
+        return standardised * self.scale + self.mean
 
 
 # === Loss weighting ===

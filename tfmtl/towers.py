@@ -324,6 +324,15 @@ class Tower(tf.keras.layers.Layer):
             parts.append(tf.zeros_like(embedded) if key in drop else embedded)
         return self._head(tf.concat(parts, axis=-1), training)
 
+    def content(self, inputs: dict[str, tf.Tensor], drop: Sequence[str] = (),
+                training: bool | None = None) -> tf.Tensor:
+        """What the item's features say before the MLP shapes them for retrieval [B, F]: every feature's embedding
+        but ``drop``'s, a text as the encoder's output (not the projection retrieval trains)."""
+        parts = [layer.encode(inputs[key], training=training) if isinstance(layer, TextFeature)
+                 else layer(inputs[key], training=training)
+                 for key, layer in self.features.items() if key not in drop]
+        return tf.concat(parts, axis=-1)
+
     def call_sequence(self, inputs: dict[str, tf.Tensor], training: bool | None = None) -> tf.Tensor:
         """The user tower at every position of its causal history [B, H, D]: position t reads the side features and
         the history up to t (its last position is :meth:`call`)."""
