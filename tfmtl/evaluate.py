@@ -8,7 +8,7 @@ follow DESIGN.md.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -53,7 +53,7 @@ def evaluate_model(model: MultiTaskRecommender, data: InteractionData, train_row
         if target.type == "retrieval":
             positive = arrays.get(target_key(target.name))  # rows a `positive` condition keeps
             kept = slice(None) if positive is None else positive == 1.0
-            if np.any(np.ones(len(users), bool)[kept]):
+            if positive is None or np.any(positive == 1.0):
                 metrics.update(_retrieval(model, data, train_rows, {k: v[kept] for k, v in arrays.items()},
                                           users[kept], ks, batch_size, candidates, prefix=target.name))
         elif target.type == "content":
@@ -76,13 +76,19 @@ def _ranking_metrics(target: Target, predicted: np.ndarray, label: np.ndarray,
                      values: np.ndarray) -> dict[str, float]:
     """A binary or regression task's metrics over the rows whose label is known (NaN rows are left out, and
     counted as ``<task>/missing``); a regression's in the label's units."""
-    known = np.isfinite(values)
-    counted = {f"{target.name}/missing": float(np.sum(~known))} if not known.all() else {}
-    if not known.any():
-        return counted
     if target.type == "binary":
-        return {**binary_metrics(predicted[known], values[known], prefix=target.name), **counted}
-    return {**rating_metrics(predicted[known], label[known], prefix=target.name), **counted}
+        return _over_known(values, target.name, lambda known: binary_metrics(predicted[known], values[known],
+                                                                           prefix=target.name))
+    return _over_known(values, target.name, lambda known: rating_metrics(predicted[known], label[known],
+                                                                       prefix=target.name))
+
+
+def _over_known(values: np.ndarray, prefix: str,
+                metrics: Callable[[np.ndarray], dict[str, float]]) -> dict[str, float]:
+    """``metrics(known)`` over the rows whose value is known, plus ``<prefix>/missing`` when some are not."""
+    known = np.isfinite(values)
+    counted = {f"{prefix}/missing": float(np.sum(~known))} if not known.all() else {}
+    return {**metrics(known), **counted} if known.any() else counted
 
 
 def metric_names(config: ModelConfig, ks: Sequence[int] = DEFAULT_KS) -> list[str]:
@@ -195,10 +201,8 @@ def _content(model: MultiTaskRecommender, arrays: dict[str, np.ndarray], batch_s
     predicted = np.concatenate([step(batch).numpy() for batch in make_dataset(items, batch_size=batch_size)])
     if model.space.content_is_numeric:
         actual = items[content_key(column)].astype(np.float64)
-        known = np.isfinite(actual)
-        missing = {f"{prefix}/missing": float((~known).sum())} if not known.all() else {}
-        return {**rating_metrics(predicted[known], actual[known], prefix=prefix), **missing} if known.any() \
-            else missing
+        return _over_known(actual, prefix, lambda known: rating_metrics(predicted[known], actual[known],
+                                                                        prefix=prefix))
     targets = np.concatenate([head.targets(batch[column]).numpy()
                               for batch in make_dataset({column: items[column]}, batch_size=batch_size)])
     return multilabel_metrics(predicted, targets, prefix=prefix)
