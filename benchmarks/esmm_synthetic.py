@@ -155,7 +155,7 @@ def verdicts(rows: dict[str, list[dict]]) -> dict[str, bool]:
     }
 
 
-def report(results: dict) -> str:
+def markdown(results: dict) -> str:
     lines = ["# ESMM on a known click -> purchase process", "",
              f"{results['exposures']:,} exposures ({USERS:,} users × {SHOWN_PER_USER} items of {ITEMS}); click rate "
              f"{results['click_rate']:.3f}, purchase rate per exposure {results['purchase_rate']:.4f}. AUC over "
@@ -198,8 +198,8 @@ def main() -> None:
                "verdicts": verdicts(rows)}
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "esmm_synthetic.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.output / "esmm_synthetic.md").write_text(report(results))
-    print(report(results))
+    (args.output / "esmm_synthetic.md").write_text(markdown(results))
+    print(markdown(results))
 
 
 if __name__ == "__main__":

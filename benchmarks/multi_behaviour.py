@@ -136,11 +136,11 @@ def main() -> None:
                          for task, names in SHOWN.items() for name in names if reference[task][name]}
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "multi_behaviour.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.output / "multi_behaviour.md").write_text(report(results))
-    print(report(results))
+    (args.output / "multi_behaviour.md").write_text(markdown(results))
+    print(markdown(results))
 
 
-def report(results: dict) -> str:
+def markdown(results: dict) -> str:
     counts, runs = results["data"], results["tfmtl"]
     lines = ["# Several behaviours, one model: Book-Crossing implicit + explicit", "",
              f"{counts['ratings']:,} interactions ({counts['ratings_implicit']:,} implicit, the rest rated 1-10) of "

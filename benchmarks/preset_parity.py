@@ -65,11 +65,11 @@ def main() -> None:
                "runs": [{name: float(r[name]) for name in COMPARED if name in r} for r in runs]}
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "preset_parity.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.output / "preset_parity.md").write_text(report(results))
-    print(report(results))
+    (args.output / "preset_parity.md").write_text(markdown(results))
+    print(markdown(results))
 
 
-def report(results: dict) -> str:
+def markdown(results: dict) -> str:
     lines = ["# The MovieLens preset against the previous default (ML-100K, TFRS split)", "",
              f"Seeds {results['seeds']} (the previous default's: {results['previous_seeds']}). Noise: a difference "
              "within two standard errors of the difference of the means.", "",

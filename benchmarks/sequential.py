@@ -186,7 +186,7 @@ def summary(values: list[float]) -> dict[str, float]:
     return {"mean": float(np.mean(values)), "sd": float(statistics.stdev(values)) if len(values) > 1 else 0.0}
 
 
-def report(results: dict[str, Any]) -> str:
+def markdown(results: dict[str, Any]) -> str:
     lines = ["# Sequential recommendation, MovieLens-1M (leave-last, full ranking, earlier items excluded)", "",
              f"Seeds: {results['seeds']}. Mean ± sd over seeds; every seed in sequential.json.", "",
              "| model | " + " | ".join(SHOWN) + " |", "|---|" + "---|" * len(SHOWN)]
@@ -253,8 +253,8 @@ def main() -> None:
                                       for name, runs in results["rows"].items()}
                 # Written after every run: a long benchmark that stops early keeps what it measured.
                 (args.output / "sequential.json").write_text(json.dumps(results, indent=2) + "\n")
-                (args.output / "sequential.md").write_text(report(results))
-    print(report(results))
+                (args.output / "sequential.md").write_text(markdown(results))
+    print(markdown(results))
 
 
 if __name__ == "__main__":

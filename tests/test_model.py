@@ -21,12 +21,18 @@ def data():  # type: ignore[no-untyped-def]
     return toy_data()
 
 
-def _model(data, config: Config):  # type: ignore[no-untyped-def]
+def _built(data, config: Config):  # type: ignore[no-untyped-def]
+    """(model, a training batch of 32 rows, split, feature space)."""
     split = make_split(data, config)
     space = FeatureSpace.build(config.model, data, split.train)
     model = build_model(config.model, space, build_encoder(config.model, space, seed=0))
     batch = next(iter(make_dataset(space.interaction_arrays(data, split.train, split.train, is_training=True),
                                    batch_size=32)))
+    return model, batch, split, space
+
+
+def _model(data, config: Config):  # type: ignore[no-untyped-def]
+    model, batch, _, _ = _built(data, config)
     return model, batch
 
 
@@ -185,10 +191,41 @@ def test_the_content_head_reads_the_items_content_but_never_its_genres_or_id(dat
     np.testing.assert_array_equal(model.content_outputs(other).numpy(), logits)
     retitled = dict(batch, title=tf.reverse(batch["title"], axis=[0]))
     assert np.abs(model.content_outputs(retitled).numpy() - logits).max() > 1e-4
-    # The loss: sigmoid cross-entropy against the multi-hot genres, by hand, over the batch's rows.
-    z = logits.astype(np.float64)
+
+
+def _training_items(data, config: Config):  # type: ignore[no-untyped-def]
+    """The model, a training batch, and the item features of every item with a training row (each once)."""
+    model, batch, split, space = _built(data, config)
+    trained = set(data.interactions["item_id"].iloc[split.train].astype(str))
+    rows = np.array([str(i) in trained for i in space.catalog["item_id"]])
+    return model, batch, {k: tf.constant(v[rows]) for k, v in space.catalog.items()}
+
+
+def _genre_cross_entropy(model, items) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """Each item's sigmoid cross-entropy against its multi-hot genres, averaged over the genres, by hand [N]."""
+    z = model.content_outputs(items).numpy().astype(np.float64)
     vocabulary = list(model.content_head.genres)
-    hot = np.array([[float(g in {v.decode() for v in row}) for g in vocabulary] for row in batch["genres"].numpy()])
+    hot = np.array([[float(g in {v.decode() for v in row}) for g in vocabulary] for row in items["genres"].numpy()])
     assert 0 < hot.sum() < hot.size
-    expected = np.mean(np.maximum(z, 0) - z * hot + np.log1p(np.exp(-np.abs(z))))
+    return np.mean(np.maximum(z, 0) - z * hot + np.log1p(np.exp(-np.abs(z))), axis=1)
+
+
+def test_the_content_loss_weighs_every_training_item_once_not_by_its_rows(data) -> None:  # type: ignore[no-untyped-def]
+    whole = {"type": "content", "items_per_step": 10_000}  # one step reads the whole training catalog
+    model, batch, items = _training_items(data, toy_config(tasks={"retrieval": 1.0, "genres": whole}))
+    expected = _genre_cross_entropy(model, items).mean()
     assert float(model.task_losses(batch, training=False)["genres"]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_content_task_reads_the_training_items_in_turn(data) -> None:  # type: ignore[no-untyped-def]
+    """One item per step: over as many steps as there are items, each item's loss is counted exactly once."""
+    config = toy_config(tasks={"retrieval": 1.0, "genres": {"type": "content", "items_per_step": 1}})
+    model, batch, items = _training_items(data, config)
+    model.compile(optimizer=tf.keras.optimizers.Adam())
+    per_item = _genre_cross_entropy(model, items)
+    seen = []
+    for step in range(len(per_item)):
+        model.optimizer.iterations.assign(step)
+        seen.append(float(model.task_losses(batch, training=False)["genres"]))
+    np.testing.assert_allclose(sorted(seen), sorted(per_item), rtol=1e-5)
+    assert len(set(np.round(seen, 6))) > 1

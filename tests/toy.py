@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -71,6 +72,13 @@ def untrained_toy_model(num_users: int = 60, num_items: int = 40):  # type: igno
     return data, split, space, build_model(config.model, space, build_encoder(config.model, space, seed=0))
 
 
+def with_user_bios(data: InteractionData) -> InteractionData:
+    """The toy users with a text column, ``bio``, that says their group in the titles' words."""
+    bios = [" ".join(WORDS["a" if u % 2 == 0 else "b"][:2]) + f" fan {u % 4}" for u in range(len(data.users))]
+    return dataclasses.replace(data, users=data.users.assign(bio=bios),
+                               user_features=dataclasses.replace(data.user_features, text=("bio",)))
+
+
 def write_toy_schema(folder: Path, data: InteractionData | None = None) -> Path:
     """The toy dataset as CSV files plus a schema, the way a user brings their own data."""
     data = data if data is not None else toy_data()
@@ -84,7 +92,8 @@ def write_toy_schema(folder: Path, data: InteractionData | None = None) -> Path:
                          "labels": {"rating": "rating"}, "timestamp": "timestamp", "timestamp_format": "unix"},
         "items": {"path": "items.csv", "item_id": "item_id", "text": ["title"], "categorical": ["year"],
                   "multi_valued": {"genres": "|"}},
-        "users": {"path": "users.csv", "user_id": "user_id", "categorical": ["gender"], "numeric": ["age"]},
+        "users": {"path": "users.csv", "user_id": "user_id", "categorical": ["gender"], "numeric": ["age"],
+                  **({"text": list(data.user_features.text)} if data.user_features.text else {})},
     }
     (folder / "schema.json").write_text(json.dumps(schema))
     return folder / "schema.json"

@@ -296,6 +296,9 @@ class TaskConfig(_Section):
         dropout: content: dropout on the head's input. 0 (the default) keeps training deterministic, so a resumed
             or distributed run matches an uninterrupted one exactly; 0.5 generalises better to items never seen in
             training (``benchmarks/content_task.py``).
+        items_per_step: content: how many items of the training catalog the task reads per training step, taken in
+            turn from a fixed shuffle, so that every item weighs the same (the task is about items: weighting them
+            by their interactions would fit the popular ones and judge new ones by those).
     """
 
     type: str = "binary"
@@ -307,6 +310,7 @@ class TaskConfig(_Section):
     given: str = ""
     feature: str = ""
     dropout: float = 0.0
+    items_per_step: int = 128
 
     def __post_init__(self) -> None:
         _require(self.type in TASK_TYPES, "type", self.type, f"must be one of {', '.join(TASK_TYPES)}")
@@ -328,6 +332,8 @@ class TaskConfig(_Section):
         _require(isinstance(self.dropout, (int, float)) and not isinstance(self.dropout, bool)
                  and 0 <= self.dropout < 1, "dropout", self.dropout, "must be a rate in [0, 1)")
         _require(not self.dropout or self.type == "content", "dropout", self.dropout, "applies to content tasks only")
+        _require(isinstance(self.items_per_step, int) and not isinstance(self.items_per_step, bool)
+                 and self.items_per_step >= 1, "items_per_step", self.items_per_step, "must be an integer >= 1")
 
 
 def parse_condition(text: str) -> tuple[str, str, float] | None:

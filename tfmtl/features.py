@@ -35,7 +35,7 @@ class FeatureSpace:
     """Feature columns per tower, their vocabularies and statistics, and the item catalog.
 
     Attributes:
-        user_categorical / user_numeric / user_multi_valued: the user tower's columns.
+        user_categorical / user_numeric / user_multi_valued / user_text: the user tower's columns.
         item_categorical / item_numeric / item_multi_valued / item_text: the item tower's columns.
         vocabularies: name -> known values (OOV index 0), built from the training rows.
         boundaries: numeric column -> quantile bucket boundaries.
@@ -50,6 +50,7 @@ class FeatureSpace:
         history_length: H (0 = no behaviour sequence).
         rated_history: the ranking heads also read the history's ratings (``ranking.history_attention``).
         history_mode: ``before`` (sequence) or ``others`` (bag); see ``ModelConfig.history_mode``.
+        user_texts: user text column -> the distinct texts of the user table (the text encoder's cache).
     """
 
     user_categorical: tuple[str, ...]
@@ -71,6 +72,8 @@ class FeatureSpace:
     rated_history: bool = False
     history_mode: str = "before"
     targets: dict[str, Target] = field(default_factory=dict)  # task -> what it reads (see tfmtl.targets)
+    user_text: tuple[str, ...] = ()
+    user_texts: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
     catalog: dict[str, Any] = field(default_factory=dict, repr=False)  # item column -> values, every item
 
     # --- building ---
@@ -78,7 +81,8 @@ class FeatureSpace:
     @classmethod
     def build(cls, config: ModelConfig, data: InteractionData, train_rows: np.ndarray) -> FeatureSpace:
         """Validate the configured features against the data, then learn everything from ``train_rows``."""
-        user = _select(config.user_tower.features, data.user_features, "model.user_tower.features", data)
+        user = _select(config.user_tower.features, data.user_features, "model.user_tower.features", data,
+                       text=True)
         item = _select(config.item_tower.features, data.item_features, "model.item_tower.features", data)
         text = _select_text(config.text_features, data)
         for column in list(config.user_tower.prefixes):
@@ -140,7 +144,8 @@ class FeatureSpace:
             item_counts=[int(counts.get(i, 0)) for i in vocabularies[ITEM_ID]], genre_column=genre_column,
             history_length=config.history_length, history_mode=config.history_mode,
             rated_history=bool(config.ranking.history_attention and config.history_length and label and ranking),
-            targets=targets)
+            targets=targets, user_text=user["text"],
+            user_texts={c: tuple(sorted(set(data.users[c].fillna(PAD).astype(str)))) for c in user["text"]})
         space.catalog = space.item_arrays(data, data.items)
         return space
 
@@ -159,7 +164,12 @@ class FeatureSpace:
     @property
     def user_columns(self) -> tuple[str, ...]:
         history = ((HISTORY, HISTORY_LABELS) if self.rated_history else (HISTORY,)) if self.history_length else ()
-        return (USER_ID, *self.user_categorical, *self.user_numeric, *self.user_multi_valued, *history)
+        return (USER_ID, *self.user_features, *history)
+
+    @property
+    def user_features(self) -> tuple[str, ...]:
+        """The user tower's side features: what a user table (and the serving snapshot) holds per user."""
+        return (*self.user_categorical, *self.user_text, *self.user_numeric, *self.user_multi_valued)
 
     def item_arrays(self, data: InteractionData, items: Any) -> dict[str, np.ndarray]:
         """Item-tower inputs for rows of an item table (or joined interactions)."""
@@ -215,9 +225,11 @@ class FeatureSpace:
         values = dict(values)
         catalog = values.pop("catalog", {})
         for key in ("user_categorical", "user_numeric", "user_multi_valued", "item_categorical", "item_numeric",
-                    "item_multi_valued", "item_text"):
-            values[key] = tuple(values[key])
+                    "item_multi_valued", "item_text", "user_text"):
+            if key in values:  # user_text: absent from run folders written before users had text
+                values[key] = tuple(values[key])
         values["vocabularies"] = {k: tuple(v) for k, v in values["vocabularies"].items()}
+        values["user_texts"] = {k: tuple(v) for k, v in values.get("user_texts", {}).items()}
         values["targets"] = {k: Target(**t) for k, t in values.get("targets", {}).items()}
         space = cls(**values)
         space.catalog = {k: np.array(v, dtype=np.float32 if k in space.item_numeric or k.startswith(content_key(""))
@@ -234,8 +246,11 @@ class FeatureSpace:
 
 
 def _select(wanted: tuple[str, ...] | None, declared: Any, field_name: str,
-            data: InteractionData) -> dict[str, tuple[str, ...]]:
-    kinds = {"categorical": declared.categorical, "numeric": declared.numeric, "multi_valued": declared.multi_valued}
+            data: InteractionData, *, text: bool = False) -> dict[str, tuple[str, ...]]:
+    """The declared features a tower reads (all, or those ``wanted``); ``text``: text columns too (the item tower's
+    are chosen by ``model.text_features``)."""
+    kinds = {"categorical": declared.categorical, "numeric": declared.numeric, "multi_valued": declared.multi_valued,
+             **({"text": declared.text} if text else {})}
     if wanted is None:
         return {k: tuple(v) for k, v in kinds.items()}
     known = [c for v in kinds.values() for c in v]

@@ -52,7 +52,8 @@ class MultiTaskRecommender(tfrs.Model):
         history_texts = ({column: item_tower.features[column] for column in space.item_text}
                          if config.history_text else None)
         self.user_tower = build_user_tower(space, config.user_tower, config.embedding_dim,
-                                           history_pooling=config.history_pooling, history_texts=history_texts,
+                                           history_pooling=config.history_pooling, encoder=encoder,
+                                           per_example_text=per_example_text, history_texts=history_texts,
                                            sequence=config.sequence)
         self.item_tower = item_tower
         self.retrieval_name = retrieval.name if retrieval is not None else ""
@@ -97,6 +98,10 @@ class MultiTaskRecommender(tfrs.Model):
                                                         num_oov_indices=1)
         self._item_probability = tf.constant(np.r_[floor, np.maximum(probability, floor)], tf.float32)
         catalog_ids = [str(i) for i in np.asarray(space.catalog[ITEM_ID])[rows]]
+        # The content task's items, in the order it reads them (a fixed shuffle: consecutive catalog rows may share
+        # a genre or a year).
+        self._content_order = tf.constant(np.random.default_rng(0).permutation(max(1, len(catalog_ids))), tf.int64)
+        self._content_items_per_step = config.tasks[content.name].items_per_step if content is not None else 0
         self._catalog_row = tf.lookup.StaticHashTable(  # item id -> its row of the training catalog
             tf.lookup.KeyValueTensorInitializer(tf.constant(catalog_ids or [""], tf.string),
                                                 tf.range(max(1, len(catalog_ids)), dtype=tf.int64)), default_value=-1)
@@ -217,7 +222,7 @@ class MultiTaskRecommender(tfrs.Model):
                                                {name: inputs[weight_key(name)] for name in outputs
                                                 if weight_key(name) in inputs}))
         if self.content_head is not None:
-            losses[self.content_name] = self._content_loss(inputs, training)
+            losses[self.content_name] = self._content_loss(self._content_items(), training)
         return losses
 
     def _ranking_losses(self, outputs: dict[str, tf.Tensor], targets: dict[str, tf.Tensor],
@@ -240,7 +245,7 @@ class MultiTaskRecommender(tfrs.Model):
         """The all-positions objective on user sequences (``history`` and ``next_item_ids`` [B, H]): the user tower
         at each position (reading that position and the events before it) is the query for the item that came
         next; the rating and like heads judge that item from the same representation (labels ``next_labels``),
-        and the content task reads the batch's distinct target items. Each loss is a mean over positions (the
+        and the content task reads its catalog items (:meth:`_content_items`). Each loss is a mean over positions (the
         content task's over those items)."""
         targets = inputs[NEXT_ITEMS]
         present = tf.not_equal(targets, PAD)
@@ -268,7 +273,7 @@ class MultiTaskRecommender(tfrs.Model):
             losses.update(self._ranking_losses(outputs, {name: _target_in_graph(target, label)
                                                          for name, target in self.ranking_targets.items()}, {}))
         if self.content_head is not None:
-            losses[self.content_name] = self._content_loss(self._catalog_rows(distinct), training)
+            losses[self.content_name] = self._content_loss(self._content_items(), training)
         return losses
 
     def content_predictions(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
@@ -285,6 +290,16 @@ class MultiTaskRecommender(tfrs.Model):
         column = self.space.genre_column
         values = items[content_key(column)] if self.space.content_is_numeric else items[column]
         return self._content_head().loss(self.content_outputs(items, training=training), values)
+
+    def _content_items(self) -> dict[str, tf.Tensor]:
+        """The training-catalog items the content task reads at this step: the next ``items_per_step`` of a fixed
+        shuffle, keyed on the optimizer's step so a resumed or distributed run reads the same ones."""
+        size = tf.size(self._content_order, out_type=tf.int64)
+        count = tf.minimum(tf.constant(self._content_items_per_step, tf.int64), size)
+        step = (tf.cast(self.optimizer.iterations, tf.int64) if getattr(self, "optimizer", None) is not None
+                else tf.constant(0, tf.int64))
+        positions = tf.math.floormod(step * count + tf.range(count), size)
+        return self._catalog_rows(tf.gather(self._content_order, positions))
 
     def _catalog_rows(self, rows: tf.Tensor) -> dict[str, tf.Tensor]:
         """The item tower's inputs of catalog ``rows``."""

@@ -186,11 +186,12 @@ def _plain(value: Any) -> Any:
 
 def build_encoder(config: ModelConfig, space: FeatureSpace, *, seed: int | None = None,
                   mixed_precision: bool = False) -> TextEncoder | None:
-    """The item tower's text encoder (None when the items have no text column in use); ``mixed_precision``
+    """The text encoder both towers share (None when neither has a text column in use); ``mixed_precision``
     computes it in bfloat16 (float32 variables)."""
-    if not space.item_text:
+    if not space.item_text and not space.user_text:
         return None
-    texts = [str(t) for column in space.item_text for t in space.catalog[column]]
+    texts = ([str(t) for column in space.item_text for t in space.catalog[column]]
+             + [t for column in space.user_text for t in space.user_texts[column]])
     return TextEncoder.from_encoder_config(config.encoder, texts=texts, seed=seed,
                                            dtype="mixed_bfloat16" if mixed_precision else None)
 
@@ -206,7 +207,7 @@ def build_model(config: ModelConfig, space: FeatureSpace, encoder: TextEncoder |
     model = MultiTaskRecommender(config, space, encoder, per_example_text=per_example_text)
     model.task_losses(example_batch(space), training=False)
     if fill_text_cache:
-        for feature in model.item_tower.features.values():
+        for feature in (*model.item_tower.features.values(), *model.user_tower.features.values()):
             if hasattr(feature, "fill_cache"):
                 feature.fill_cache()
     return model
@@ -215,7 +216,7 @@ def build_model(config: ModelConfig, space: FeatureSpace, encoder: TextEncoder |
 def example_batch(space: FeatureSpace) -> dict[str, tf.Tensor]:
     """One row of every input the model reads: the first catalog item and an unknown user."""
     batch: dict[str, Any] = {k: v[:1] for k, v in space.catalog.items()}
-    for column in (*space.user_categorical, "user_id"):
+    for column in (*space.user_categorical, *space.user_text, "user_id"):
         batch[column] = np.array([""], dtype=object)
     for column in space.user_numeric:
         batch[column] = np.zeros(1, np.float32)
@@ -240,7 +241,7 @@ def load_run(path: str | Path, *, weights: str = "best") -> tuple[Config, MultiT
     config = Config.from_config(json.loads(run.config.read_text()))
     space = FeatureSpace.load(run.features)
     encoder = (TextEncoder.from_config(json.loads(run.encoder.read_text()))
-               if run.encoder.exists() and space.item_text else None)
+               if run.encoder.exists() and (space.item_text or space.user_text) else None)
     model = build_model(config.model, space, encoder, fill_text_cache=False)
     best = run.best_weights()
     if weights == "best" and best is not None:

@@ -6,7 +6,7 @@ takes the same raw values a client has. Unknown ids and categories fall into a s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -328,7 +328,7 @@ class Tower(tf.keras.layers.Layer):
                 training: bool | None = None) -> tf.Tensor:
         """What the item's features say before the MLP shapes them for retrieval [B, F]: every feature's embedding
         but ``drop``'s, a text as the encoder's output (not the projection retrieval trains)."""
-        parts = [layer.encode(inputs[key], training=training) if isinstance(layer, TextFeature)
+        parts = [layer.encode(inputs[key], training=training) if hasattr(layer, "encode")  # a text feature
                  else layer(inputs[key], training=training)
                  for key, layer in self.features.items() if key not in drop]
         return tf.concat(parts, axis=-1)
@@ -354,12 +354,15 @@ class Tower(tf.keras.layers.Layer):
 
 
 def build_user_tower(space: FeatureSpace, config: TowerConfig, output_dim: int, *, history_pooling: str,
+                     encoder: TextEncoder | None = None, per_example_text: bool = False,
                      history_texts: dict[str, TextFeature] | None = None,
                      sequence: SequenceConfig | None = None) -> Tower:
-    """``history_texts``: item text column -> the item tower's feature for it, read by the history's content
-    profile."""
+    """``encoder``: reads the user text columns (the item tower's, shared); ``history_texts``: item text column ->
+    the item tower's feature for it, read by the history's content profile."""
     features = _id_feature(space, config, USER_ID)
     features.update(_side_features(space, config, space.user_categorical, space.user_multi_valued, space.user_numeric))
+    features.update(_text_features(space.user_text, encoder, config, lambda column: space.user_texts[column],
+                                   per_example_text=per_example_text, prefix="user_text"))
     if space.history_length:
         vocabulary = space.vocabularies[ITEM_ID]
         texts = [(feature, _item_texts(space, column, vocabulary)) for column, feature in (history_texts or {}).items()]
@@ -379,14 +382,22 @@ def build_item_tower(space: FeatureSpace, config: TowerConfig, output_dim: int,
                      encoder: TextEncoder | None, *, per_example_text: bool = False) -> Tower:
     features = _id_feature(space, config, ITEM_ID)
     features.update(_side_features(space, config, space.item_categorical, space.item_multi_valued, space.item_numeric))
-    for column in space.item_text:
+    features.update(_text_features(space.item_text, encoder, config, lambda column: space.catalog.get(column, []),
+                                   per_example_text=per_example_text, prefix="text"))
+    return Tower(features, config, output_dim, name="item_tower")
+
+
+def _text_features(columns: Sequence[str], encoder: TextEncoder | None, config: TowerConfig,
+                   texts: Callable[[str], Sequence[Any]], *, per_example_text: bool,
+                   prefix: str) -> dict[str, tf.keras.layers.Layer]:
+    """A :class:`TextFeature` per text column, all on the one ``encoder``, each caching its column's ``texts``."""
+    out: dict[str, tf.keras.layers.Layer] = {}
+    for column in columns:
         if encoder is None:
             raise ValueError(f"text column '{column}' needs a text encoder")
-        texts = np.asarray(space.catalog.get(column, []), dtype=object)
-        features[column] = TextFeature(encoder, config.text_dim, cached_texts=[str(t) for t in texts],
-                                       dropout=config.dropout, per_example=per_example_text,
-                                       name=f"text_{column}")
-    return Tower(features, config, output_dim, name="item_tower")
+        out[column] = TextFeature(encoder, config.text_dim, cached_texts=[str(t) for t in texts(column)],
+                                  dropout=config.dropout, per_example=per_example_text, name=f"{prefix}_{column}")
+    return out
 
 
 def _id_feature(space: FeatureSpace, config: TowerConfig, column: str) -> dict[str, tf.keras.layers.Layer]:

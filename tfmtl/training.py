@@ -117,7 +117,9 @@ def train(config: Config | None = None, *, output: str | Path, resume: bool = Fa
         if encoder is not None and chief:
             run.write_json(run.encoder, encoder.get_config())
         if encoder is not None:
-            _log(f"encoding {len(space.catalog['item_id']):,} item texts once")
+            users = sum(len(space.user_texts[c]) for c in space.user_text)
+            _log(f"encoding {len(space.catalog['item_id']):,} item texts"
+                 + (f" and {users:,} user texts" if users else "") + " once")
         model = build_model(config.model, space, encoder)
         if encoder is not None:
             encoder.jit_compile = config.train.jit_compile
@@ -181,9 +183,6 @@ def train(config: Config | None = None, *, output: str | Path, resume: bool = Fa
 
 def _training_arrays(config: Config, space: FeatureSpace, data: InteractionData, split: Split) -> dict[str, np.ndarray]:
     """Training rows: interactions, or for the all-positions objective one row per user sequence."""
-    if data.user_features.text:  # said, not skipped silently
-        _log(f"user text columns are not read yet: the user tower ignores {', '.join(data.user_features.text)} "
-             "(item text columns are read)")
     if not config.model.trains_all_positions:
         arrays = space.interaction_arrays(data, split.train, split.train, is_training=True)
         for name, target in space.targets.items():

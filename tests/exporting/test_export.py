@@ -73,7 +73,7 @@ def reference_user_features(run, inputs: dict, *, snapshot: bool = True) -> dict
     ids = [_text(u) for u in inputs["user_id"]]
     out: dict = {"user_id": np.array(ids, dtype=object)}
     known = row_of if snapshot else {}
-    for column in space.user_categorical:
+    for column in (*space.user_categorical, *space.user_text):
         out[column] = np.array([_text(v) or (table[column][known[u]] if u in known else "")
                                 for u, v in zip(ids, inputs[column], strict=True)], dtype=object)
     for column in space.user_numeric:
@@ -172,24 +172,30 @@ def test_both_loaders_match_the_training_model_on_every_signature(exported, toy_
             assert_matches(got, want, f"{loader} {signature}")
 
 
-def test_a_history_text_model_exports_and_its_user_embeddings_match_the_training_model(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_pooled_tower_with_history_text_and_a_user_bio_exports_and_serves_what_it_trained(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The pooled tower with history text (the shared toy run's tower is causal), and a user text column read by
+    the same encoder. The export verifies itself (both loaders, the TF1 session loader as TF Serving, in a fresh
+    process, against the in-memory module); here the training model is the reference, for a bio taken from the
+    snapshot, a bio sent in the request and a new user's bio."""
     import dataclasses
 
-    from tests.toy import toy_config, write_toy_schema
+    from tests.toy import toy_config, toy_data, with_user_bios, write_toy_schema
     from tfmtl.exporting import export
     from tfmtl.training import train
 
-    schema = write_toy_schema(tmp_path)
+    schema = write_toy_schema(tmp_path, with_user_bios(toy_data()))
     config = toy_config(history_text=True)
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, dataset=str(schema), epochs=1))
     run = train(config, output=tmp_path / "run", progress=False)
-    # The pooled tower with history text (the shared toy run's tower is causal). Its fresh-process verification
-    # is the shared export's test; here the training model is the reference.
-    exported = export(run, name="toy", base=tmp_path / "saved_models", config=ExportConfig(verify=False))
+    assert run.model.space.user_text == ("bio",)
+    exported = export(run, name="toy", base=tmp_path / "saved_models", config=ExportConfig())
+    assert set(exported.manifest["verification"]["loaders"]) == {"tf.saved_model.load",
+                                                                 "tf.compat.v1.saved_model.loader.load"}
     loaded = tf.saved_model.load(str(exported.path))
-    request = user_request(["u0", "u1", "never-seen"])
+    new_bio = "alien laser kiss paris"
+    request = {**user_request(["u0", "u1", "never-seen"]), "bio": np.array(["", new_bio, new_bio], dtype=object)}
     got = call(loaded, "user_embedding", **request)
-    assert_matches(got, reference_outputs(run, "user_embedding", request), "user_embedding with history text")
+    assert_matches(got, reference_outputs(run, "user_embedding", request), "user_embedding with history text and bio")
 
 
 def call(loaded, signature: str, **inputs):  # type: ignore[no-untyped-def]

@@ -163,7 +163,7 @@ def snapshot_of_users(model: MultiTaskRecommender, data: InteractionData, known_
     users = data.users if limit is None else data.users.iloc[:limit]
     arrays = feature_arrays(users, data, include_labels=False)
     ids = users[USER_ID].astype(str).to_numpy(dtype=object)
-    columns = {c: arrays[c] for c in (*space.user_categorical, *space.user_numeric, *space.user_multi_valued)}
+    columns = {c: arrays[c] for c in space.user_features}
     if space.history_length:
         length = space.history_length
         histories = user_histories(data, known_rows, length=length)
@@ -180,7 +180,8 @@ def build_manifest(module: ServingModule, source: _Source, *, name: str, version
                    inputs: dict[str, list[wire.Field]], outputs: dict[str, list[wire.Field]],
                    verification: Verification | None, base: Path) -> dict[str, Any]:
     model, space = source.model, source.model.space
-    encoder = next((f.encoder for f in model.item_tower.features.values() if hasattr(f, "encoder")), None)
+    encoder = next((f.encoder for tower in (model.item_tower, model.user_tower) for f in tower.features.values()
+                    if hasattr(f, "encoder")), None)
     return {
         "format": "tfmtl-export/1",
         "name": name,

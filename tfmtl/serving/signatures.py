@@ -80,7 +80,7 @@ class Field:
 def user_inputs(space: FeatureSpace) -> list[Field]:
     """The user features a signature takes, each [B] (lists [B, W]), and the behaviour sequence [B, H']."""
     return ([Field(USER_ID, "string", (None,))]
-            + [Field(c, "string", (None,)) for c in space.user_categorical]
+            + [Field(c, "string", (None,)) for c in (*space.user_categorical, *space.user_text)]
             + [Field(c, "float32", (None,)) for c in space.user_numeric]
             + [Field(c, "string", (None, None)) for c in space.user_multi_valued]
             + ([Field(HISTORY_ITEM_IDS, "string", (None, None))] if space.history_length else []))
