@@ -163,6 +163,13 @@ def markdown(results: dict) -> str:
                          for c in results.get("validation_macro_auc", [])),
              "",
              f"tfmtl ≥ the probe on held-out movies: {'yes' if results['target_holds'] else 'NO'}"]
+    repeat = results.get("repeat_of_the_grid_partial")
+    if repeat:
+        lines += ["", f"A repeat of the search: {repeat['note']}: "
+                  + ", ".join(f"{c['dropout']:g}, {c['items_per_step']}: {c['macro_auc']:.4f}"
+                              for c in repeat["validation_macro_auc"]) + "."]
+    if results.get("record"):
+        lines += ["", f"Record: {results['record']}."]
     return "\n".join(lines) + "\n"
 
 

@@ -177,17 +177,17 @@ def run_tfrs_tutorial(data: InteractionData, split: Split, seed: int = 42, verbo
     history: list[float] = []
     if len(validation):  # early stopping on the tutorial's own metric, the best epoch's weights kept
         cached_validation = rows(validation).batch(TEST_BATCH).cache()
-        best = (-1.0, model.get_weights())
+        best: list[np.ndarray] = []
         for _ in range(budget.epochs):
             model.fit(cached_train, epochs=1, verbose=verbose)
             score = model.evaluate(cached_validation, return_dict=True, verbose=verbose)[
                 "factorized_top_k/top_100_categorical_accuracy"]
             history.append(float(score))
-            if score > best[0]:
-                best = (float(score), model.get_weights())
+            if score >= max(history):
+                best = model.get_weights()
             elif budget.patience and len(history) - 1 - int(np.argmax(history)) >= budget.patience:
                 break
-        model.set_weights(best[1])
+        model.set_weights(best)
     else:
         model.fit(cached_train, epochs=budget.epochs, verbose=verbose)
     train_seconds = time.perf_counter() - start
