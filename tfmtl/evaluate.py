@@ -198,13 +198,13 @@ def _content(model: MultiTaskRecommender, arrays: dict[str, np.ndarray], batch_s
     keys = (*model.space.item_columns, content_key(column)) if model.space.content_is_numeric \
         else model.space.item_columns
     items = {k: arrays[k][first] for k in keys}
-    predicted = np.concatenate([step(batch).numpy() for batch in make_dataset(items, batch_size=batch_size)])
+    batches = list(make_dataset(items, batch_size=batch_size))
+    predicted = np.concatenate([step(batch).numpy() for batch in batches])
     if model.space.content_is_numeric:
         actual = items[content_key(column)].astype(np.float64)
         return _over_known(actual, prefix, lambda known: rating_metrics(predicted[known], actual[known],
                                                                         prefix=prefix))
-    targets = np.concatenate([head.targets(batch[column]).numpy()
-                              for batch in make_dataset({column: items[column]}, batch_size=batch_size)])
+    targets = np.concatenate([head.targets(batch[column]).numpy() for batch in batches])
     return multilabel_metrics(predicted, targets, prefix=prefix)
 
 

@@ -241,22 +241,30 @@ class RankingHeads(tf.keras.layers.Layer):
         return outputs
 
 
-class GenreHead(tf.keras.layers.Layer):
-    """An item's content [B, F] -> logits [B, G] of a multi-valued feature (e.g. genres; multi-label: a linear layer
-    over the layer-normalised content, behind optional dropout), with multi-hot targets from padded lists. The
-    normalisation puts the encoder's small coordinates on the scale the optimizer's steps are made for; dropout
-    holds back a head that sees every training item's content each epoch (it memorises them without)."""
+class _ContentHead(tf.keras.layers.Layer):
+    """An item's content [B, F] -> ``units`` outputs: a linear layer over the layer-normalised content, behind
+    optional dropout. The normalisation puts the encoder's small coordinates on the scale the optimizer's steps are
+    made for; dropout holds back a head that sees every training item's content each epoch (it memorises them
+    without)."""
 
-    def __init__(self, genres: Sequence[str], *, dropout: float = 0.0, **kwargs: Any) -> None:
+    def __init__(self, units: int, output_name: str, *, dropout: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.genres = tuple(genres)
-        self.lookup = tf.keras.layers.StringLookup(vocabulary=list(genres), num_oov_indices=1)
         self.normalization = tf.keras.layers.LayerNormalization(name="content_normalization")
         self.dropout = tf.keras.layers.Dropout(dropout)
-        self.output_layer = tf.keras.layers.Dense(len(genres), name="genre_logits")
+        self.output_layer = tf.keras.layers.Dense(units, name=output_name)
 
     def call(self, content: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         return self.output_layer(self.dropout(self.normalization(content), training=training))
+
+
+class GenreHead(_ContentHead):
+    """An item's content [B, F] -> logits [B, G] of a multi-valued feature (e.g. genres; multi-label), with
+    multi-hot targets from padded lists."""
+
+    def __init__(self, genres: Sequence[str], *, dropout: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(len(genres), "genre_logits", dropout=dropout, **kwargs)
+        self.genres = tuple(genres)
+        self.lookup = tf.keras.layers.StringLookup(vocabulary=list(genres), num_oov_indices=1)
 
     def targets(self, genre_lists: tf.Tensor) -> tf.Tensor:
         """Padded genre lists [B, W] -> multi-hot [B, G] (unknown genres and padding dropped)."""
@@ -273,21 +281,18 @@ class GenreHead(tf.keras.layers.Layer):
         return tf.sigmoid(logits)
 
 
-class NumericContentHead(tf.keras.layers.Layer):
-    """An item's content [B, F] -> a numeric item feature [B] (e.g. a duration or a price), built as
-    :class:`GenreHead`, trained on the feature standardised with the training items' ``mean`` and ``scale``; an item
-    whose value is missing is left out of the loss."""
+class NumericContentHead(_ContentHead):
+    """An item's content [B, F] -> a numeric item feature [B] (e.g. a duration or a price), trained on the feature
+    standardised with the training items' ``mean`` and ``scale``; an item whose value is missing is left out of the
+    loss."""
 
     def __init__(self, mean: float, scale: float, *, dropout: float = 0.0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(1, "content_value", dropout=dropout, **kwargs)
         self.mean, self.scale = float(mean), float(scale)
-        self.normalization = tf.keras.layers.LayerNormalization(name="content_normalization")
-        self.dropout = tf.keras.layers.Dropout(dropout)
-        self.output_layer = tf.keras.layers.Dense(1, name="content_value")
 
     def call(self, content: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         """Standardised predictions [B]."""
-        return tf.squeeze(self.output_layer(self.dropout(self.normalization(content), training=training)), -1)
+        return tf.squeeze(super().call(content, training=training), -1)
 
     def loss(self, standardised: tf.Tensor, values: tf.Tensor) -> tf.Tensor:
         """Mean squared error in standard units over the items whose value is known (0 when none is)."""

@@ -6,7 +6,7 @@ takes the same raw values a client has. Unknown ids and categories fall into a s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -361,8 +361,8 @@ def build_user_tower(space: FeatureSpace, config: TowerConfig, output_dim: int, 
     the item tower's feature for it, read by the history's content profile."""
     features = _id_feature(space, config, USER_ID)
     features.update(_side_features(space, config, space.user_categorical, space.user_multi_valued, space.user_numeric))
-    features.update(_text_features(space.user_text, encoder, config, lambda column: space.user_texts[column],
-                                   per_example_text=per_example_text, prefix="user_text"))
+    features.update(_text_features(space.user_texts, encoder, config, per_example_text=per_example_text,
+                                   prefix="user_text"))
     if space.history_length:
         vocabulary = space.vocabularies[ITEM_ID]
         texts = [(feature, _item_texts(space, column, vocabulary)) for column, feature in (history_texts or {}).items()]
@@ -382,20 +382,19 @@ def build_item_tower(space: FeatureSpace, config: TowerConfig, output_dim: int,
                      encoder: TextEncoder | None, *, per_example_text: bool = False) -> Tower:
     features = _id_feature(space, config, ITEM_ID)
     features.update(_side_features(space, config, space.item_categorical, space.item_multi_valued, space.item_numeric))
-    features.update(_text_features(space.item_text, encoder, config, lambda column: space.catalog.get(column, []),
-                                   per_example_text=per_example_text, prefix="text"))
+    features.update(_text_features({column: space.catalog.get(column, []) for column in space.item_text}, encoder,
+                                   config, per_example_text=per_example_text, prefix="text"))
     return Tower(features, config, output_dim, name="item_tower")
 
 
-def _text_features(columns: Sequence[str], encoder: TextEncoder | None, config: TowerConfig,
-                   texts: Callable[[str], Sequence[Any]], *, per_example_text: bool,
-                   prefix: str) -> dict[str, tf.keras.layers.Layer]:
-    """A :class:`TextFeature` per text column, all on the one ``encoder``, each caching its column's ``texts``."""
+def _text_features(texts: Mapping[str, Sequence[Any]], encoder: TextEncoder | None, config: TowerConfig, *,
+                   per_example_text: bool, prefix: str) -> dict[str, tf.keras.layers.Layer]:
+    """A :class:`TextFeature` per text column (column -> its texts, cached), all on the one ``encoder``."""
     out: dict[str, tf.keras.layers.Layer] = {}
-    for column in columns:
+    for column, values in texts.items():
         if encoder is None:
             raise ValueError(f"text column '{column}' needs a text encoder")
-        out[column] = TextFeature(encoder, config.text_dim, cached_texts=[str(t) for t in texts(column)],
+        out[column] = TextFeature(encoder, config.text_dim, cached_texts=[str(t) for t in values],
                                   dropout=config.dropout, per_example=per_example_text, name=f"{prefix}_{column}")
     return out
 
