@@ -41,7 +41,8 @@ def test_bad_data_exits_2_with_one_line_and_no_traceback(tmp_path: Path) -> None
 
 
 def test_every_command_has_help() -> None:
-    for command in (["--help"], ["data", "--help"], ["data", "info", "--help"], ["data", "split", "--help"]):
+    for command in (["--help"], ["data", "--help"], ["data", "info", "--help"], ["data", "split", "--help"],
+                    ["pretrain", "--help"]):
         assert tfmtl(*command).returncode == 0
 
 

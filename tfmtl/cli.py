@@ -15,6 +15,8 @@ from pathlib import Path
 from tfmtl._version import __version__
 from tfmtl.data.errors import DataError
 
+DATASET_HELP = "ml-100k | ml-1m | ml-1m-overviews | path to a schema file"
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
@@ -64,8 +66,10 @@ def _parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train the multi-task model into a run folder")
     train.add_argument("--config", metavar="FILE", help="JSON or YAML config (absent fields keep defaults)")
-    train.add_argument("--dataset", metavar="DATASET", help="ml-100k | ml-1m | path to a schema file")
-    train.add_argument("--encoder", metavar="PRESET", help="minilm-l6 | tiny | keras-hub preset | local folder")
+    train.add_argument("--dataset", metavar="DATASET", help=DATASET_HELP)
+    train.add_argument("--encoder", metavar="PRESET",
+                       help="minilm-l6 | paraphrase-minilm-l3 | tiny | keras-hub preset | local folder (e.g. a "
+                            "pretrain output's preset)")
     train.add_argument("--epochs", type=int, metavar="N", help="maximum epochs (early stopping may end sooner)")
     train.add_argument("--output", metavar="RUN_DIR",
                        help="run folder (default: a new runs/<dataset>-<date>-<time>)")
@@ -141,8 +145,28 @@ def _parser() -> argparse.ArgumentParser:
     query.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     query.set_defaults(handler=_query)
 
+    pretrain = commands.add_parser("pretrain", help="masked-LM adaptation of the text encoder on the catalog's texts")
+    pretrain.add_argument("--dataset", required=True, metavar="DATASET",
+                          help=f"{DATASET_HELP}; its items' text columns are the texts")
+    pretrain.add_argument("--encoder", default="minilm-l6", metavar="PRESET",
+                          help="the encoder to adapt: minilm-l6 | keras-hub preset | local folder")
+    pretrain.add_argument("--output", required=True, metavar="DIR",
+                          help="DIR/preset is the adapted encoder (pass it to train --encoder); DIR/pretrain.json the "
+                               "report; DIR/checkpoints the checkpoints")
+    pretrain.add_argument("--sequence-length", type=int, default=128, metavar="L", help="tokens per text (128)")
+    pretrain.add_argument("--trainable-layers", type=int, default=-1, metavar="N",
+                          help="top transformer layers that adapt (-1, the default: everything)")
+    pretrain.add_argument("--epochs", type=int, default=3, metavar="N", help="passes over the texts (3)")
+    pretrain.add_argument("--batch-size", type=int, default=32, metavar="B", help="texts per step (32)")
+    pretrain.add_argument("--learning-rate", type=float, default=5e-5, metavar="LR", help="the encoder's (5e-5)")
+    pretrain.add_argument("--seed", type=int, default=0, help="masks, held-out texts and the head's initialisation")
+    pretrain.add_argument("--resume", action="store_true", help="continue the pretraining in DIR")
+    pretrain.add_argument("--no-progress", action="store_true", help="no progress bars")
+    pretrain.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    pretrain.set_defaults(handler=_pretrain)
+
     demo = commands.add_parser("demo", help="the main job: real data, train, evaluate, export, serve, query")
-    demo.add_argument("--dataset", default="ml-100k", metavar="DATASET", help="ml-100k | ml-1m | schema file")
+    demo.add_argument("--dataset", default="ml-100k", metavar="DATASET", help=DATASET_HELP)
     demo.add_argument("--epochs", type=int, metavar="N", help="maximum epochs (default: the config's 15)")
     demo.add_argument("--users", metavar="IDS", help="comma-separated user ids to query (default: the first 3)")
     demo.add_argument("--runs", default="runs", metavar="DIR", help="where the run folder goes (default runs)")
@@ -154,7 +178,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _dataset_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dataset", metavar="DATASET", help="ml-100k | ml-1m | path to a schema file")
+    parser.add_argument("dataset", metavar="DATASET", help=DATASET_HELP)
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
@@ -174,10 +198,46 @@ def _data_info(args: argparse.Namespace) -> dict[str, object]:
             ("density", f"{info['density']:.4%}"),
             ("source", str(info["source"])),
             ("skipped rows", str(info["skipped_rows"])),
+            *[(key.replace("_", " "), _extra(key, value)) for key, value in data.extras.items()],
         ])
         for line in data.skipped.lines():
             print(f"  {line}")
     return info
+
+
+def _extra(key: str, value: object) -> str:
+    """A dataset's own fact (e.g. ml-1m-overviews' coverage) as the table writes it: shares as percentages."""
+    if key.endswith("_share") and isinstance(value, float):
+        return f"{value:.1%}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _pretrain(args: argparse.Namespace) -> dict[str, object]:
+    from tfmtl.config import TextEncoderConfig
+    from tfmtl.data import load_dataset
+    from tfmtl.encoders.pretrain import PretrainConfig, pretrain
+
+    data = load_dataset(args.dataset)
+    columns = data.item_features.text
+    if not columns:
+        raise ValueError(f"dataset {args.dataset!r} declares no item text column to pretrain on")
+    texts = [t for column in columns for t in data.items[column].dropna().astype(str)]
+    config = PretrainConfig(encoder=TextEncoderConfig(preset=args.encoder, sequence_length=args.sequence_length,
+                                                      trainable_layers=args.trainable_layers),
+                            epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                            seed=args.seed)
+    report = pretrain(texts, config, args.output, resume=args.resume, progress=not args.no_progress)
+    summary = {"preset": report["preset"], "texts": report["texts"],
+               "held_out_loss_unadapted": report["unadapted"]["held_out_loss"][-1],
+               "held_out_loss_adapted": report["adapted"]["held_out_loss"][-1],
+               "steps": report["adapted"]["steps"], "report": str(Path(args.output) / "pretrain.json")}
+    if not args.json:
+        _print_table(f"pretrained {args.encoder} on {len(texts):,} texts of {data.name} ({', '.join(columns)})", [
+            ("held-out masked-LM loss, head only", f"{summary['held_out_loss_unadapted']:.4f}"),
+            ("held-out masked-LM loss, adapted", f"{summary['held_out_loss_adapted']:.4f}"),
+            ("steps", str(summary["steps"])), ("preset", report["preset"]),
+            ("next", f"tfmtl train --encoder {report['preset']} --dataset {args.dataset}")])
+    return summary
 
 
 def _data_split(args: argparse.Namespace) -> dict[str, object]:

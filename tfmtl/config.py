@@ -50,7 +50,7 @@ def _is_tuple(kind: Any) -> bool:
 
 POOLINGS = ("mean", "cls")
 TRUNCATIONS = ("round_robin", "waterfall")
-TASK_TYPES = ("retrieval", "binary", "regression", "content")
+TASK_TYPES = ("retrieval", "binary", "regression", "content", "mlm")
 TRANSFORMS = ("none", "log1p")
 # The MovieLens preset's task names, usable as `name: weight` shorthands (see ModelConfig.tasks).
 PRESET_TASKS = ("retrieval", "rating", "like", "genres")
@@ -275,9 +275,11 @@ class TaskConfig(_Section):
 
     Attributes:
         type: ``retrieval`` (the user and item towers score the interaction's item against the catalog),
-            ``binary`` (a probability, cross-entropy), ``regression`` (a value, squared error) or ``content`` (an
+            ``binary`` (a probability, cross-entropy), ``regression`` (a value, squared error), ``content`` (an
             item feature predicted from the item's other content, the feature itself hidden: cross-entropy for a
-            multi-valued feature, squared error in standard units for a numeric one).
+            multi-valued feature, squared error in standard units for a numeric one) or ``mlm`` (masked-language-
+            model loss of the text encoder on the catalog's item texts: domain-adaptive pretraining trained jointly
+            with the recommendation tasks; the encoder must train, ``encoder.trainable_layers`` != 0).
         label: binary and regression: an interaction label (its name in the schema), or a condition on one,
             ``"<label> <op> <number>"`` with op one of == != >= <= > < (``"rating >= 4"``). Empty: the data's
             rating label (the one named ``rating``, or the only one), and for a binary task that label
@@ -296,9 +298,9 @@ class TaskConfig(_Section):
         dropout: content: dropout on the head's input. 0 (the default) keeps training deterministic, so a resumed
             or distributed run matches an uninterrupted one exactly; 0.5 generalises better to items never seen in
             training (``benchmarks/content_task.py``).
-        items_per_step: content: how many items of the training catalog the task reads per training step, taken in
-            turn from a fixed shuffle, so that every item weighs the same (the task is about items: weighting them
-            by their interactions would fit the popular ones and judge new ones by those).
+        items_per_step: content and mlm: how many items of the training catalog the task reads per training step,
+            taken in turn from a fixed shuffle, so that every item weighs the same (the task is about items:
+            weighting them by their interactions would fit the popular ones and judge new ones by those).
     """
 
     type: str = "binary"
@@ -426,6 +428,12 @@ class ModelConfig(_Section):
                  "must give at least one task a positive weight")
         _require(sum(t.type == "retrieval" for t in tasks.values()) <= 1, "model.tasks", sorted(tasks),
                  "may declare one retrieval task")
+        for kind in ("content", "mlm"):
+            _require(sum(t.type == kind for t in tasks.values()) <= 1, "model.tasks", sorted(tasks),
+                     f"may declare one {kind} task")
+        _require(not any(t.type == "mlm" for t in tasks.values()) or self.encoder.trainable_layers != 0,
+                 "model.encoder.trainable_layers", self.encoder.trainable_layers,
+                 "must not be 0 (frozen) with an mlm task: the task adapts the encoder")
         for name, task in tasks.items():
             _require(bool(re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name)), "model.tasks", name,
                      "names a task with other than letters, digits and _ (task names become output keys)")

@@ -58,6 +58,8 @@ def evaluate_model(model: MultiTaskRecommender, data: InteractionData, train_row
                                           users[kept], ks, batch_size, candidates, prefix=target.name))
         elif target.type == "content":
             metrics.update(_content(model, arrays, batch_size, prefix=target.name))
+        elif target.type == "mlm":
+            metrics.update(_masked_lm(model, arrays, batch_size, prefix=target.name))
         else:
             metrics.update(_ranking_metrics(target, outputs[target.output], arrays[target.label],
                                             arrays[target_key(target.name)]))
@@ -206,6 +208,22 @@ def _content(model: MultiTaskRecommender, arrays: dict[str, np.ndarray], batch_s
                                                                         prefix=prefix))
     targets = np.concatenate([head.targets(batch[column]).numpy() for batch in batches])
     return multilabel_metrics(predicted, targets, prefix=prefix)
+
+
+def _masked_lm(model: MultiTaskRecommender, arrays: dict[str, np.ndarray], batch_size: int, *,
+               prefix: str) -> dict[str, float]:
+    """The mlm task's loss on the distinct item texts of the rows, the same masks every evaluation (seeded by
+    batch)."""
+    if model.masked_lm is None:
+        return {}
+    texts = np.unique(arrays[model.space.item_text[0]].astype(str))
+    total = count = 0.0
+    for i in range(0, len(texts), batch_size):
+        masked = model.masked_lm.mask(tf.constant(texts[i:i + batch_size]), tf.constant([i, 1], tf.int64))
+        weight = float(tf.reduce_sum(masked.weights))
+        total += float(model.masked_lm.loss(masked, training=False)) * weight
+        count += weight
+    return {f"{prefix}/loss": total / max(count, 1.0)}
 
 
 def metrics_table(metrics: dict[str, Any], title: str = "metric") -> str:

@@ -51,6 +51,8 @@ class FeatureSpace:
         rated_history: the ranking heads also read the history's ratings (``ranking.history_attention``).
         history_mode: ``before`` (sequence) or ``others`` (bag); see ``ModelConfig.history_mode``.
         user_texts: user text column -> the distinct texts of the user table (the text encoder's cache).
+        user_vector / item_vector: precomputed embedding column -> its dim (float32 [B, dim] inputs, zeros where
+            missing).
     """
 
     user_categorical: tuple[str, ...]
@@ -74,6 +76,8 @@ class FeatureSpace:
     targets: dict[str, Target] = field(default_factory=dict)  # task -> what it reads (see tfmtl.targets)
     user_text: tuple[str, ...] = ()
     user_texts: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
+    user_vector: dict[str, int] = field(default_factory=dict)
+    item_vector: dict[str, int] = field(default_factory=dict)
     catalog: dict[str, Any] = field(default_factory=dict, repr=False)  # item column -> values, every item
 
     # --- building ---
@@ -145,6 +149,8 @@ class FeatureSpace:
             history_length=config.history_length, history_mode=config.history_mode,
             rated_history=bool(config.ranking.history_attention and config.history_length and label and ranking),
             targets=targets, user_text=user["text"],
+            user_vector={c: data.user_features.vector[c] for c in user["vector"]},
+            item_vector={c: data.item_features.vector[c] for c in item["vector"]},
             user_texts={c: tuple(sorted(set(data.users[c].fillna(PAD).astype(str)))) for c in user["text"]})
         space.catalog = space.item_arrays(data, data.items)
         return space
@@ -159,7 +165,8 @@ class FeatureSpace:
     @property
     def item_columns(self) -> tuple[str, ...]:
         genre = (self.genre_column,) if self.genre_column and self.genre_column not in self.item_multi_valued else ()
-        return (ITEM_ID, *self.item_categorical, *self.item_numeric, *self.item_multi_valued, *self.item_text, *genre)
+        return (ITEM_ID, *self.item_categorical, *self.item_numeric, *self.item_multi_valued, *self.item_text,
+                *self.item_vector, *genre)
 
     @property
     def user_columns(self) -> tuple[str, ...]:
@@ -169,7 +176,7 @@ class FeatureSpace:
     @property
     def user_features(self) -> tuple[str, ...]:
         """The user tower's side features: what a user table (and the serving snapshot) holds per user."""
-        return (*self.user_categorical, *self.user_text, *self.user_numeric, *self.user_multi_valued)
+        return (*self.user_categorical, *self.user_text, *self.user_numeric, *self.user_multi_valued, *self.user_vector)
 
     def item_arrays(self, data: InteractionData, items: Any) -> dict[str, np.ndarray]:
         """Item-tower inputs for rows of an item table (or joined interactions)."""
@@ -232,10 +239,14 @@ class FeatureSpace:
         values["user_texts"] = {k: tuple(v) for k, v in values.get("user_texts", {}).items()}
         values["targets"] = {k: Target(**t) for k, t in values.get("targets", {}).items()}
         space = cls(**values)
-        space.catalog = {k: np.array(v, dtype=np.float32 if k in space.item_numeric or k.startswith(content_key(""))
-                                     else object)
-                         for k, v in catalog.items()}
+        space.catalog = {k: space._catalog_array(k, v) for k, v in catalog.items()}
         return space
+
+    def _catalog_array(self, key: str, values: list[Any]) -> np.ndarray:
+        if key in self.item_vector:  # [N, dim], also when N is 0
+            return np.array(values, np.float32).reshape(-1, self.item_vector[key])
+        numeric = key in self.item_numeric or key.startswith(content_key(""))
+        return np.array(values, dtype=np.float32 if numeric else object)
 
     def save(self, path: Path) -> None:
         write_text_atomic(path, json.dumps(self.to_json()))
@@ -250,7 +261,7 @@ def _select(wanted: tuple[str, ...] | None, declared: Any, field_name: str,
     """The declared features a tower reads (all, or those ``wanted``); ``text``: text columns too (the item tower's
     are chosen by ``model.text_features``)."""
     kinds = {"categorical": declared.categorical, "numeric": declared.numeric, "multi_valued": declared.multi_valued,
-             **({"text": declared.text} if text else {})}
+             "vector": tuple(declared.vector), **({"text": declared.text} if text else {})}
     if wanted is None:
         return {k: tuple(v) for k, v in kinds.items()}
     known = [c for v in kinds.values() for c in v]

@@ -13,6 +13,7 @@ from tfmtl.data.history import HISTORY, HISTORY_LABELS, NEXT_ITEMS, NEXT_LABELS
 from tfmtl.data.interactions import ITEM_ID, USER_ID
 from tfmtl.data.pipeline import PAD
 from tfmtl.distribute import replica_scale
+from tfmtl.encoders.pretrain import MaskedLanguageModel
 from tfmtl.encoders.text import TextEncoder
 from tfmtl.features import FeatureSpace
 from tfmtl.targets import Target, content_key, target_key, weight_key
@@ -46,6 +47,7 @@ class MultiTaskRecommender(tfrs.Model):
         ranking = [t for t in targets.values() if t.ranking]
         retrieval = next((t for t in targets.values() if t.type == "retrieval"), None)
         content = next((t for t in targets.values() if t.type == "content"), None)
+        mlm = next((t for t in targets.values() if t.type == "mlm"), None)
         # === Layers ===
         item_tower = build_item_tower(space, config.item_tower, config.embedding_dim, encoder,
                                       per_example_text=per_example_text)
@@ -102,6 +104,11 @@ class MultiTaskRecommender(tfrs.Model):
         # a genre or a year).
         self._content_order = tf.constant(np.random.default_rng(0).permutation(max(1, len(catalog_ids))), tf.int64)
         self._content_items_per_step = config.tasks[content.name].items_per_step if content is not None else 0
+        # The mlm task reads catalog texts in turn too (another fixed shuffle), masked with the step as the seed.
+        self.mlm_name = mlm.name if mlm is not None else ""
+        self.masked_lm = None if mlm is None else MaskedLanguageModel(_mlm_encoder(encoder, space), name="masked_lm")
+        self._mlm_order = tf.constant(np.random.default_rng(1).permutation(max(1, len(catalog_ids))), tf.int64)
+        self._mlm_items_per_step = config.tasks[mlm.name].items_per_step if mlm is not None else 0
         self._catalog_row = tf.lookup.StaticHashTable(  # item id -> its row of the training catalog
             tf.lookup.KeyValueTensorInitializer(tf.constant(catalog_ids or [""], tf.string),
                                                 tf.range(max(1, len(catalog_ids)), dtype=tf.int64)), default_value=-1)
@@ -221,8 +228,7 @@ class MultiTaskRecommender(tfrs.Model):
             losses.update(self._ranking_losses(outputs, {name: inputs[target_key(name)] for name in outputs},
                                                {name: inputs[weight_key(name)] for name in outputs
                                                 if weight_key(name) in inputs}))
-        if self.content_head is not None:
-            losses[self.content_name] = self._content_loss(self._content_items(), training)
+        losses.update(self._item_task_losses(training))
         return losses
 
     def _ranking_losses(self, outputs: dict[str, tf.Tensor], targets: dict[str, tf.Tensor],
@@ -272,8 +278,7 @@ class MultiTaskRecommender(tfrs.Model):
             # Every ranking task reads the history's label here (checked when the feature space is built).
             losses.update(self._ranking_losses(outputs, {name: _target_in_graph(target, label)
                                                          for name, target in self.ranking_targets.items()}, {}))
-        if self.content_head is not None:
-            losses[self.content_name] = self._content_loss(self._content_items(), training)
+        losses.update(self._item_task_losses(training))
         return losses
 
     def content_predictions(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
@@ -291,19 +296,42 @@ class MultiTaskRecommender(tfrs.Model):
         values = items[content_key(column)] if self.space.content_is_numeric else items[column]
         return self._content_head().loss(self.content_outputs(items, training=training), values)
 
+    def _item_task_losses(self, training: bool | None) -> dict[str, tf.Tensor]:
+        """The tasks about items rather than interactions: content and mlm, each on its catalog items of the step."""
+        losses = {}
+        if self.content_head is not None:
+            losses[self.content_name] = self._content_loss(self._content_items(), training)
+        if self.masked_lm is not None:
+            texts = self._items_in_turn(self._mlm_order, self._mlm_items_per_step)[self.space.item_text[0]]
+            masked = self.masked_lm.mask(texts, tf.stack([self._step(), tf.constant(0, tf.int64)]))
+            losses[self.mlm_name] = self.masked_lm.loss(masked, training=training)
+        return losses
+
     def _content_items(self) -> dict[str, tf.Tensor]:
-        """The training-catalog items the content task reads at this step: the next ``items_per_step`` of a fixed
-        shuffle, keyed on the optimizer's step so a resumed or distributed run reads the same ones."""
-        size = tf.size(self._content_order, out_type=tf.int64)
-        count = tf.minimum(tf.constant(self._content_items_per_step, tf.int64), size)
-        step = (tf.cast(self.optimizer.iterations, tf.int64) if getattr(self, "optimizer", None) is not None
+        return self._items_in_turn(self._content_order, self._content_items_per_step)
+
+    def _items_in_turn(self, order: tf.Tensor, per_step: int) -> dict[str, tf.Tensor]:
+        """The training-catalog items an item task reads at this step: the next ``per_step`` of its fixed shuffle,
+        keyed on the optimizer's step so a resumed or distributed run reads the same ones."""
+        size = tf.size(order, out_type=tf.int64)
+        count = tf.minimum(tf.constant(per_step, tf.int64), size)
+        positions = tf.math.floormod(self._step() * count + tf.range(count), size)
+        return self._catalog_rows(tf.gather(order, positions))
+
+    def _step(self) -> tf.Tensor:
+        return (tf.cast(self.optimizer.iterations, tf.int64) if getattr(self, "optimizer", None) is not None
                 else tf.constant(0, tf.int64))
-        positions = tf.math.floormod(step * count + tf.range(count), size)
-        return self._catalog_rows(tf.gather(self._content_order, positions))
 
     def _catalog_rows(self, rows: tf.Tensor) -> dict[str, tf.Tensor]:
         """The item tower's inputs of catalog ``rows``."""
         return {key: tf.gather(values, rows) for key, values in self._catalog.items()}
+
+
+def _mlm_encoder(encoder: TextEncoder | None, space: FeatureSpace) -> TextEncoder:
+    if encoder is None or not space.item_text:
+        raise ValueError("config field 'model.tasks' declares an mlm task, but the items have no text column for the "
+                         "text encoder to read")
+    return encoder
 
 
 def _target_in_graph(target: Target, label: tf.Tensor) -> tf.Tensor:

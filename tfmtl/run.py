@@ -157,7 +157,15 @@ def _table_digest(table: Any, id_column: str) -> str:
     if table is None or id_column not in table:
         return _digest([])
     ordered = table.sort_values(id_column, kind="stable")
-    return _digest([ordered[c] for c in sorted(ordered.columns)] + [ordered.columns.to_series()])
+    return _digest([_vector_digests(ordered[c]) for c in sorted(ordered.columns)] + [ordered.columns.to_series()])
+
+
+def _vector_digests(column: Any) -> Any:
+    """A column of vectors (float arrays, None where missing) as one digest per row: the text of a long array is
+    abbreviated by numpy ('...'), so it would not tell two tables apart."""
+    if column.dtype != object or not any(isinstance(v, np.ndarray) for v in column):
+        return column
+    return column.map(lambda v: hashlib.sha256(v.tobytes()).hexdigest() if isinstance(v, np.ndarray) else v)
 
 
 def check_data(run: RunFolder, data: InteractionData) -> None:
@@ -222,6 +230,8 @@ def example_batch(space: FeatureSpace) -> dict[str, tf.Tensor]:
         batch[column] = np.zeros(1, np.float32)
     for column in space.user_multi_valued:
         batch[column] = np.full((1, space.widths.get(column, 1)), "", dtype=object)
+    for column, dim in space.user_vector.items():
+        batch[column] = np.zeros((1, dim), np.float32)
     if space.history_length:
         batch[HISTORY] = np.full((1, space.history_length), "", dtype=object)
         if space.rated_history:

@@ -97,6 +97,8 @@ def resolve_targets(config: ModelConfig, labels: tuple[str, ...], interactions: 
         elif task.type == "content":
             feature = _content_feature(task, item_multi_valued, item_numeric, field)
             targets[name] = Target(name, task.type, task.weight, feature=feature)
+        elif task.type == "mlm":
+            targets[name] = Target(name, task.type, task.weight)
         else:
             targets[name] = _ranking_target(name, task, config, labels, interactions, train_rows)
     return targets

@@ -58,6 +58,35 @@ class NumericBuckets(tf.keras.layers.Layer):
         return self.embedding(self.discretize(tf.cast(values, tf.float32)))
 
 
+class VectorFeature(tf.keras.layers.Layer):
+    """Precomputed embeddings [B, input_dim] (an LLM's, CLIP's; zeros where missing) -> a trainable projection to
+    the tower's text width [B, dim], as a :class:`TextFeature` projects its encoder's output.
+
+    The vectors are read raw, not normalised: a model whose embeddings are meant to be compared by cosine should
+    have them L2-normalised before they are written (the projection learns any scale, but not a per-row one).
+    """
+
+    def __init__(self, input_dim: int, dim: int, *, dropout: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # === Layers ===
+        self.projection = tf.keras.layers.Dense(dim, name="projection")
+        self.dropout_layer = tf.keras.layers.Dropout(dropout)
+        # === Config ===
+        self.input_dim = int(input_dim)
+        self.dim = int(dim)
+        self.dropout = float(dropout)
+
+    def call(self, vectors: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        return self.dropout_layer(self.projection(self.encode(vectors)), training=training)
+
+    def encode(self, vectors: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        """The vectors themselves [B, input_dim] (what the item's content says, before any training)."""
+        return tf.ensure_shape(tf.cast(vectors, tf.float32), [None, self.input_dim])
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "input_dim": self.input_dim, "dim": self.dim, "dropout": self.dropout}
+
+
 class TextFeature(tf.keras.layers.Layer):
     """Texts [B] -> projected text embeddings [B, dim]. The work scales with items, not with rows:
 
@@ -363,6 +392,7 @@ def build_user_tower(space: FeatureSpace, config: TowerConfig, output_dim: int, 
     features.update(_side_features(space, config, space.user_categorical, space.user_multi_valued, space.user_numeric))
     features.update(_text_features(space.user_texts, encoder, config, per_example_text=per_example_text,
                                    prefix="user_text"))
+    features.update(_vector_features(space.user_vector, config, prefix="user_vector"))
     if space.history_length:
         vocabulary = space.vocabularies[ITEM_ID]
         texts = [(feature, _item_texts(space, column, vocabulary)) for column, feature in (history_texts or {}).items()]
@@ -384,6 +414,7 @@ def build_item_tower(space: FeatureSpace, config: TowerConfig, output_dim: int,
     features.update(_side_features(space, config, space.item_categorical, space.item_multi_valued, space.item_numeric))
     features.update(_text_features({column: space.catalog.get(column, []) for column in space.item_text}, encoder,
                                    config, per_example_text=per_example_text, prefix="text"))
+    features.update(_vector_features(space.item_vector, config, prefix="vector"))
     return Tower(features, config, output_dim, name="item_tower")
 
 
@@ -397,6 +428,12 @@ def _text_features(texts: Mapping[str, Sequence[Any]], encoder: TextEncoder | No
         out[column] = TextFeature(encoder, config.text_dim, cached_texts=[str(t) for t in values],
                                   dropout=config.dropout, per_example=per_example_text, name=f"{prefix}_{column}")
     return out
+
+
+def _vector_features(dims: Mapping[str, int], config: TowerConfig, *, prefix: str) -> dict[str, tf.keras.layers.Layer]:
+    """A :class:`VectorFeature` per precomputed vector column (column -> its dim)."""
+    return {column: VectorFeature(dim, config.text_dim, dropout=config.dropout, name=f"{prefix}_{column}")
+            for column, dim in dims.items()}
 
 
 def _id_feature(space: FeatureSpace, config: TowerConfig, column: str) -> dict[str, tf.keras.layers.Layer]:

@@ -32,6 +32,8 @@ def test_yaml_schema_round_trip(tmp_path: Path) -> None:
     ({**MINIMAL, "items": {"path": "i.csv", "item_id": "i", "text": ["t"], "categorical": ["t"]}},
      "column 't' is listed as 'categorical'"),
     ([1, 2], "must be a mapping"),
+    ({**MINIMAL, "items": {"path": "i.csv", "item_id": "i", "vector": {"clip": 0}}},
+     "'items.vector.clip' must be a vector's dimension"),
 ])
 def test_bad_schema_names_the_field(raw: object, words: str) -> None:
     with pytest.raises(DataError, match=words.replace("(", r"\(").replace(")", r"\)")):

@@ -20,6 +20,7 @@ from tfmtl.data.tables import (
     require_columns,
     split_multi_valued,
 )
+from tfmtl.data.vectors import attach_vectors, parse_vectors, read_vector_file
 
 USER_ID = "user_id"
 ITEM_ID = "item_id"
@@ -33,7 +34,8 @@ class InteractionData:
     ``interactions``: ``user_id`` (str), ``item_id`` (str), one float column per label, ``timestamp``
     (int64 Unix seconds, when known), in the source's original row order.
     ``items`` / ``users``: one row per id, ``item_id`` / ``user_id`` first, then feature columns:
-    text and categorical as str, multi-valued as tuples of str, numeric as float.
+    text and categorical as str, multi-valued as tuples of str, numeric as float, vector as float32 arrays [dim]
+    (None where missing).
     """
 
     name: str
@@ -45,6 +47,8 @@ class InteractionData:
     user_features: FeatureColumns
     source: str = ""
     skipped: SkipReport = field(default_factory=SkipReport)
+    # Facts a derived dataset adds to ``info()`` (JSON-ready), e.g. ml-1m-overviews' coverage of the catalogue.
+    extras: dict[str, object] = field(default_factory=dict)
 
     @property
     def has_timestamps(self) -> bool:
@@ -71,6 +75,7 @@ class InteractionData:
             "source": self.source,
             "skipped_rows": self.skipped.total,
             "skipped": self.skipped.as_dict(),
+            "missing": self.skipped.missing_as_dict(),
         }
         for label in self.labels:
             values = ratings[label]
@@ -82,6 +87,7 @@ class InteractionData:
             info["first_timestamp"] = int(ratings[TIMESTAMP].min())
             info["last_timestamp"] = int(ratings[TIMESTAMP].max())
         info["density"] = round(len(ratings) / max(1, len(self.users) * len(self.items)), 6)
+        info.update(self.extras)
         return info
 
 
@@ -131,11 +137,19 @@ def _entity_table(spec: EntitySpec | None, id_name: str, interactions: pd.DataFr
         return pd.DataFrame({id_name: ids}), FeatureColumns()
     file = str(spec.path)
     frame = read_table(spec.path, separator=spec.separator, policy=policy)
-    require_columns(frame, file, [spec.id_column, *spec.features.all])
+    require_columns(frame, file, [spec.id_column, *(c for c in spec.features.all if c not in spec.vector_sources)])
     frame = parse_ids(frame, spec.id_column, file=file, policy=policy)
     frame = drop_duplicate_ids(frame, spec.id_column, file=file, policy=policy)
     for column in spec.features.numeric:
         frame = parse_numeric(frame, column, file=file, policy=policy, allow_missing=True)
+    for column, dim in spec.features.vector.items():
+        source = spec.vector_sources.get(column)
+        if source is None:
+            frame = parse_vectors(frame, column, dim, file=file, policy=policy)
+        else:
+            vectors = read_vector_file(source, column, dim, policy=policy)
+            frame = attach_vectors(frame, spec.id_column, column, vectors, file=file, source=str(source.path),
+                                   policy=policy)
     updates: dict[str, pd.Series] = {}
     for column in spec.features.text + spec.features.categorical:
         updates[column] = as_text(frame[column])

@@ -1,7 +1,7 @@
 """``tf.data`` pipelines of raw feature dicts, and the vocabularies a model looks them up in.
 
-Features stay raw (string ids, string categories, padded string lists, floats) so that the model does its own
-lookups in-graph and serving takes the same raw values. Feature keys are the column names.
+Features stay raw (string ids, string categories, padded string lists, floats, precomputed vectors) so that the
+model does its own lookups in-graph and serving takes the same raw values. Feature keys are the column names.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from tfmtl.data.interactions import ITEM_ID, TIMESTAMP, USER_ID, InteractionData
+from tfmtl.data.vectors import vector_array
 from tfmtl.data.vocab import Vocabulary
 
 PAD = ""
@@ -36,11 +37,12 @@ def multi_valued_widths(data: InteractionData) -> dict[str, int]:
 
 
 def feature_arrays(frame: pd.DataFrame, data: InteractionData, *, include_labels: bool = True) -> dict[str, np.ndarray]:
-    """Column arrays for ``tf.data``: strings, padded string lists [N, W], float32 numbers and labels."""
+    """Column arrays for ``tf.data``: strings, padded string lists [N, W], float32 numbers, float32 vectors [N, dim]
+    (zeros where missing) and labels."""
     widths = multi_valued_widths(data)
     arrays: dict[str, np.ndarray] = {}
     for features, table in ((data.item_features, data.items), (data.user_features, data.users)):
-        if not set(features.text + features.categorical + features.multi_valued + features.numeric) <= set(frame):
+        if not set(features.all) <= set(frame):
             continue  # e.g. the item table alone carries no user columns
         for column in features.text + features.categorical:
             arrays[column] = frame[column].fillna(PAD).astype(str).to_numpy(dtype=object)
@@ -49,6 +51,8 @@ def feature_arrays(frame: pd.DataFrame, data: InteractionData, *, include_labels
         for column in features.numeric:
             fill = numeric_fill(table, column)
             arrays[column] = frame[column].astype("float32").fillna(fill).to_numpy(np.float32)
+        for column, dim in features.vector.items():
+            arrays[column] = vector_array(frame[column], dim)
     for column in (USER_ID, ITEM_ID):
         if column in frame:
             arrays[column] = frame[column].astype(str).to_numpy(dtype=object)

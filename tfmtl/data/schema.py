@@ -18,6 +18,9 @@ Example (YAML or JSON; paths are relative to the schema file)::
       categorical: [brand]
       multi_valued: {genres: "|"} # column -> separator inside a cell
       numeric: [price]
+      vector:                     # precomputed embeddings (any LLM, CLIP, audio): name -> dim, or dim + source
+        clip: 512                 # a column of the table: Parquet list<float> (or a CSV cell "0.1 0.2 ...")
+        text_llm: {dim: 1024, path: llm.npz}   # a file of ids [N] + vectors [N, dim] (see tfmtl.data.vectors)
     users:
       path: users.csv
       user_id: uid
@@ -38,6 +41,8 @@ from tfmtl.data.errors import DataError
 
 BAD_ROW_POLICIES = ("error", "skip")
 TIMESTAMP_FORMATS = ("unix", "unix_ms", "iso")
+MAX_VECTOR_DIM = 65_536
+VECTOR_FILE_SUFFIXES = (".npz", ".npy")
 
 
 @dataclass(frozen=True)
@@ -48,17 +53,19 @@ class FeatureColumns:
     categorical: tuple[str, ...] = ()
     multi_valued: tuple[str, ...] = ()
     numeric: tuple[str, ...] = ()
+    vector: dict[str, int] = field(default_factory=dict)  # precomputed embedding column -> its dim
 
     @property
     def all(self) -> tuple[str, ...]:
-        return self.text + self.categorical + self.multi_valued + self.numeric
+        return self.text + self.categorical + self.multi_valued + self.numeric + tuple(self.vector)
 
-    def as_dict(self) -> dict[str, list[str]]:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "text": list(self.text),
             "categorical": list(self.categorical),
             "multi_valued": list(self.multi_valued),
             "numeric": list(self.numeric),
+            "vector": dict(self.vector),
         }
 
 
@@ -74,14 +81,27 @@ class InteractionsSpec:
 
 
 @dataclass(frozen=True)
+class VectorSource:
+    """Where a vector feature's values come from when they are not a column of the table: ``path`` is a ``.npz``
+    holding ``ids`` [N] and ``vectors`` [N, dim], or a ``.npy`` of vectors [N, dim] with ``ids`` (a ``.npy`` or a
+    text file, one id a line) naming each row's entity. Ids, never row order: a file sorted differently from the
+    table, or written for another table, cannot be read as the wrong entities' vectors."""
+
+    path: Path
+    ids: Path | None = None
+
+
+@dataclass(frozen=True)
 class EntitySpec:
-    """An item or user table: its id column, its features and, for multi-valued ones, separators."""
+    """An item or user table: its id column, its features and, for multi-valued ones, separators; vector features
+    read from a file (not the table) have a ``vector_sources`` entry."""
 
     path: Path
     id_column: str
     features: FeatureColumns
     multi_valued_separators: dict[str, str] = field(default_factory=dict)
     separator: str | None = None
+    vector_sources: dict[str, VectorSource] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -185,17 +205,19 @@ def _interactions(reader: _SectionReader, raw: Any, folder: _Folder) -> Interact
 
 def _entity(reader: _SectionReader, raw: Any, folder: _Folder, name: str, id_key: str) -> EntitySpec:
     section = reader.mapping(raw, name, required={"path", id_key},
-                             optional={"text", "categorical", "multi_valued", "numeric", "separator"})
+                             optional={"text", "categorical", "multi_valued", "numeric", "vector", "separator"})
     multi = section.get("multi_valued", {})
     if isinstance(multi, list):  # default separator "|"
         multi = {column: "|" for column in multi}
     multi = {reader.string(k, f"{name}.multi_valued"): reader.string(v, f"{name}.multi_valued.{k}")
              for k, v in reader.mapping(multi, f"{name}.multi_valued").items()}
+    dims, sources = _vectors(reader, section.get("vector", {}), folder, f"{name}.vector")
     features = FeatureColumns(
         text=reader.strings(section.get("text", []), f"{name}.text"),
         categorical=reader.strings(section.get("categorical", []), f"{name}.categorical"),
         multi_valued=tuple(multi),
         numeric=reader.strings(section.get("numeric", []), f"{name}.numeric"),
+        vector=dims,
     )
     id_column = reader.string(section[id_key], f"{name}.{id_key}")
     seen: dict[str, str] = {}
@@ -212,7 +234,40 @@ def _entity(reader: _SectionReader, raw: Any, folder: _Folder, name: str, id_key
         features=features,
         multi_valued_separators=multi,
         separator=_optional_string(reader, section.get("separator"), f"{name}.separator"),
+        vector_sources=sources,
     )
+
+
+def _vectors(reader: _SectionReader, raw: Any, folder: _Folder,
+             field_name: str) -> tuple[dict[str, int], dict[str, VectorSource]]:
+    """``vector: {name: dim}`` (a column of the table) or ``{name: {dim: D, path: FILE[, ids: FILE]}}``."""
+    dims: dict[str, int] = {}
+    sources: dict[str, VectorSource] = {}
+    for column, value in reader.mapping(raw, field_name).items():
+        column = reader.string(column, field_name)
+        where = f"{field_name}.{column}"
+        if isinstance(value, dict):
+            entry = reader.mapping(value, where, required={"dim"}, optional={"path", "ids"})
+            dims[column] = reader.dim(entry["dim"], f"{where}.dim")
+            if "path" in entry:
+                path = folder.path(reader, entry["path"], f"{where}.path")
+                if path.suffix.lower() not in VECTOR_FILE_SUFFIXES:
+                    raise DataError(f"field '{where}.path' = {entry['path']!r} must be a .npz (ids + vectors) or a "
+                                    ".npy (vectors, with 'ids:')", file=reader.source)
+                ids = folder.path(reader, entry["ids"], f"{where}.ids") if "ids" in entry else None
+                if path.suffix.lower() == ".npy" and ids is None:
+                    raise DataError(f"field '{where}' reads the .npy {entry['path']!r}, whose rows have no ids: add "
+                                    "'ids: FILE' (a .npy or a text file, one id a line, row for row), or save a .npz "
+                                    "with arrays 'ids' and 'vectors'", file=reader.source)
+                if path.suffix.lower() == ".npz" and ids is not None:
+                    raise DataError(f"field '{where}' reads the .npz {entry['path']!r}, which holds its own 'ids'; "
+                                    "remove 'ids:'", file=reader.source)
+                sources[column] = VectorSource(path, ids)
+            elif "ids" in entry:
+                raise DataError(f"field '{where}.ids' needs a 'path:' to the vectors it names", file=reader.source)
+        else:
+            dims[column] = reader.dim(value, where)
+    return dims, sources
 
 
 def _optional_string(reader: _SectionReader, value: Any, field_name: str) -> str | None:
@@ -253,6 +308,12 @@ class _SectionReader:
             raise DataError(f"field '{field_name}' must be a list of column names, got {value!r}",
                             file=self.source)
         return tuple(self.string(item, field_name) for item in value)
+
+    def dim(self, value: Any, field_name: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_VECTOR_DIM:
+            raise DataError(f"field '{field_name}' must be a vector's dimension, an integer from 1 to "
+                            f"{MAX_VECTOR_DIM}, got {value!r}", file=self.source)
+        return value
 
     def choice(self, value: Any, field_name: str, choices: tuple[str, ...]) -> str:
         if value not in choices:

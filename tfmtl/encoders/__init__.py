@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from tfmtl.encoders.onnx_bert import paraphrase_minilm_l3_folder
 from tfmtl.encoders.text import TextEncoder, learn_wordpiece_vocabulary, minilm_folder, normalize_text
 
-__all__ = ["TextEncoder", "learn_wordpiece_vocabulary", "minilm_folder", "normalize_text"]
+__all__ = [
+    "TextEncoder", "learn_wordpiece_vocabulary", "minilm_folder", "normalize_text", "paraphrase_minilm_l3_folder",
+]

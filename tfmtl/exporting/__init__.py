@@ -208,6 +208,11 @@ def build_manifest(module: ServingModule, source: _Source, *, name: str, version
                      "when_not_sent": module.history_fallback,
                      "exclude_with": f"{wire.RETRIEVE_EXCLUDING}: {wire.EXCLUDE_HISTORY}=true"}
                     if space.history_length else None),
+        "vectors": ({"users": dict(space.user_vector), "items": dict(space.item_vector),
+                     "dtype": "float32", "shape": "[B, dim]; rank candidates [B, C, dim]",
+                     "missing": "a row of NaN: a known user or item gets the snapshot's vector, a new one zeros",
+                     "normalisation": "none: send the vectors as they were written for training"}
+                    if space.user_vector or space.item_vector else None),
         "vocabulary_sizes": {k: len(v) for k, v in space.vocabularies.items()},
         "title_column": module.title_column,
         "encoder": encoder.config.get_config() if encoder is not None else None,

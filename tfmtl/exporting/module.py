@@ -25,8 +25,10 @@ from tfmtl.serving import signatures as wire
 class FeatureStore(tf.Module):
     """Known entities' features by id: fills a request's missing values (see ``serving.signatures``).
 
-    ``columns``: name -> array [N] (strings or float32) or [N, W] (string lists), row n for ``ids[n]``.
-    ``defaults``: numeric column -> the value for an unknown id's missing number.
+    ``columns``: name -> array [N] (strings or float32) or [N, W] (string lists) or [N, dim] (float32 vectors),
+    row n for ``ids[n]``.
+    ``defaults``: numeric or vector column -> the value for an unknown id's missing number (or vector's numbers).
+    A vector is missing when its whole row is NaN (see ``serving.signatures``).
     """
 
     def __init__(self, ids: np.ndarray, columns: Mapping[str, np.ndarray], defaults: Mapping[str, float],
@@ -67,7 +69,7 @@ class FeatureStore(tf.Module):
             value = features[column]
             if column not in self.values:  # not in the snapshot: a missing number gets its default
                 default = tf.fill(tf.shape(value), tf.constant(self.defaults[column], value.dtype))
-                out[column] = tf.where(tf.math.is_nan(value), default, value)
+                out[column] = tf.where(_missing_numbers(value, rows), default, value)
                 continue
             stored = self.stored(column, rows)
             if value.dtype == tf.string and value.shape.rank == rows.shape.rank:
@@ -77,9 +79,9 @@ class FeatureStore(tf.Module):
                 missing = tf.reduce_all(tf.equal(value, wire.PAD), axis=-1)
                 out[column] = tf.where((known & missing)[..., tf.newaxis], stored, value)
             else:
-                missing = tf.math.is_nan(value)
                 default = tf.fill(tf.shape(value), tf.constant(self.defaults.get(column, 0.0), value.dtype))
-                out[column] = tf.where(missing, tf.where(known, tf.cast(stored, value.dtype), default), value)
+                filled = tf.where(_expand(known, value.shape.rank), tf.cast(stored, value.dtype), default)
+                out[column] = tf.where(_missing_numbers(value, rows), filled, value)
         return out
 
     def sent(self, features: Mapping[str, tf.Tensor], rows: tf.Tensor) -> tf.Tensor:
@@ -94,7 +96,7 @@ class FeatureStore(tf.Module):
             elif value.dtype == tf.string:
                 sent |= tf.reduce_any(tf.not_equal(value, wire.PAD), axis=-1)
             else:
-                sent |= ~tf.math.is_nan(value)
+                sent |= ~tf.reshape(_missing_numbers(value, rows), tf.shape(rows))
         return sent
 
 
@@ -232,6 +234,7 @@ class ServingModule(tf.Module):
         """The inputs, after assertions (INVALID_ARGUMENT in TF Serving) that the request is within ``limits``."""
         limits = self.limits
         user_keys = {f.name for f in wire.user_inputs(self.space)}
+        vectors = wire.vector_inputs(self.space)
         checks = []
 
         def at_most(value: tf.Tensor, limit: int, key: str, what: str, field: str) -> None:
@@ -253,10 +256,12 @@ class ServingModule(tf.Module):
                 if field.name == wire.ITEM_ID:
                     at_most(shape[0] * shape[1], limits.max_rank_items, field.name, "candidates in the request",
                             "max_rank_items")
-                if rank == 3:
+                if rank == 3 and field.name not in vectors:
                     at_most(shape[2], limits.max_list_width, field.name, "values per list", "max_list_width")
-            elif rank == 2:
+            elif rank == 2 and field.name not in vectors:
                 at_most(shape[1], limits.max_list_width, field.name, "values per list", "max_list_width")
+            if field.name in vectors:
+                checks.extend(_vector_checks(value, field.name, vectors[field.name]))
             if field.dtype == "string":
                 longest = tf.reduce_max(tf.concat([tf.reshape(tf.strings.length(value), [-1]), [0]], 0))
                 at_most(longest, limits.max_string_bytes, field.name, "bytes in a string", "max_string_bytes")
@@ -309,6 +314,10 @@ def build_serving_module(model: MultiTaskRecommender, *, user_ids: np.ndarray, u
     ``user_columns``: the user tower's side features and ``history`` [U, H], row u for ``user_ids[u]``.
     """
     space: FeatureSpace = model.space
+    # A vector the request leaves missing, of an entity the snapshot lacks, is read as zeros (as training reads an
+    # entity without one).
+    user_defaults = {**{c: 0.0 for c in space.user_vector}, **user_defaults}
+    item_defaults = {**{c: 0.0 for c in space.item_vector}, **item_defaults}
     if space.rated_history:
         raise ValueError("config field 'model.ranking.history_attention' is on: exporting a model whose ranking "
                          "heads read the rated history is not supported yet; train with it off")
@@ -350,6 +359,31 @@ def _tensor(array: np.ndarray) -> tf.Tensor:
         return tf.constant(array.astype(str).tolist() if array.size else np.zeros(array.shape, dtype=bytes),
                            dtype=tf.string, shape=array.shape)
     return tf.constant(array.astype(np.float32))
+
+
+def _vector_checks(value: tf.Tensor, key: str, dim: int) -> list[tf.Operation]:
+    """Assertions (INVALID_ARGUMENT) that a vector input [..., dim] has this export's dim and that each row is finite
+    numbers or all NaN (missing). The dim is checked through the element count, which no graph optimisation can
+    fold away the way it may fold the signature's own (static) last dimension."""
+    shape = tf.shape(value, out_type=tf.int64)
+    rows = tf.reduce_prod(shape[:-1])
+    finite_or_missing = tf.reduce_all(tf.math.is_finite(value), axis=-1) | tf.reduce_all(tf.math.is_nan(value), axis=-1)
+    return [
+        tf.debugging.assert_equal(tf.size(value, out_type=tf.int64), rows * dim,
+                                  message=f"input {key}: each row must hold exactly {dim} numbers, this export's "
+                                          f"vector dim (manifest vectors)"),
+        tf.debugging.assert_equal(tf.reduce_all(finite_or_missing), True,
+                                  message=f"input {key}: each row must be {dim} finite numbers, or all NaN for a "
+                                          "missing vector"),
+    ]
+
+
+def _missing_numbers(value: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
+    """NaN marks a missing number [..]; a vector [.., dim] is missing when its whole row is NaN ([.., 1])."""
+    missing = tf.math.is_nan(value)
+    if value.shape.rank == rows.shape.rank:
+        return missing
+    return tf.reduce_all(missing, axis=-1, keepdims=True)
 
 
 def _expand(mask: tf.Tensor, rank: int | None) -> tf.Tensor:

@@ -76,21 +76,28 @@ def _user_batch(space: FeatureSpace, ids: np.ndarray, columns: Mapping[str, np.n
             batch[field.name] = wire.feature_columns({field.name: (field.dtype, field.shape)},
                                                      [{field.name: r} for r in rows])[field.name]
             continue
-        known = np.asarray(columns[field.name]) if len(ids) else np.zeros((0, *([1] * (len(field.shape) - 1))))
+        known = (np.asarray(columns[field.name]) if len(ids)
+                 else np.zeros((0, *(d or 1 for d in field.shape[1:]))))
         missing = (np.full((unknown, *known.shape[1:]), wire.PAD, dtype=object) if field.dtype == "string"
-                   else np.full(unknown, np.nan, np.float32))
+                   else np.full((unknown, *known.shape[1:]), np.nan, np.float32))
         batch[field.name] = np.concatenate([known.astype(missing.dtype), missing])
     return batch
 
 
 def _catalog_items(space: FeatureSpace, count: int) -> dict[str, np.ndarray]:
-    """``count`` catalog items by id alone (every feature missing), then a new item with text and no id match."""
+    """``count`` catalog items by id alone (every feature missing), then a new item with text (and, for each vector
+    feature, the catalog's mean vector) and no id match."""
     fields = wire.item_inputs(space)
     ids = np.asarray(space.catalog[wire.ITEM_ID], dtype=object)[:count]
     out: dict[str, np.ndarray] = {wire.ITEM_ID: np.r_[ids, [NEW_ITEM]]}
     rows = len(out[wire.ITEM_ID])
     for field in fields[1:]:
-        if field.dtype == "float32":
+        if field.name in space.item_vector:
+            vectors = np.full((rows, space.item_vector[field.name]), np.nan, np.float32)
+            catalog = np.asarray(space.catalog[field.name], np.float32)
+            vectors[-1] = catalog.mean(axis=0) if len(catalog) else 0.0
+            out[field.name] = vectors
+        elif field.dtype == "float32":
             out[field.name] = np.full(rows, np.nan, np.float32)
         elif len(field.shape) == 2:
             out[field.name] = np.full((rows, 1), wire.PAD, dtype=object)

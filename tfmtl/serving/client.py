@@ -9,7 +9,9 @@ with Client("localhost:8500", "movielens", timeout=5) as client:
 Inputs are sent in the exact dtypes of the model's signatures, read from GetModelMetadata (again when the served
 version changes, and once when the server refuses a request as INVALID_ARGUMENT: a hot swap may change a
 signature); user or item features you leave out are sent as *missing* (see ``serving.signatures``), so a known
-user needs only its id.
+user needs only its id. A precomputed vector feature (e.g. ``{"item_id": "new", "clip": np.ndarray [512]}``) is a
+numpy array or sequence of exactly the model's dim (read from the signature; another length is refused here, before
+any RPC).
 
 Every call has one deadline, ``timeout`` seconds, that its attempts and backoff share (an attempt gets what is
 left, at most ``attempt_timeout``). UNAVAILABLE is retried with exponential backoff and jitter; DEADLINE_EXCEEDED
@@ -240,7 +242,8 @@ class Client:
         return self._fresh(lambda: self._embed(wire.USER_EMBEDDING, rows))[wire.USER_EMBEDDING_OUTPUT]
 
     def embed_items(self, items: Sequence[Item]) -> np.ndarray:
-        """Item embeddings [B, D] (float32); a dict with a new title runs the text encoder on the server."""
+        """Item embeddings [B, D] (float32); a dict with a new title runs the text encoder on the server, a dict with
+        a vector feature (a numpy array of its dim) is read instead of the snapshot's vector."""
         rows = [_as_dict(i, wire.ITEM_ID) for i in items]
         return self._fresh(lambda: self._embed(wire.ITEM_EMBEDDING, rows))[wire.ITEM_EMBEDDING_OUTPUT]
 

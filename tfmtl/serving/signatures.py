@@ -8,6 +8,12 @@ for a list. The served model fills a missing value from its snapshot of the know
 export, when the export keeps one), and otherwise uses the unknown bucket (strings) or the training table's mean
 (numbers). So a known user can be queried by ``user_id`` alone, and a new user or item by its features.
 
+A precomputed vector feature (an embedding made outside the model: an LLM's, CLIP's) is float32 [B, dim] (for
+``rank`` candidates [B, C, dim]) with exactly the export's dim (the signature's shape and the manifest's
+``vectors`` say it). A row of NaN is a missing vector: a known user or item gets its snapshot's vector, a new one
+zeros (what training read for an entity without one). A row mixing NaN and numbers, an infinity or another dim is
+refused (INVALID_ARGUMENT). Vectors are sent raw, as they were written for training (no normalisation is applied).
+
 A model that reads the user's behaviour sequence takes it with the request: ``history_item_ids`` [B, H'], the
 user's items oldest first, newest last, padded with ``""`` (on either side). The served model keeps the newest H
 (the export's history length) and reports how many older ones it dropped (``history_dropped``). A row of padding
@@ -78,21 +84,30 @@ class Field:
 
 
 def user_inputs(space: FeatureSpace) -> list[Field]:
-    """The user features a signature takes, each [B] (lists [B, W]), and the behaviour sequence [B, H']."""
+    """The user features a signature takes, each [B] (lists [B, W], vectors [B, dim]), and the behaviour sequence
+    [B, H']."""
     return ([Field(USER_ID, "string", (None,))]
             + [Field(c, "string", (None,)) for c in (*space.user_categorical, *space.user_text)]
             + [Field(c, "float32", (None,)) for c in space.user_numeric]
             + [Field(c, "string", (None, None)) for c in space.user_multi_valued]
+            + [Field(c, "float32", (None, dim)) for c, dim in space.user_vector.items()]
             + ([Field(HISTORY_ITEM_IDS, "string", (None, None))] if space.history_length else []))
 
 
 def item_inputs(space: FeatureSpace, *, candidates: bool = False) -> list[Field]:
-    """The item features a signature takes: [B] (lists [B, W]), or [B, C] (lists [B, C, W]) for candidates."""
+    """The item features a signature takes: [B] (lists [B, W], vectors [B, dim]), or [B, C] (lists [B, C, W],
+    vectors [B, C, dim]) for candidates."""
     lead: tuple[None, ...] = (None, None) if candidates else (None,)
     return ([Field(ITEM_ID, "string", lead)]
             + [Field(c, "string", lead) for c in (*space.item_categorical, *space.item_text)]
             + [Field(c, "float32", lead) for c in space.item_numeric]
-            + [Field(c, "string", (*lead, None)) for c in space.item_multi_valued])
+            + [Field(c, "string", (*lead, None)) for c in space.item_multi_valued]
+            + [Field(c, "float32", (*lead, dim)) for c, dim in space.item_vector.items()])
+
+
+def vector_inputs(space: FeatureSpace) -> dict[str, int]:
+    """Input key -> dim of every precomputed vector input (user and item)."""
+    return {**space.user_vector, **space.item_vector}
 
 
 def has_retrieval(space: FeatureSpace) -> bool:
@@ -150,7 +165,9 @@ def check_model_name(name: str) -> str:
 def feature_columns(specs: Mapping[str, tuple[str, tuple[int | None, ...]]], rows: Sequence[Mapping[str, Any]],
                     *, lead: int = 1) -> dict[str, np.ndarray]:
     """Request columns from feature dicts: key -> (dtype, shape) of the inputs wanted; what a row lacks is sent
-    missing, lists are padded with ""; a key no spec names is refused (ValueError naming it and the row)."""
+    missing, lists are padded with ""; a vector (a float input with a dim after the ``lead`` ones) is any sequence
+    or numpy array of its dim's numbers; a key no spec names, or a bad vector, is refused (ValueError naming it and
+    the row)."""
     for number, row in enumerate(rows):
         unknown = sorted(set(row) - set(specs))
         if unknown:
@@ -167,6 +184,37 @@ def feature_columns(specs: Mapping[str, tuple[str, tuple[int | None, ...]]], row
             out[key] = np.array([MISSING_STRING if v is None else str(v) for v in values], dtype=object)
         elif dtype == "bool":
             out[key] = np.array([bool(v) for v in values], dtype=bool)  # None -> False, never NaN -> True
+        elif len(shape) > lead:
+            out[key] = _vectors(key, values, shape[-1])
         else:
             out[key] = np.array([np.nan if v is None else v for v in values], dtype=np.dtype(dtype))
+    return out
+
+
+def _vectors(key: str, values: Sequence[Any], dim: int | None) -> np.ndarray:
+    """Vectors (None: missing, sent as a row of NaN) -> float32 [N, dim]."""
+    vectors: list[np.ndarray | None] = []
+    for number, value in enumerate(values):
+        if value is None:
+            vectors.append(None)
+            continue
+        try:
+            vector = np.asarray(value, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise ValueError(f"row {number}: feature '{key}' must be a vector of numbers, got "
+                             f"{type(value).__name__} {str(value)[:80]!r}") from None
+        if vector.ndim != 1 or (dim is not None and len(vector) != dim):
+            raise ValueError(f"row {number}: feature '{key}' must be a vector of {dim or 'the same number of'} "
+                             f"numbers (this model's dim), got shape {vector.shape}")
+        if not np.isfinite(vector).all():
+            raise ValueError(f"row {number}: feature '{key}' holds NaN or an infinity; leave the feature out (or "
+                             "None) for a missing vector")
+        vectors.append(vector)
+    width = dim if dim is not None else max([1, *(len(v) for v in vectors if v is not None)])
+    out = np.full((len(vectors), width), np.nan, np.float32)
+    for number, given in enumerate(vectors):
+        if given is not None:
+            if len(given) != width:
+                raise ValueError(f"row {number}: feature '{key}' has {len(given)} numbers, an earlier row {width}")
+            out[number] = given
     return out
