@@ -153,7 +153,7 @@ def run_row(row: str, config: Config, data: InteractionData, split: Split, workd
     epochs = len(run.history)
     out: dict[str, Any] = {"test": named(evaluate_model(run.model, data, run.split.known, run.split.test, ks=KS,
                                                         tasks=["retrieval"])),
-                           "best_epoch": int(run.metrics.get("epoch", epochs)), "epochs": epochs,
+                           "best_epoch": best_epoch(run.history, config.train.monitor), "epochs": epochs,
                            "seconds": round(seconds, 1),
                            "seconds_per_epoch": round(float(np.median([h["seconds"] for h in run.history])), 1)}
     cold = cold_item_rows(data, run.split)
@@ -164,6 +164,11 @@ def run_row(row: str, config: Config, data: InteractionData, split: Split, workd
         out["served_max_abs_difference"] = max(abs(out["served"][k] - out["test"][k]) for k in out["served"])
     _log(f"{row} seed {config.train.seed}: {out['test']} in {seconds:.0f} s")
     return out
+
+
+def best_epoch(history: list[dict[str, Any]], monitor: str) -> int:
+    """The epoch whose validation ``monitor`` was highest: the weights the run ends with."""
+    return int(max(history, key=lambda row: row.get(f"validation/{monitor}", float("-inf")))["epoch"])
 
 
 def served_metrics(run: Any, data: InteractionData, base: Path) -> dict[str, float]:
@@ -207,8 +212,11 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"| `{row}` | " + ", ".join(f"{r['test']['hr_at_10']:.4f}" for r in per_seed)
                      + " | " + ", ".join(f"{r['cold_items'].get('hr_at_10', float('nan')):.4f} "
                                          f"({r['cold_items']['rows']} rows)" for r in per_seed)
-                     + " | " + ", ".join(f"{r['epochs']} ({r['best_epoch']})" for r in per_seed)
+                     + " | " + ", ".join(f"{r['epochs']} ({r['best_epoch'] or '?'})" for r in per_seed)
                      + " | " + ", ".join(f"{r['seconds_per_epoch']}" for r in per_seed) + " |")
+    if results.get("notes"):
+        lines.append("")
+    lines += [f"- {note}" for note in results.get("notes", [])]
     served = [r for rows in results["rows"].values() for r in rows if "served" in r]
     if served:
         largest = max(r["served_max_abs_difference"] for r in served)
@@ -240,6 +248,7 @@ def main() -> None:
     if args.append and previous.exists():
         kept = json.loads(previous.read_text())
         results["rows"] = kept["rows"]
+        results["notes"] = kept.get("notes", [])
         results["seeds"] = sorted(set(kept["seeds"]) | set(args.seeds))
     _log(f"baselines: {results['baselines']}")
     args.output.mkdir(parents=True, exist_ok=True)

@@ -32,12 +32,11 @@ def reference_embedding(encoder: TextEncoder, tokens: dict[str, tf.Tensor]) -> n
     return pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize("architecture", ["distil_bert", "roberta", "gpt2"])
-@pytest.mark.parametrize("trainable_layers", [0, 1, -1])
+@pytest.mark.parametrize("architecture,trainable_layers", [("distil_bert", 0), ("distil_bert", 1),
+                                                            ("distil_bert", -1), ("roberta", 1), ("gpt2", 0)])
 def test_other_backbones_embed_as_the_backbone_run_whole(presets, architecture: str,
                                                          trainable_layers: int) -> None:
-    if architecture == "gpt2" and trainable_layers == 1:
-        pytest.skip("GPT-2's decoder layers are not split: covered by the error test")
+    """Split into a frozen stage and trainable top layers (0, 1), or run whole (-1; GPT-2 always)."""
     encoder = TextEncoder.from_preset(presets[architecture], sequence_length=12, trainable_layers=trainable_layers)
     texts = ["toy story", "the usual suspects seven babe", "x"]
     tokens = encoder.tokenize(texts)
@@ -76,10 +75,12 @@ def test_unusable_architectures_get_an_error_naming_them(presets, tmp_path) -> N
         TextEncoder.from_preset(str(bare), sequence_length=8)
 
 
-def test_a_roberta_trains_in_the_model_and_exports_through_the_tf1_loader_verification(presets, tmp_path) -> None:
-    """The whole path with byte-level BPE in the graph: training moves the top layer; the export's verification
-    (a fresh process, the TF1 session loader as TF Serving loads and TF2, every signature compared, the op check)
-    passes, and the served item embedding of a new title equals the training model's."""
+def test_a_distilbert_trains_in_the_model_and_exports_through_the_tf1_loader_verification(presets,
+                                                                                         tmp_path) -> None:
+    """The whole path with a backbone that is not a BertBackbone (no segment embeddings): training moves the top
+    layer; the export's verification (a fresh process, the TF1 session loader as TF Serving loads and TF2, every
+    signature compared, the op check) passes, and the served item embedding of a new title equals the training
+    model's. (Byte-level BPE's tables in a SavedModel: test_text_encoder's text-embedder export.)"""
     from tests.toy import toy_config, toy_data
     from tfmtl.config import ExportConfig
     from tfmtl.exporting import export
@@ -87,16 +88,16 @@ def test_a_roberta_trains_in_the_model_and_exports_through_the_tf1_loader_verifi
 
     config = toy_config(history_pooling="mean")
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, encoder=dataclasses.replace(
-        config.model.encoder, preset=presets["roberta"], trainable_layers=1)),
+        config.model.encoder, preset=presets["distil_bert"], trainable_layers=1)),
         train=dataclasses.replace(config.train, epochs=1))
-    before = TextEncoder.from_preset(presets["roberta"], sequence_length=8, trainable_layers=1)
+    before = TextEncoder.from_preset(presets["distil_bert"], sequence_length=8, trainable_layers=1)
     run = train(config, output=tmp_path / "run", data=toy_data(), progress=False)
     encoder = run.model.item_tower.features["title"].encoder
     trained = {key: v.numpy() for key, v in encoder.encoder_variables.items()}
     moved = {key for key, v in before.encoder_variables.items() if not np.allclose(v.numpy(), trained[key])}
     assert moved and all("transformer_layer_1" in key for key in moved)
 
-    exported = export(run, name="roberta", base=tmp_path / "saved_models", config=ExportConfig(verify=True))
+    exported = export(run, name="distilbert", base=tmp_path / "saved_models", config=ExportConfig(verify=True))
     assert len(exported.manifest["verification"]["loaders"]) == 2, exported.manifest["verification"]
     request = {"item_id": np.array(["never-seen"], dtype=object), "year": np.array(["1991"], dtype=object),
                "title": np.array(["galaxy wedding 99"], dtype=object),

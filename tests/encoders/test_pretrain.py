@@ -103,21 +103,6 @@ def test_pretrain_adapts_saves_a_preset_that_reloads_and_refuses_to_overwrite(tm
         pretrain(texts, config, tmp_path / "out", progress=False)
 
 
-def test_cli_pretrains_on_a_datasets_item_texts_and_prints_json(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
-    from tests.toy import WORDS, write_toy_schema
-    from tfmtl.cli import main
-
-    schema = write_toy_schema(tmp_path)
-    words = [w for group in WORDS.values() for w in group] + [str(i) for i in range(30)]
-    preset = write_preset("distil_bert", tmp_path / "source", words)
-    code = main(["pretrain", "--dataset", str(schema), "--encoder", str(preset), "--output", str(tmp_path / "out"),
-                 "--sequence-length", "8", "--epochs", "1", "--batch-size", "8", "--no-progress", "--json"])
-    assert code == 0
-    summary = json.loads(capsys.readouterr().out)
-    assert summary["texts"] == {"train": 27, "held_out": 3}  # the toy catalog's 30 distinct titles
-    assert TextEncoder.from_preset(summary["preset"], sequence_length=8).embed(["space robot 1"]).shape == (1, 8)
-
-
 def test_the_mlm_task_adds_the_masked_lm_loss_of_the_steps_catalog_texts_to_the_multi_task_loss() -> None:
     """The model's ``mlm`` loss at step 0 equals one computed here: its first ``items_per_step`` texts of the
     catalog shuffle, masked with seed [0, 0], the backbone run whole by keras-hub, and the head in numpy."""

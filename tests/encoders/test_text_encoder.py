@@ -136,9 +136,18 @@ def test_cls_pooling_without_normalisation_returns_the_cls_vector() -> None:
     np.testing.assert_allclose(encoder(tokens).numpy(), sequence[:, 0, :], rtol=1e-6)
 
 
-@pytest.mark.parametrize("preset", ["tiny", "minilm-l6"])
+@pytest.mark.parametrize("preset", ["roberta", "minilm-l6"])
 def test_saved_text_embedder_loads_with_tf2_and_tf1_loaders(preset: str, tmp_path) -> None:
-    encoder = tiny_encoder() if preset == "tiny" else TextEncoder.from_preset("minilm-l6", sequence_length=32)
+    """MiniLM (WordPiece: its vocabulary lives in the op) and a tiny random RoBERTa (byte-level BPE: lookup tables
+    and a word cache, which the encoder must hand to the SavedModel)."""
+    if preset == "roberta":
+        from tests.encoders.test_other_architectures import WORDS
+        from tests.encoders.tiny_presets import write_preset
+
+        encoder = TextEncoder.from_preset(str(write_preset("roberta", tmp_path / "roberta", WORDS)),
+                                          sequence_length=16)
+    else:
+        encoder = TextEncoder.from_preset("minilm-l6", sequence_length=32)
     texts = ["Café au lait", "toy story", ""]
     expected = encoder.embed(texts)
     path = save_text_embedder(encoder, tmp_path / "model")
