@@ -53,11 +53,12 @@ def markdown(results: dict[str, Any]) -> str:
     change = [r["adapted"][-1] - r["unadapted"][-1] for r in runs]
     lines = [f"# Domain-adaptive pretraining: {results['encoder']} on {results['dataset']} item texts", "",
              f"{runs[0]['texts']['train']:,} training texts, {runs[0]['texts']['held_out']:,} held out; "
-             f"sequence length {results['settings']['sequence_length']}, {results['settings']['epochs']} epochs of "
-             f"batch {results['settings']['batch_size']} ({runs[0]['steps']} steps), encoder learning rate "
+             f"sequence length {results['settings']['sequence_length']}, {results['settings']['epochs']} "
+             f"epoch{'' if results['settings']['epochs'] == 1 else 's'} of batch {results['settings']['batch_size']} "
+             f"({runs[0]['steps']} steps), encoder learning rate "
              f"{results['settings']['learning_rate']:g}. Held-out masked-LM loss (cross-entropy per masked token, "
              "the same masks for both runs); the unadapted row trains the head alone on the frozen encoder for the "
-             "same steps.", "",
+             "same steps. Minutes are wall time on the shared 2-core machine.", "",
              "| seed | unadapted (head only) | adapted | change | epochs: adapted held-out loss | minutes (head only, "
              "adapted) |", "|---|---|---|---|---|---|"]
     for r, c in zip(runs, change, strict=True):
