@@ -212,11 +212,12 @@ def _content(model: MultiTaskRecommender, arrays: dict[str, np.ndarray], batch_s
 
 def _masked_lm(model: MultiTaskRecommender, arrays: dict[str, np.ndarray], batch_size: int, *,
                prefix: str) -> dict[str, float]:
-    """The mlm task's loss on the distinct item texts of the rows, the same masks every evaluation (seeded by
-    batch)."""
+    """The mlm task's loss on the distinct non-empty item texts of the rows (every text column), the same masks every
+    evaluation (seeded by batch)."""
     if model.masked_lm is None:
         return {}
-    texts = np.unique(arrays[model.space.item_text[0]].astype(str))
+    texts = np.unique(np.concatenate([arrays[column].astype(str) for column in model.space.item_text]))
+    texts = texts[np.char.str_len(np.char.strip(texts.astype(str))) > 0]
     total = count = 0.0
     for i in range(0, len(texts), batch_size):
         masked = model.masked_lm.mask(tf.constant(texts[i:i + batch_size]), tf.constant([i, 1], tf.int64))

@@ -107,7 +107,7 @@ class MultiTaskRecommender(tfrs.Model):
         # The mlm task reads catalog texts in turn too (another fixed shuffle), masked with the step as the seed.
         self.mlm_name = mlm.name if mlm is not None else ""
         self.masked_lm = None if mlm is None else MaskedLanguageModel(_mlm_encoder(encoder, space), name="masked_lm")
-        self._mlm_order = tf.constant(np.random.default_rng(1).permutation(max(1, len(catalog_ids))), tf.int64)
+        self._mlm_order = tf.constant(_rows_with_text(space, rows, seed=1) if mlm is not None else [0], tf.int64)
         self._mlm_items_per_step = config.tasks[mlm.name].items_per_step if mlm is not None else 0
         self._catalog_row = tf.lookup.StaticHashTable(  # item id -> its row of the training catalog
             tf.lookup.KeyValueTensorInitializer(tf.constant(catalog_ids or [""], tf.string),
@@ -301,8 +301,9 @@ class MultiTaskRecommender(tfrs.Model):
         losses = {}
         if self.content_head is not None:
             losses[self.content_name] = self._content_loss(self._content_items(), training)
-        if self.masked_lm is not None:
-            texts = self._items_in_turn(self._mlm_order, self._mlm_items_per_step)[self.space.item_text[0]]
+        if self.masked_lm is not None:  # every item text column of the step's items
+            items = self._items_in_turn(self._mlm_order, self._mlm_items_per_step)
+            texts = tf.concat([items[column] for column in self.space.item_text], axis=0)
             masked = self.masked_lm.mask(texts, tf.stack([self._step(), tf.constant(0, tf.int64)]))
             losses[self.mlm_name] = self.masked_lm.loss(masked, training=training)
         return losses
@@ -325,6 +326,16 @@ class MultiTaskRecommender(tfrs.Model):
     def _catalog_rows(self, rows: tf.Tensor) -> dict[str, tf.Tensor]:
         """The item tower's inputs of catalog ``rows``."""
         return {key: tf.gather(values, rows) for key, values in self._catalog.items()}
+
+
+def _rows_with_text(space: FeatureSpace, rows: np.ndarray, *, seed: int) -> np.ndarray:
+    """A fixed shuffle of the training catalog's rows whose item has some text (the mlm task's items)."""
+    texts = [np.asarray(space.catalog[column], dtype=object)[rows] for column in space.item_text]
+    has_text = np.zeros(len(rows), dtype=bool)
+    for values in texts:
+        has_text |= np.array([isinstance(v, (str, bytes)) and len(v.strip()) > 0 for v in values], dtype=bool)
+    chosen = np.flatnonzero(has_text) if has_text.any() else np.arange(max(1, len(rows)))
+    return np.random.default_rng(seed).permutation(chosen)
 
 
 def _mlm_encoder(encoder: TextEncoder | None, space: FeatureSpace) -> TextEncoder:

@@ -23,6 +23,8 @@ def test_head_and_loss_equal_a_hand_computation() -> None:
     head = MaskedLMHead(table)
     hidden = np.array([[[0.5, -1.0], [2.0, 0.0]]], np.float32)
     head(hidden)  # builds
+    assert sorted(v.name.split("/")[-1] for v in head.trainable_weights) == [  # the encoder owns the table
+        "beta:0", "bias:0", "gamma:0", "kernel:0", "output_bias:0"]
     kernel, bias = np.array([[1.0, 2.0], [0.0, 1.0]]), np.array([0.1, -0.2])
     head.dense.set_weights([kernel, bias])
     head.layer_norm.set_weights([np.array([1.5, 0.5]), np.array([0.0, 0.25])])

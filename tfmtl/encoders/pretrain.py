@@ -45,11 +45,18 @@ class MaskedLMHead(tf.keras.layers.Layer):
         self.layer_norm = tf.keras.layers.LayerNormalization(epsilon=1e-12, name="layer_norm")
         self.bias = self.add_weight(name="output_bias", shape=[vocabulary_size], initializer="zeros")
         # === Config ===
-        self._token_embeddings = [token_embeddings]  # a list: the encoder owns and checkpoints the table
+        self._table = _Untracked(token_embeddings)  # the encoder owns, trains (or not) and checkpoints the table
 
     def call(self, hidden: tf.Tensor) -> tf.Tensor:
         x = self.layer_norm(self.dense(tf.cast(hidden, tf.float32)))
-        return tf.matmul(x, self._token_embeddings[0], transpose_b=True) + self.bias
+        return tf.matmul(x, self._table.value, transpose_b=True) + self.bias
+
+
+class _Untracked:
+    """Plain holder: tf-keras tracks variables in a layer's attributes, lists and dicts, but not in this."""
+
+    def __init__(self, value: tf.Variable) -> None:
+        self.value = value
 
 
 @dataclass(frozen=True)

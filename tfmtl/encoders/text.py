@@ -245,8 +245,12 @@ class TextEncoder(tf.keras.layers.Layer):
         return output["sequence_output"] if isinstance(output, dict) else output
 
     def sequence(self, tokens: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        """Tokens [B, L] -> the last layer's hidden states [B, L, H] (what a masked-LM head reads)."""
-        return self._whole_backbone(tokens, training=training)
+        """Tokens [B, L] -> the last layer's hidden states [B, L, H] (what a masked-LM head reads). The frozen
+        stage runs in inference mode, as it does for the recommendation tasks."""
+        if not self.has_frozen_stage or not self.splits_layers:
+            return self._whole_backbone(tokens, training=training and self.config.trainable_layers != 0)
+        return self._layers(self.lower(tokens), tokens["padding_mask"], self.frozen_layers,
+                            self.num_transformer_layers, training=training and self.config.trainable_layers != 0)
 
     # --- what masked-LM pretraining needs ---
 
