@@ -27,6 +27,7 @@ from tfmtl.data.splits import Split, hold_out_last, hold_out_validation, split_i
 from tfmtl.distribute import distributed_batches, is_chief, make_strategy
 from tfmtl.evaluate import evaluate_model, metric_names, metrics_table
 from tfmtl.features import FeatureSpace
+from tfmtl.log import log as _log
 from tfmtl.model import MultiTaskRecommender
 from tfmtl.plots import plot_history, plot_metrics
 from tfmtl.run import RunFolder, build_encoder, build_model, check_data, data_fingerprint
@@ -242,10 +243,6 @@ class _AveragedWeights:
         for variable, value in zip(self.model.trainable_variables, self.raw, strict=True):
             variable.assign(value)
         self.raw = []
-
-
-def _log(message: str) -> None:
-    print(f"[tfmtl] {message}", file=sys.stderr, flush=True)
 
 
 class _Progress(tf.keras.callbacks.Callback):

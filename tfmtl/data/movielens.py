@@ -16,7 +16,6 @@ import hashlib
 import json
 import re
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from tfmtl.data.download import (
 )
 from tfmtl.data.interactions import ITEM_ID, TIMESTAMP, USER_ID, InteractionData, finish
 from tfmtl.data.schema import FeatureColumns
+from tfmtl.log import say as _say
 
 SOURCES = ("cache", "grouplens", "pypi")
 CACHE_FORMAT = 2  # 2: the manifest names the source that filled it (1 left it empty)
@@ -208,10 +208,6 @@ def table_checksum(frame: pd.DataFrame) -> str:
 
     rows = ["\t".join(frame.columns)] + ["\t".join(map(cell, row)) for row in frame.itertuples(index=False)]
     return hashlib.sha256("\n".join(rows).encode("utf-8")).hexdigest()
-
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # === The cache: normalised Parquet tables plus a manifest ===
@@ -413,4 +409,3 @@ def _assemble(name: str, *, ratings: pd.DataFrame, items: pd.DataFrame, users: p
         item_features=ITEM_FEATURES,
         user_features=USER_FEATURES,
     ))
-

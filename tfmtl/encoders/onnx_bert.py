@@ -21,13 +21,14 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from tfmtl.log import say as _say
 
 PARAPHRASE_L3_PRESET = "paraphrase-minilm-l3"
 ONNX_REQUIREMENT = "onnx>=1.17"
@@ -356,10 +357,6 @@ def _sha256(path: Path) -> str:
     from tfmtl.data.download import sha256_of
 
     return sha256_of(path)
-
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 __all__ = ["PARAPHRASE_L3", "PARAPHRASE_L3_PRESET", "OnnxBertWheel", "PresetUnavailableError", "convert_onnx_bert",

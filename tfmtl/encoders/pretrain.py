@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from tfmtl.config import TextEncoderConfig
 from tfmtl.encoders.text import TextEncoder
+from tfmtl.log import log as _log
 
 MASK_RATE = 0.15
 REPORT_FILE = "pretrain.json"
@@ -265,7 +266,3 @@ def _jsonable(config: PretrainConfig) -> dict[str, Any]:
     out = asdict(config)
     out["encoder"] = config.encoder.get_config()
     return out
-
-
-def _log(message: str) -> None:
-    print(f"[tfmtl] {message}", file=sys.stderr, flush=True)

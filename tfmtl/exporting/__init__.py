@@ -16,7 +16,6 @@ the target TF Serving, size) -> write the manifest -> rename into the next integ
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -42,6 +41,7 @@ from tfmtl.exporting.text_embedder import save_text_embedder
 from tfmtl.exporting.tf_serving_config import Batching, docker_command, write_tf_serving_configs
 from tfmtl.exporting.verify import Verification, verify_export, weight_bytes
 from tfmtl.exporting.warmup import WARMUP_FILE, sample_requests, write_warmup
+from tfmtl.log import log as _log
 from tfmtl.model import MultiTaskRecommender
 from tfmtl.serving import signatures as wire
 
@@ -267,7 +267,3 @@ def _version(distribution: str) -> str | None:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:
         return None
-
-
-def _log(message: str) -> None:
-    print(f"[tfmtl] {message}", file=sys.stderr, flush=True)
