@@ -106,3 +106,24 @@ def test_a_distilbert_trains_in_the_model_and_exports_through_the_tf1_loader_ver
         **{k: tf.constant(v) for k, v in request.items()})["item_embedding"].numpy()
     np.testing.assert_allclose(served, run.model.embed_item(
         {k: tf.constant(v) for k, v in request.items()}).numpy(), atol=1e-5)
+
+
+def test_byte_pair_tokens_equal_keras_hubs_and_its_word_cache_never_grows(presets) -> None:
+    """keras-hub's in-graph BPE caches every new word in a table no one empties; the encoder runs the same steps
+    without it (a server's memory must not grow with the words it is sent), with the same ids."""
+    import keras_hub
+
+    encoder = TextEncoder.from_preset(presets["roberta"], sequence_length=32)
+    own = keras_hub.models.Tokenizer.from_preset(presets["roberta"])
+    texts = ["toy story", "", "  the usual   suspects!! 12 ", "<mask> seven <s>", "dead man walking richard iii"]
+    graph = tf.function(lambda x: own(x).to_tensor(default_value=-7))  # keras-hub's graph path, as served
+    reference = graph(tf.constant(texts)).numpy()
+    tokens = encoder.tokenize(texts)["token_ids"].numpy()
+    for row, text in enumerate(texts):
+        ids = [int(i) for i in reference[row] if i != -7][:30]
+        want = [own.start_token_id, *ids, own.end_token_id]
+        assert tokens[row, :len(want)].tolist() == want, text
+    cache = encoder._keras3.tokenizer.cache.id2value
+    before = int(cache.size())
+    encoder.tokenize([f"zebra quokka {i} {'x' * (i % 7)}" for i in range(40)])
+    assert int(cache.size()) == before

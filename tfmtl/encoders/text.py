@@ -218,7 +218,8 @@ class TextEncoder(tf.keras.layers.Layer):
         parts = self._keras3
         if not parts.reference_bert:
             texts = tf.strings.unicode_transcode(texts, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD)
-            token_ids, padding_mask = parts.packer(parts.tokenizer(texts))
+            token_ids, padding_mask = parts.packer(_byte_pair_without_cache(parts.tokenizer, texts)
+                                                   if _is_byte_pair(parts.tokenizer) else parts.tokenizer(texts))
             token_ids = tf.cast(token_ids, tf.int32)
             return {"token_ids": token_ids, "segment_ids": tf.zeros_like(token_ids),
                     "padding_mask": tf.cast(padding_mask, tf.int32)}
@@ -388,6 +389,35 @@ class TextEncoder(tf.keras.layers.Layer):
 
 def _checkpoint_key(path: str) -> str:
     return path.replace("/", ".")
+
+
+def _is_byte_pair(tokenizer: Any) -> bool:
+    import keras_hub
+
+    return isinstance(tokenizer, keras_hub.tokenizers.BytePairTokenizer)
+
+
+def _byte_pair_without_cache(tokenizer: Any, texts: tf.Tensor) -> tf.RaggedTensor:
+    """keras-hub's byte-level BPE in the graph, without its word cache: keras-hub inserts every new word into a
+    ``MutableHashTable`` that no one ever empties, so a server's memory would grow with every distinct word it is
+    sent. The same steps (pre-split, bytes to unicode, merges, ids), each request's distinct words merged afresh."""
+    from keras_hub.src.tokenizers.byte_pair_tokenizer import split_strings_for_bpe
+
+    if tokenizer.add_prefix_space:
+        texts = tf.strings.join([" ", texts])
+    words = split_strings_for_bpe(texts, tokenizer.unsplittable_tokens)  # [B, W] ragged
+    unique, position = tf.unique(words.flat_values)
+
+    def merged() -> tf.Tensor:
+        pieces = tokenizer._bpe_merge_tf(tokenizer.byte2unicode.lookup(tf.strings.bytes_split(unique)))
+        return tf.strings.reduce_join(pieces, axis=1, separator=" ")
+
+    joined = tf.cond(tf.size(unique) > 0, merged, lambda: tf.zeros([0], tf.string))
+    special = tf.constant(list(tokenizer.unsplittable_tokens or [""]), tf.string)
+    is_special = tf.reduce_any(tf.equal(unique[:, tf.newaxis], special[tf.newaxis, :]), axis=1)
+    joined = tf.where(is_special, unique, joined)  # special tokens are never split (keras-hub pre-fills its cache)
+    ids = tokenizer.token_to_id_map.lookup(tf.strings.split(tf.gather(joined, position), sep=" "))
+    return tf.RaggedTensor.from_row_splits(ids.flat_values, tf.gather(ids.row_splits, words.row_splits))
 
 
 def _tokenizer_resources(tokenizer: Any) -> dict[str, Any]:
