@@ -82,14 +82,14 @@ def test_pretrain_adapts_saves_a_preset_that_reloads_and_refuses_to_overwrite(tm
     preset = write_preset("distil_bert", tmp_path / "source", words)
     rng = np.random.default_rng(0)
     texts = [" ".join(words[(k + j) % len(words)] for j in range(3)) + " " + " ".join(rng.choice(words, 2))
-             for k in range(len(words)) for _ in range(8)]
+             for k in range(len(words)) for _ in range(4)]
     texts = [f"{t} {i % 7}" for i, t in enumerate(texts)]
     config = PretrainConfig(encoder=TextEncoder.from_preset(str(preset)).config.__class__(
-        preset=str(preset), sequence_length=12, trainable_layers=-1, dropout=0.0), epochs=3, batch_size=16,
+        preset=str(preset), sequence_length=12, trainable_layers=-1, dropout=0.0), epochs=2, batch_size=16,
         learning_rate=3e-3, head_learning_rate=3e-3)
     report = pretrain(texts, config, tmp_path / "out", progress=False)
     assert report["adapted"]["held_out_loss"][-1] < report["unadapted"]["held_out_loss"][-1]
-    assert report["adapted"]["steps"] == report["unadapted"]["steps"] == 3 * math.ceil(
+    assert report["adapted"]["steps"] == report["unadapted"]["steps"] == 2 * math.ceil(
         report["texts"]["train"] / 16)
     assert json.loads((tmp_path / "out" / "pretrain.json").read_text())["preset"] == report["preset"]
 
