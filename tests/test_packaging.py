@@ -199,6 +199,7 @@ def _wait_for_port(port: int, server: subprocess.Popen, seconds: float) -> None:
     pytest.fail(f"the server did not listen on {port} within {seconds} s")
 
 
+@pytest.mark.slow  # installs the whole stack into a new environment (about two CPU-minutes)
 @pytest.mark.network
 @pytest.mark.xdist_group("packaging-fresh-venv")  # the slowest test here: free to run beside the resolutions
 def test_the_wheel_in_a_fresh_venv_installs_like_colab_and_runs_the_whole_path(  # type: ignore[no-untyped-def]

@@ -15,7 +15,7 @@ from tests.toy import toy_config, write_toy_schema
 from tfmtl.config import Config, TrainConfig
 from tfmtl.data.pipeline import make_dataset
 from tfmtl.run import RunFolder, load_run
-from tfmtl.training import train
+from tfmtl.training import _AveragedWeights, train
 
 
 @pytest.fixture(scope="module")
@@ -76,11 +76,25 @@ def test_weight_averaging_validates_and_keeps_the_averages_but_resumes_from_the_
     np.testing.assert_allclose(np.concatenate([w.ravel() for w in weights(best)]),
                                np.concatenate([w.ravel() for w in weights(averaged.model)]), atol=1e-6)
     assert any(not np.allclose(b, r) for b, r in zip(weights(best), weights(raw), strict=True))
-    # A run too short for the average to forget the initial weights (0.99^steps > 5%) keeps the raw ones.
-    short = train(_config(schema, epochs=1, weight_averaging=0.99), output=tmp_path / "short", progress=False,
-                  evaluate_test=False)
-    _, raw, _ = load_run(short.path, weights="latest")
-    assert all(np.allclose(b, r) for b, r in zip(weights(short.model), weights(raw), strict=True))
+
+
+@pytest.mark.parametrize("momentum, steps, swapped", [(0.99, 10, False), (0.99, 300, True), (0.5, 5, True)])
+def test_the_averages_are_used_once_the_initial_weights_hold_at_most_5_percent_of_them(
+        momentum: float, steps: int, swapped: bool) -> None:
+    # 0.99^10 = 0.90 and 0.99^300 = 0.049, 0.5^5 = 0.031: a run too short for the average to forget the initial
+    # weights keeps the raw ones.
+    model = tf.keras.Sequential([tf.keras.layers.Dense(1, input_shape=(2,))])
+    model.compile(tf.keras.optimizers.Adam(0.1, use_ema=True, ema_momentum=momentum))
+    for _ in range(steps):  # by hand: fit() would replace the weights with the averages at its end
+        with tf.GradientTape() as tape:
+            loss = tf.square(model(tf.ones((1, 2)))[0, 0] - 3.0)
+        model.optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables),
+                                            model.trainable_variables, strict=True))
+    raw = [v.numpy() for v in model.trainable_variables]
+    with _AveragedWeights(model):
+        inside = [v.numpy() for v in model.trainable_variables]
+    assert (not all(np.allclose(a, b) for a, b in zip(inside, raw, strict=True))) == swapped
+    np.testing.assert_array_equal(model.trainable_variables[0].numpy(), raw[0])  # the raw weights come back
 
 
 def test_weight_averaging_must_be_a_momentum() -> None:

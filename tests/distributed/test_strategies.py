@@ -120,6 +120,7 @@ def test_two_workers_train_identical_weights_that_match_one_device(config_file: 
     assert not list(tmp_path.glob("tfmtl-worker-*"))
 
 
+@pytest.mark.slow  # the same sums as the two workers below (which stay in the fast suite), on one process
 def test_mirrored_over_two_logical_cpus_matches_one_device(config_file: Path, tmp_path: Path,
                                                            single) -> None:  # type: ignore[no-untyped-def]
     [log] = _finish(_start(_with_strategy(config_file, "mirrored"), tmp_path / "run", tmp_path / "weights.npz",
@@ -128,6 +129,7 @@ def test_mirrored_over_two_logical_cpus_matches_one_device(config_file: Path, tm
     _assert_same_training(*_weights(tmp_path / "weights.npz"), single)
 
 
+@pytest.mark.slow  # three processes and a timeout (most of a CPU-minute)
 @pytest.mark.xdist_group("distributed-failure")  # needs no single-device reference: may run beside the others
 def test_a_dead_worker_is_a_clear_error_not_a_hang(config_file: Path, tmp_path: Path) -> None:
     config, ports = _with_strategy(config_file, "multi_worker"), _free_ports(2)

@@ -75,6 +75,8 @@ def test_unusable_architectures_get_an_error_naming_them(presets, tmp_path) -> N
         TextEncoder.from_preset(str(bare), sequence_length=8)
 
 
+@pytest.mark.slow  # a training and a fresh-process export verification (about a CPU-minute); the embedding tests
+# above and the RoBERTa embedder through both loaders (test_text_encoder.py) cover these backbones in the fast suite
 def test_a_distilbert_trains_in_the_model_and_exports_through_the_tf1_loader_verification(presets,
                                                                                          tmp_path) -> None:
     """The whole path with a backbone that is not a BertBackbone (no segment embeddings): training moves the top

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 
 from tests.toy import toy_config, toy_data
 from tfmtl.config import TextEncoderConfig
@@ -15,6 +16,7 @@ from tfmtl.run import build_encoder, build_model
 from tfmtl.training import TrainedRun
 
 
+@pytest.mark.slow  # exports the real MiniLM model (most of a CPU-minute)
 def test_a_minilm_export_is_at_most_1_1x_the_weights_it_reads(tmp_path) -> None:
     config = toy_config(encoder=TextEncoderConfig(preset="minilm-l6", sequence_length=16))
     data = toy_data()
