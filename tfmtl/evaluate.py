@@ -218,13 +218,7 @@ def _masked_lm(model: MultiTaskRecommender, arrays: dict[str, np.ndarray], batch
         return {}
     texts = np.unique(np.concatenate([arrays[column].astype(str) for column in model.space.item_text]))
     texts = texts[np.char.str_len(np.char.strip(texts.astype(str))) > 0]
-    total = count = 0.0
-    for i in range(0, len(texts), batch_size):
-        masked = model.masked_lm.mask(tf.constant(texts[i:i + batch_size]), tf.constant([i, 1], tf.int64))
-        weight = float(tf.reduce_sum(masked.weights))
-        total += float(model.masked_lm.loss(masked, training=False)) * weight
-        count += weight
-    return {f"{prefix}/loss": total / max(count, 1.0)}
+    return {f"{prefix}/loss": model.masked_lm.held_out_loss(texts, batch_size=batch_size, seed=1)}
 
 
 def metrics_table(metrics: dict[str, Any], title: str = "metric") -> str:

@@ -111,6 +111,7 @@ def test_the_mlm_task_adds_the_masked_lm_loss_of_the_steps_catalog_texts_to_the_
     import dataclasses
 
     from tests.toy import toy_config, toy_data
+    from tfmtl.evaluate import evaluate_model
     from tfmtl.features import FeatureSpace
     from tfmtl.run import build_encoder, build_model
     from tfmtl.training import make_split
@@ -120,13 +121,28 @@ def test_the_mlm_task_adds_the_masked_lm_loss_of_the_steps_catalog_texts_to_the_
     config = toy_config(tasks={"retrieval": 1.0, "mlm": {"type": "mlm", "weight": 0.5, "items_per_step": 6}},
                         encoder=dataclasses.replace(toy_config().model.encoder, trainable_layers=1))
     data = toy_data()
-    space = FeatureSpace.build(config.model, data, make_split(data, config).train)
+    split = make_split(data, config)
+    space = FeatureSpace.build(config.model, data, split.train)
     model = build_model(config.model, space, build_encoder(config.model, space, seed=0))
     got = float(model._item_task_losses(training=False)["mlm"])
 
     order = model._mlm_order.numpy()[:6]
     texts = model._catalog_rows(tf.constant(order))["title"].numpy()
-    masked = model.masked_lm.mask(tf.constant(texts), tf.constant([0, 0], tf.int64))
+    summed, weight = _numpy_mlm_loss(model, texts, [0, 0])
+    assert got == pytest.approx(summed / weight, rel=1e-4)
+    # Held out (evaluation, pretraining): a mean over every masked token of all the batches, batch i masked with
+    # the seed (offset + i, seed).
+    parts = [_numpy_mlm_loss(model, texts[i:i + 4], [7 + i, 3]) for i in (0, 4)]
+    assert model.masked_lm.held_out_loss(texts, batch_size=4, seed=3, offset=7) == pytest.approx(
+        sum(p[0] for p in parts) / sum(p[1] for p in parts), rel=1e-4)
+    metrics = evaluate_model(model, data, split.train, split.test, ks=(5,))
+    assert np.isfinite(metrics["mlm/loss"]) and metrics["mlm/loss"] > 0
+
+
+def _numpy_mlm_loss(model, texts: np.ndarray, seed: list[int]) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """(summed cross-entropy, masked tokens) of ``texts`` masked with ``seed``: the backbone run whole by keras-hub,
+    the head in numpy."""
+    masked = model.masked_lm.mask(tf.constant(texts), tf.constant(seed, tf.int64))
     encoder = model.masked_lm.encoder
     sequence = np.asarray(encoder._keras3.backbone({k: masked.tokens[k] for k in
                                                     ("token_ids", "segment_ids", "padding_mask")})["sequence_output"])
@@ -141,4 +157,4 @@ def test_the_mlm_task_adds_the_masked_lm_loss_of_the_steps_catalog_texts_to_the_
     log_probability = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     chosen = np.take_along_axis(log_probability, masked.targets.numpy()[:, :, None], axis=-1)[..., 0]
     weights = masked.weights.numpy()
-    assert got == pytest.approx(float(-(chosen * weights).sum() / weights.sum()), rel=1e-4)
+    return float(-(chosen * weights).sum()), float(weights.sum())

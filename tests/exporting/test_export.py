@@ -186,7 +186,7 @@ def test_a_pooled_tower_with_history_text_and_a_user_bio_exports_and_serves_what
     schema = write_toy_schema(tmp_path, with_user_bios(toy_data()))
     config = toy_config(history_text=True)
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, dataset=str(schema), epochs=1))
-    run = train(config, output=tmp_path / "run", progress=False)
+    run = train(config, output=tmp_path / "run", progress=False, evaluate_test=False)
     assert run.model.space.user_text == ("bio",)
     exported = export(run, name="toy", base=tmp_path / "saved_models", config=ExportConfig(verify=False))
     new_bio = "alien laser kiss paris"

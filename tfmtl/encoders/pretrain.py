@@ -15,6 +15,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,23 @@ class MaskedLanguageModel(tf.keras.layers.Layer):
         hidden = tf.gather(sequence, masked.positions, batch_dims=1)  # [B, M, H]
         return masked_lm_loss(self.head(hidden), masked.targets, masked.weights)
 
+    def held_out_loss(self, texts: Sequence[str] | np.ndarray, *, batch_size: int, seed: int,
+                      offset: int = 0) -> float:
+        """The masked-LM loss of ``texts`` [N], a mean over every masked token (not over batches), the batch at
+        ``i`` masked with the seed (offset + i, seed): the same masks at every call, so that calls compare."""
+        total = count = 0.0
+        for i in range(0, len(texts), batch_size):
+            loss_sum, weight = self._summed_loss(tf.constant(list(texts[i:i + batch_size])),
+                                                 tf.constant([offset + i, seed], tf.int64))
+            total, count = total + float(loss_sum), count + float(weight)
+        return total / max(count, 1.0)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string), tf.TensorSpec([2], tf.int64)])
+    def _summed_loss(self, texts: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        masked = self.mask(texts, seed)
+        weight = tf.reduce_sum(masked.weights)
+        return self.loss(masked, training=False) * weight, weight
+
 
 # === tfmtl pretrain ===
 
@@ -224,18 +242,8 @@ def _train_mlm(texts: list[str], held_out: list[str], config: PretrainConfig, fo
             encoder_optimizer.apply_gradients(zip(gradients[len(head_variables):], encoder_variables, strict=True))
         return loss
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string), tf.TensorSpec([2], tf.int64)])
-    def held_out_step(batch: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        masked = model.mask(batch, seed)
-        return model.loss(masked, training=False) * tf.reduce_sum(masked.weights), tf.reduce_sum(masked.weights)
-
-    def held_out_loss() -> float:  # the same masks for every run: seeded by the batch's index
-        total = count = 0.0
-        for i in range(0, len(held_out), config.batch_size):
-            loss_sum, weight = held_out_step(tf.constant(held_out[i:i + config.batch_size]),
-                                             tf.constant([10_000 + i, config.seed], tf.int64))
-            total, count = total + float(loss_sum), count + float(weight)
-        return total / max(count, 1.0)
+    def held_out_loss() -> float:  # the same masks for every run
+        return model.held_out_loss(held_out, batch_size=config.batch_size, seed=config.seed, offset=10_000)
 
     rng = np.random.default_rng(config.seed)
     orders = [rng.permutation(len(texts)) for _ in range(config.epochs)]  # fixed up front: resume sees the same
