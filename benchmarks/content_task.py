@@ -168,6 +168,14 @@ def markdown(results: dict) -> str:
         lines += ["", f"A repeat of the search: {repeat['note']}: "
                   + ", ".join(f"{c['dropout']:g}, {c['items_per_step']}: {c['macro_auc']:.4f}"
                               for c in repeat["validation_macro_auc"]) + "."]
+    tried = results.get("tried_l2_penalty")
+    if tried:
+        lines += ["", f"Tried (2026-12-03): {tried['note']}. Validation: "
+                  + ", ".join(f"L2 {c['l2']:g} + dropout {c['dropout']:g}: {c['macro_auc']:.4f}"
+                              for c in tried["validation_macro_auc"])
+                  + f"; the chosen L2 {tried['chosen']['l2']:g} + dropout {tried['chosen']['dropout']:g} on the test "
+                  "movies: " + ", ".join(f"{v:.4f}" for v in tried["test_macro_auc"])
+                  + f" (seeds {tried['seeds']})."]
     if results.get("record"):
         lines += ["", f"Record: {results['record']}."]
     return "\n".join(lines) + "\n"

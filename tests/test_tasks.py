@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfmtl.baselines import LogisticRegression
 from tfmtl.config import RetrievalConfig
-from tfmtl.tasks import GenreHead, LossWeighting, RetrievalTask
+from tfmtl.tasks import LossWeighting, RetrievalTask
 
 # Two users and three items, D = 2. Scores u·c by hand:
 #   u0 = (1, 0), u1 = (0, 1); c0 = (1, 0), c1 = (0, 1), c2 = (1, 1)
@@ -117,30 +116,3 @@ def test_uncertainty_log_variances_learn_toward_the_loss() -> None:
         variables = weighting.trainable_weights
         optimizer.apply_gradients(zip(tape.gradient(total, variables), variables, strict=True))
     assert float(weighting.log_variances["like"]) == pytest.approx(math.log(4.0), abs=1e-3)
-
-
-def test_a_penalised_genre_head_converges_to_the_logistic_regression_probe_with_the_same_l2() -> None:
-    # The head's loss is the probe's objective divided by items x genres, so both have one minimiser; the probe is
-    # fitted by Newton's method on the same normalised content, the head by gradient descent.
-    rng = np.random.default_rng(0)
-    content = rng.normal(size=(60, 5)).astype(np.float32) * [0.05, 0.1, 0.2, 1.0, 3.0]
-    normalised = (content - content.mean(1, keepdims=True)) / np.sqrt(content.var(1, keepdims=True) + 1e-3)
-    genres = np.array([[b"drama", b""], [b"comedy", b"horror"]] * 30)[rng.permutation(60)]
-    genres[::7] = [b"horror", b""]
-    head = GenreHead(["comedy", "drama", "horror"], l2=4.0, items=60)
-    optimizer = tf.keras.optimizers.SGD(2.0)
-
-    @tf.function
-    def step() -> tf.Tensor:
-        with tf.GradientTape() as tape:
-            loss = head.loss(head(content), genres)
-        variables = head.trainable_variables
-        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
-        return loss
-
-    for _ in range(3000):
-        step()
-    probe = LogisticRegression(l2=4.0).fit(normalised, head.targets(genres).numpy())
-    np.testing.assert_allclose(head.predict(head(content)).numpy(), probe.predict(normalised), atol=2e-3)
-    unpenalised = LogisticRegression(l2=1e-6).fit(normalised, head.targets(genres).numpy())
-    assert np.abs(unpenalised.predict(normalised) - probe.predict(normalised)).max() > 0.05  # the penalty matters

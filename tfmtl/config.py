@@ -298,10 +298,6 @@ class TaskConfig(_Section):
         dropout: content: dropout on the head's input. 0 (the default) keeps training deterministic, so a resumed
             or distributed run matches an uninterrupted one exactly; 0.5 generalises better to items never seen in
             training (``benchmarks/content_task.py``).
-        l2: content: an L2 penalty on the head's weights, in a logistic-regression (or, for a numeric feature,
-            ridge) probe's units: l2/2 · ‖W‖² against the summed loss of the training catalog's items. 0 (the
-            default) leaves the head unpenalised; the penalty is deterministic, so it keeps a resumed or distributed
-            run equal to an uninterrupted one, where dropout does not.
         items_per_step: content and mlm: how many items of the training catalog the task reads per training step,
             taken in turn from a fixed shuffle, so that every item weighs the same (the task is about items:
             weighting them by their interactions would fit the popular ones and judge new ones by those).
@@ -316,7 +312,6 @@ class TaskConfig(_Section):
     given: str = ""
     feature: str = ""
     dropout: float = 0.0
-    l2: float = 0.0
     items_per_step: int = 128
 
     def __post_init__(self) -> None:
@@ -339,9 +334,6 @@ class TaskConfig(_Section):
         _require(isinstance(self.dropout, (int, float)) and not isinstance(self.dropout, bool)
                  and 0 <= self.dropout < 1, "dropout", self.dropout, "must be a rate in [0, 1)")
         _require(not self.dropout or self.type == "content", "dropout", self.dropout, "applies to content tasks only")
-        _require(isinstance(self.l2, (int, float)) and not isinstance(self.l2, bool) and math.isfinite(self.l2)
-                 and self.l2 >= 0, "l2", self.l2, "must be a finite penalty >= 0")
-        _require(not self.l2 or self.type == "content", "l2", self.l2, "applies to content tasks only")
         _require(isinstance(self.items_per_step, int) and not isinstance(self.items_per_step, bool)
                  and self.items_per_step >= 1, "items_per_step", self.items_per_step, "must be an integer >= 1")
 

@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from tfmtl.config import ModelConfig, TaskConfig
+from tfmtl.config import ModelConfig
 from tfmtl.data.history import HISTORY, HISTORY_LABELS, NEXT_ITEMS, NEXT_LABELS
 from tfmtl.data.interactions import ITEM_ID, USER_ID
 from tfmtl.data.pipeline import PAD
@@ -77,7 +77,11 @@ class MultiTaskRecommender(tfrs.Model):
             tf.keras.losses.BinaryCrossentropy(from_logits=not t.given, reduction=SUM))) for t in ranking}
         self.ranking_targets = {t.name: t for t in ranking}
         self.content_name = content.name if content is not None else ""
-        self.content_head = None if content is None else _content_head(config.tasks[content.name], content, space)
+        dropout = config.tasks[content.name].dropout if content is not None else 0.0
+        self.content_head = (None if content is None else
+                             NumericContentHead(content.mean, content.scale, dropout=dropout)
+                             if space.content_is_numeric else
+                             GenreHead(space.vocabularies[space.genre_column], dropout=dropout))
         self.weighting = LossWeighting({name: t.weight for name, t in targets.items()}, config.loss_weighting,
                                        regression=[t.name for t in ranking if t.type == "regression"])
         self.loss_total_tracker = tf.keras.metrics.Mean(name="loss_total")  # TFRS reports the last batch's loss
@@ -322,15 +326,6 @@ class MultiTaskRecommender(tfrs.Model):
     def _catalog_rows(self, rows: tf.Tensor) -> dict[str, tf.Tensor]:
         """The item tower's inputs of catalog ``rows``."""
         return {key: tf.gather(values, rows) for key, values in self._catalog.items()}
-
-
-def _content_head(task: TaskConfig, target: Target, space: FeatureSpace) -> GenreHead | NumericContentHead:
-    """The content task's head; its L2 penalty counts the training catalog's items, as a probe fitted on them would."""
-    known = set(space.vocabularies[ITEM_ID])
-    items = sum(str(i) in known for i in space.catalog[ITEM_ID])
-    if space.content_is_numeric:
-        return NumericContentHead(target.mean, target.scale, dropout=task.dropout, l2=task.l2, items=items)
-    return GenreHead(space.vocabularies[space.genre_column], dropout=task.dropout, l2=task.l2, items=items)
 
 
 def _rows_with_text(space: FeatureSpace, rows: np.ndarray, *, seed: int) -> np.ndarray:

@@ -242,37 +242,27 @@ class RankingHeads(tf.keras.layers.Layer):
 
 
 class _ContentHead(tf.keras.layers.Layer):
-    """An item's content [B, F] -> ``units`` outputs: a linear layer over the layer-normalised content, held back by
-    an L2 penalty on its weights and optional dropout on its input. The normalisation puts the encoder's small
-    coordinates on the scale the optimizer's steps are made for. The head sees every training item's content many
-    times over and memorises them without a brake: ``l2`` is a logistic-regression probe's (the penalty
-    l2/2 · ‖W‖² against the sum of the losses over ``items`` items and every output), so the head's objective is
-    the probe's, divided by items × outputs to a mean."""
+    """An item's content [B, F] -> ``units`` outputs: a linear layer over the layer-normalised content, behind
+    optional dropout. The normalisation puts the encoder's small coordinates on the scale the optimizer's steps are
+    made for; dropout holds back a head that sees every training item's content each epoch (it memorises them
+    without)."""
 
-    def __init__(self, units: int, output_name: str, *, dropout: float = 0.0, l2: float = 0.0, items: int = 1,
-                 **kwargs: Any) -> None:
+    def __init__(self, units: int, output_name: str, *, dropout: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        # No learned scale or shift: the output layer holds both, and a free scale would dodge the penalty.
-        self.normalization = tf.keras.layers.LayerNormalization(center=False, scale=False,
-                                                                name="content_normalization")
+        self.normalization = tf.keras.layers.LayerNormalization(name="content_normalization")
         self.dropout = tf.keras.layers.Dropout(dropout)
         self.output_layer = tf.keras.layers.Dense(units, name=output_name)
-        self.penalty_scale = float(l2) / (2.0 * max(1, items) * units)
 
     def call(self, content: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         return self.output_layer(self.dropout(self.normalization(content), training=training))
-
-    def penalty(self) -> tf.Tensor:
-        """The L2 penalty on the output weights (not the bias), in the loss's units."""
-        return self.penalty_scale * tf.reduce_sum(tf.square(self.output_layer.kernel))
 
 
 class GenreHead(_ContentHead):
     """An item's content [B, F] -> logits [B, G] of a multi-valued feature (e.g. genres; multi-label), with
     multi-hot targets from padded lists."""
 
-    def __init__(self, genres: Sequence[str], **kwargs: Any) -> None:
-        super().__init__(len(genres), "genre_logits", **kwargs)
+    def __init__(self, genres: Sequence[str], *, dropout: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(len(genres), "genre_logits", dropout=dropout, **kwargs)
         self.genres = tuple(genres)
         self.lookup = tf.keras.layers.StringLookup(vocabulary=list(genres), num_oov_indices=1)
 
@@ -283,9 +273,9 @@ class GenreHead(_ContentHead):
         return hot[:, 1:]
 
     def loss(self, logits: tf.Tensor, genre_lists: tf.Tensor) -> tf.Tensor:
-        """Sigmoid cross-entropy, a mean over items and values, plus the L2 penalty."""
+        """Sigmoid cross-entropy, a mean over items and values."""
         return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=self.targets(genre_lists),
-                                                                      logits=logits)) + self.penalty()
+                                                                      logits=logits))
 
     def predict(self, logits: tf.Tensor) -> tf.Tensor:
         return tf.sigmoid(logits)
@@ -296,8 +286,8 @@ class NumericContentHead(_ContentHead):
     standardised with the training items' ``mean`` and ``scale``; an item whose value is missing is left out of the
     loss."""
 
-    def __init__(self, mean: float, scale: float, **kwargs: Any) -> None:
-        super().__init__(1, "content_value", **kwargs)
+    def __init__(self, mean: float, scale: float, *, dropout: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(1, "content_value", dropout=dropout, **kwargs)
         self.mean, self.scale = float(mean), float(scale)
 
     def call(self, content: tf.Tensor, training: bool | None = None) -> tf.Tensor:
@@ -305,14 +295,12 @@ class NumericContentHead(_ContentHead):
         return tf.squeeze(super().call(content, training=training), -1)
 
     def loss(self, standardised: tf.Tensor, values: tf.Tensor) -> tf.Tensor:
-        """Mean squared error in standard units over the items whose value is known (0 when none is), plus the L2
-        penalty (a ridge regression's, halved as the squared error is not)."""
+        """Mean squared error in standard units over the items whose value is known (0 when none is)."""
         values = tf.cast(values, tf.float32)
         known = tf.math.is_finite(values)
         target = (tf.where(known, values, self.mean) - self.mean) / self.scale
         squared = tf.where(known, tf.square(standardised - target), 0.0)
-        return (tf.math.divide_no_nan(tf.reduce_sum(squared), tf.reduce_sum(tf.cast(known, tf.float32)))
-                + self.penalty())
+        return tf.math.divide_no_nan(tf.reduce_sum(squared), tf.reduce_sum(tf.cast(known, tf.float32)))
 
     def predict(self, standardised: tf.Tensor) -> tf.Tensor:
         """The feature's value in its own units [B]."""
