@@ -1,0 +1,280 @@
+"""New items, read five ways: which language model earns its place in the item tower?
+
+Catalogs: ``ml-1m-overviews`` (ML-1M whose item text is "Title (Year). Overview" where TMDB has an overview, the
+title elsewhere; read up to 128 tokens) and Book-Crossing (title and author, as ``cold_start_books.py`` prepares it).
+
+Protocol (``quality.cold_start_selected``): 20% of the rated items are held out entirely (the test items, every
+rating of theirs a test row), the rest follow the TFRS tutorial split; a fifth of the training items is held out of
+the selection runs (validation items, disjoint from the test items). Each variant's settings and epochs are chosen
+on the validation items, then the chosen setting is trained on every training row once per seed and judged on the
+test items against the whole catalog (and among the new items only). Variants, everything else equal:
+
+- ``no_text``: the item tower without text;
+- ``minilm``: the pretrained MiniLM-L6 (``minilm-l6``), frozen;
+- ``minilm_adapted``: MiniLM-L6 after domain-adaptive masked-LM pretraining (``tfmtl pretrain``) on the texts of
+  the selection runs' training items only (never a validation or a test item's text), frozen in the recommender;
+- ``minilm_l3``: the second packaged encoder, ``paraphrase-minilm-l3``, frozen;
+- ``minilm_vector``: no text feature but a ``vector`` feature per text column carrying the same MiniLM-L6
+  embeddings, precomputed: a sanity check that should equal ``minilm``.
+
+Searched per variant on the validation items: item id dropout 0.1/0.5, and for the text variants the text width
+32/128. Reported: new-item recall@100 per seed, mean ± sd, each variant's ratio to ``no_text`` per seed and of the
+means, whether 3× holds in every seed, the adaptation's effect (``minilm_adapted`` − ``minilm``) with its sd and
+its held-out masked-LM loss, and a content k-NN over the MiniLM embeddings among the new items, with no training.
+
+Cost: about 15 trainings per catalog for the search and one per variant and seed; on 2 CPU cores ML-1M takes hours
+per training at full size, so ``--users-fraction`` keeps a random share of the users (stated in the JSON) and
+``--catalogs``/``--variants`` run parts. A GPU runs it whole.
+
+Run: .venv/bin/python benchmarks/cold_start_encoders.py [--catalogs ml-1m-overviews book-crossing]
+        [--variants ...] [--seeds 42 1 2 3 4] [--users-fraction 1.0] [--epochs N] [--pretrain-epochs 3]
+Writes benchmarks/results/cold_start_encoders.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# isort: off
+import tfmtl  # noqa: F401  (Keras 2 for TFRS, before TensorFlow loads)
+from tfmtl.config import Config, TextEncoderConfig
+from tfmtl.data import InteractionData, load_dataset
+from tfmtl.data.download import cache_root
+from tfmtl.encoders import TextEncoder
+from tfmtl.encoders.pretrain import PretrainConfig, pretrain
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cold_start_books import books_config, prepare  # noqa: E402
+from quality import (RESULTS, _indices, cold_start_selected, content_reference, hold_out_items,  # noqa: E402
+                     validation_items)
+
+# isort: on
+
+CATALOGS = ("ml-1m-overviews", "book-crossing")
+VARIANTS = ("no_text", "minilm", "minilm_adapted", "minilm_l3", "minilm_vector")
+ID_DROPOUTS = (0.1, 0.5)
+TEXT_DIMS = (32, 128)
+TARGET_RATIO = 3.0
+KEY = "retrieval/recall_at_100"
+
+
+def _log(message: str) -> None:
+    print(f"[encoders] {message}", file=sys.stderr, flush=True)
+
+
+# === Data ===
+
+def load_catalog(name: str, users_fraction: float, epochs: int | None) -> tuple[InteractionData, Config, dict]:
+    """The catalog's data (a random ``users_fraction`` of its users, every rating of theirs) and its base config."""
+    if name == "book-crossing":
+        schema, counts = prepare(cache_root() / "book-crossing")
+        data, config = load_dataset(schema), books_config(schema, epochs)
+    else:
+        data, counts = load_dataset(name), {}
+        base = Config()
+        encoder = dataclasses.replace(base.model.encoder, sequence_length=128)  # overviews run past 32 tokens
+        config = dataclasses.replace(base, model=dataclasses.replace(base.model, encoder=encoder),
+                                     train=dataclasses.replace(base.train, dataset=name,
+                                                               **({"epochs": epochs} if epochs else {})))
+    if users_fraction < 1.0:
+        users = data.interactions["user_id"].astype(str).unique()
+        kept = set(np.random.default_rng(0).choice(users, int(round(len(users) * users_fraction)), replace=False))
+        rows = data.interactions["user_id"].astype(str).isin(kept).to_numpy()
+        data = dataclasses.replace(data, interactions=data.interactions[rows].reset_index(drop=True),
+                                   users=data.users[data.users["user_id"].astype(str).isin(kept)].reset_index(drop=True))
+    counts = {"ratings": len(data.interactions), "users": int(data.interactions["user_id"].nunique()),
+              "rated_items": int(data.interactions["item_id"].nunique()), "catalog": len(data.items),
+              "users_fraction": users_fraction, **({"preparation": counts} if counts else {})}
+    return data, config, counts
+
+
+def text_columns(data: InteractionData, config: Config) -> tuple[str, ...]:
+    return tuple(config.model.text_features if config.model.text_features is not None else data.item_features.text)
+
+
+def with_vectors(data: InteractionData, columns: tuple[str, ...]) -> InteractionData:
+    """The items with a ``<column>_minilm`` vector per text column: the frozen MiniLM-L6 embedding of that text."""
+    encoder = TextEncoder.from_preset("minilm-l6")
+    items = data.items.copy()
+    vectors = {}
+    for column in columns:
+        embedded = encoder.embed(items[column].fillna("").astype(str).tolist(), batch_size=128).astype(np.float32)
+        items[f"{column}_minilm"] = list(embedded)
+        vectors[f"{column}_minilm"] = embedded.shape[1]
+    features = dataclasses.replace(data.item_features, vector={**data.item_features.vector, **vectors})
+    return dataclasses.replace(data, items=items, item_features=features)
+
+
+# === Variants ===
+
+def variant_settings(variant: str, config: Config, adapted: Path | None) -> dict[str, Config]:
+    """Setting label -> config: the search this variant gets on the validation items."""
+    def setting(dropout: float, text_dim: int | None, preset: str | None) -> Config:
+        tower = dataclasses.replace(config.model.item_tower, id_dropout=dropout,
+                                    **({"text_dim": text_dim} if text_dim else {}))
+        model = dataclasses.replace(config.model, item_tower=tower)
+        if preset is None:  # no text column for the encoder: the item tower reads ids and side features (and vectors)
+            model = dataclasses.replace(model, text_features=(), history_text=False)
+        else:
+            model = dataclasses.replace(model, encoder=dataclasses.replace(model.encoder, preset=preset))
+        return dataclasses.replace(config, model=model)
+
+    preset = {"minilm": "minilm-l6", "minilm_adapted": str(adapted), "minilm_l3": "paraphrase-minilm-l3"}.get(variant)
+    if variant in ("no_text", "minilm_vector"):
+        widths: tuple[int | None, ...] = (None,) if variant == "no_text" else TEXT_DIMS
+        return {f"item id dropout {p}" + (f", vector width {d}" if d else ""): setting(p, d, None)
+                for p in ID_DROPOUTS for d in widths}
+    return {f"item id dropout {p}, text width {d}": setting(p, d, preset) for p in ID_DROPOUTS for d in TEXT_DIMS}
+
+
+def adapt_encoder(data: InteractionData, columns: tuple[str, ...], training_items: set[str], epochs: int,
+                  folder: Path) -> tuple[Path, dict[str, Any]]:
+    """``tfmtl pretrain`` on the distinct texts of ``training_items``: the adapted preset and its held-out losses."""
+    items = data.items[data.items["item_id"].astype(str).isin(training_items)]
+    texts = sorted({str(t) for column in columns for t in items[column].dropna() if str(t).strip()})
+    config = PretrainConfig(encoder=TextEncoderConfig(preset="minilm-l6", sequence_length=128, trainable_layers=-1),
+                            epochs=epochs)
+    report = pretrain(texts, config, folder, progress=False)
+    _log(f"adapted on {len(texts)} texts: held-out masked-LM loss {report['adapted']['held_out_loss']} "
+         f"(head only on the frozen encoder: {report['unadapted']['held_out_loss']})")
+    return folder / "preset", {"texts": report["texts"], "epochs": epochs,
+                               "held_out_loss_adapted": report["adapted"]["held_out_loss"],
+                               "held_out_loss_head_only": report["unadapted"]["held_out_loss"]}
+
+
+def content_knn(data: InteractionData, columns: tuple[str, ...]) -> dict[str, object]:
+    """The MiniLM k-NN among the test items, with no training: each user's profile the sum of their training items'
+    embeddings."""
+    split, held_out = hold_out_items(data)
+    user_index, item_index, num_users, num_items = _indices(data)
+    seen = np.zeros((num_users, num_items), dtype=bool)
+    seen[user_index[split.train], item_index[split.train]] = True
+    encoder = TextEncoder.from_preset("minilm-l6")
+    views = {column: encoder.embed(data.items[column].fillna("").astype(str).tolist(), batch_size=128)
+             .astype(np.float64) for column in columns}
+    is_new = np.isin(data.items["item_id"].astype(str).to_numpy(), sorted(held_out))
+    return content_reference(views, (columns,), seen, is_new, user_index, item_index, split.test)
+
+
+# === One catalog ===
+
+def run_catalog(name: str, variants: list[str], seeds: list[int], args: argparse.Namespace,
+                workdir: Path) -> dict[str, Any]:
+    data, config, counts = load_catalog(name, args.users_fraction, args.epochs)
+    columns = text_columns(data, config)
+    _log(f"{name}: {counts}; text columns {columns}")
+    out: dict[str, Any] = {"data": counts, "text_columns": list(columns), "variants": {}}
+    adapted = None
+    if "minilm_adapted" in variants:  # on the selection runs' training items only
+        split, _ = hold_out_items(data)
+        inner = validation_items(data, split, 0.2)
+        training_items = set(data.interactions["item_id"].astype(str).iloc[inner.train])
+        adapted, out["adaptation"] = adapt_encoder(data, columns, training_items, args.pretrain_epochs,
+                                                   workdir / f"{name}-pretrain")
+    for variant in variants:
+        variant_data = with_vectors(data, columns) if variant == "minilm_vector" else data
+        cold = cold_start_selected(variant_data, {variant: variant_settings(variant, config, adapted)}, seeds,
+                                   workdir / f"{name}-{variant}")
+        out["variants"][variant] = cold[variant]
+        out.update({k: cold[k] for k in ("held_out_items", "cold_test_rows", "validation_items", "validation_rows")})
+        _log(f"{name} {variant}: new-item recall@100 {cold[variant][KEY]['values']}")
+    out["content_knn_among_new_items"] = content_knn(data, columns)
+    out["ratios_to_no_text"] = ratios(out["variants"])
+    return out
+
+
+def ratios(variants: dict[str, Any]) -> dict[str, Any]:
+    """Each variant's recall@100 over no_text's, per seed and of the means, and whether 3× holds in every seed."""
+    if "no_text" not in variants:
+        return {}
+    base = variants["no_text"][KEY]["values"]
+    out = {}
+    for variant, row in variants.items():
+        if variant == "no_text":
+            continue
+        values = row[KEY]["values"]
+        per_seed = [v / b if b else None for v, b in zip(values, base, strict=False)]
+        out[variant] = {"per_seed": per_seed,
+                        "of_means": float(np.mean(values) / np.mean(base)) if np.mean(base) else None,
+                        "holds_every_seed": all(r is not None and r >= TARGET_RATIO for r in per_seed)}
+    if {"minilm", "minilm_adapted"} <= set(variants):
+        effect = [a - b for a, b in zip(variants["minilm_adapted"][KEY]["values"], variants["minilm"][KEY]["values"],
+                                        strict=False)]
+        out["adaptation_effect"] = {"per_seed": effect, "mean": float(np.mean(effect)),
+                                    "sd": float(statistics.stdev(effect)) if len(effect) > 1 else 0.0}
+    return out
+
+
+# === Report ===
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = ["# New items, read five ways (recall@100 of the test items against the whole catalog)", "",
+             f"Settings chosen on validation items; seeds {results['seeds']}; target: ≥ {TARGET_RATIO:g}× no_text "
+             "in every seed.", ""]
+    for catalog, out in results["catalogs"].items():
+        counts = out["data"]
+        lines += [f"## {catalog}", "",
+                  f"{counts['ratings']:,} ratings by {counts['users']:,} users (a random {counts['users_fraction']:g} "
+                  f"of them) of {counts['rated_items']:,} items in a catalog of {counts['catalog']:,}; "
+                  f"{out.get('held_out_items', '?')} test items, {out.get('validation_items', '?')} validation items; "
+                  f"text: {', '.join(out['text_columns'])}.", "",
+                  "| variant | chosen (epochs) | recall@100 | per seed | × no_text per seed | 3× every seed |",
+                  "|---|---|---|---|---|---|"]
+        for variant, row in out["variants"].items():
+            ratio = out["ratios_to_no_text"].get(variant, {})
+            per_seed = ", ".join("–" if r is None else f"{r:.2f}×" for r in ratio.get("per_seed", []))
+            holds = "" if not ratio else ("yes" if ratio["holds_every_seed"] else "NO")
+            lines.append(f"| {variant} | {row['chosen']} ({row['epochs']}) | {row[KEY]['mean']:.4f} ± "
+                         f"{row[KEY]['sd']:.4f} | " + ", ".join(f"{v:.4f}" for v in row[KEY]["values"])
+                         + f" | {per_seed} | {holds} |")
+        effect = out["ratios_to_no_text"].get("adaptation_effect")
+        if effect:
+            lines += ["", f"Adaptation's effect on recall@100: {effect['mean']:+.4f} ± {effect['sd']:.4f} (per seed "
+                      + ", ".join(f"{v:+.4f}" for v in effect["per_seed"]) + ")."]
+        if "adaptation" in out:
+            a = out["adaptation"]
+            lines += ["", f"Adaptation: {a['epochs']} epochs on {a['texts']['train']} texts; held-out masked-LM loss "
+                      f"{a['held_out_loss_adapted'][-1]:.3f} adapted against {a['held_out_loss_head_only'][-1]:.3f} "
+                      "for a head trained alone on the frozen encoder."]
+        knn = next(iter(out["content_knn_among_new_items"].values()), {})
+        if knn:
+            lines += ["", f"Content k-NN over the MiniLM embeddings, among the new items only, no training: "
+                      f"recall@100 {knn.get(KEY, float('nan')):.4f}."]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--catalogs", nargs="+", choices=CATALOGS, default=list(CATALOGS))
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2, 3, 4])
+    parser.add_argument("--users-fraction", type=float, default=1.0)
+    parser.add_argument("--epochs", type=int, help="cap the epochs (smoke runs)")
+    parser.add_argument("--pretrain-epochs", type=int, default=3)
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+
+    results: dict[str, Any] = {"protocol": __doc__.split("\n\n")[2], "seeds": args.seeds,
+                               "users_fraction": args.users_fraction, "catalogs": {}}
+    args.output.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="tfmtl-encoders-") as folder:
+        for catalog in args.catalogs:
+            results["catalogs"][catalog] = run_catalog(catalog, args.variants, args.seeds, args, Path(folder))
+            # Written after every catalog: a long benchmark that stops early keeps what it measured.
+            (args.output / "cold_start_encoders.json").write_text(json.dumps(results, indent=2) + "\n")
+            (args.output / "cold_start_encoders.md").write_text(markdown(results))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
