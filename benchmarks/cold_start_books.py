@@ -190,12 +190,17 @@ def candidate_settings(schema: Path, epochs: int | None) -> dict[str, dict[str, 
 def ratios(cold: dict) -> dict[str, object]:
     """Recall@100 with text / without, per seed and of the means, and whether the target holds in every seed."""
     key = "retrieval/recall_at_100"
-    with_text, without = cold["tfmtl"][key]["values"], cold["tfmtl_without_text"][key]["values"]
-    per_seed = [w / o if o else None for w, o in zip(with_text, without, strict=True)]
-    means = float(np.mean(with_text)), float(np.mean(without))
+    return {**ratio_to(cold["tfmtl"][key]["values"], cold["tfmtl_without_text"][key]["values"]),
+            "target": TARGET_RATIO}
+
+
+def ratio_to(values: list[float], base: list[float], target: float = TARGET_RATIO) -> dict[str, object]:
+    """``values`` over ``base`` seed by seed and of the means (None where the base is 0), and whether ``target``
+    holds in every seed."""
+    per_seed = [v / b if b else None for v, b in zip(values, base, strict=True)]
+    means = float(np.mean(values)), float(np.mean(base))
     return {"per_seed": per_seed, "of_means": means[0] / means[1] if means[1] else None,
-            "target": TARGET_RATIO,
-            "holds_every_seed": all(r is not None and r >= TARGET_RATIO for r in per_seed)}
+            "holds_every_seed": all(r is not None and r >= target for r in per_seed)}
 
 
 def content_views(items: pd.DataFrame) -> dict[str, np.ndarray]:

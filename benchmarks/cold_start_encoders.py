@@ -49,13 +49,12 @@ import tfmtl  # noqa: F401  (Keras 2 for TFRS, before TensorFlow loads)
 from tfmtl.config import Config, TextEncoderConfig
 from tfmtl.data import InteractionData, load_dataset
 from tfmtl.data.download import cache_root
-from tfmtl.encoders import TextEncoder
 from tfmtl.encoders.pretrain import PretrainConfig, pretrain
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cold_start_books import books_config, prepare  # noqa: E402
+from cold_start_books import TARGET_RATIO, books_config, prepare, ratio_to  # noqa: E402
 from quality import (RESULTS, _indices, cold_start_selected, content_reference, hold_out_items,  # noqa: E402
-                     validation_items)
+                     text_view, validation_items)
 
 # isort: on
 
@@ -63,7 +62,6 @@ CATALOGS = ("ml-1m-overviews", "book-crossing")
 VARIANTS = ("no_text", "minilm", "minilm_adapted", "minilm_l3", "minilm_vector")
 ID_DROPOUTS = (0.1, 0.5)
 TEXT_DIMS = (32, 128)
-TARGET_RATIO = 3.0
 KEY = "retrieval/recall_at_100"
 
 
@@ -101,14 +99,17 @@ def text_columns(data: InteractionData, config: Config) -> tuple[str, ...]:
     return tuple(config.model.text_features if config.model.text_features is not None else data.item_features.text)
 
 
-def with_vectors(data: InteractionData, columns: tuple[str, ...]) -> InteractionData:
-    """The items with a ``<column>_minilm`` vector per text column: the frozen MiniLM-L6 embedding of that text."""
-    encoder = TextEncoder.from_preset("minilm-l6")
+def minilm_views(data: InteractionData, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Text column -> the frozen MiniLM-L6 embedding of each item's text [items, 384], computed once per catalog."""
+    return {column: text_view(data.items[column].fillna("")) for column in columns}
+
+
+def with_vectors(data: InteractionData, views: dict[str, np.ndarray]) -> InteractionData:
+    """The items with a ``<column>_minilm`` vector per text column: its MiniLM-L6 embedding, precomputed."""
     items = data.items.copy()
     vectors = {}
-    for column in columns:
-        embedded = encoder.embed(items[column].fillna("").astype(str).tolist(), batch_size=128).astype(np.float32)
-        items[f"{column}_minilm"] = list(embedded)
+    for column, embedded in views.items():
+        items[f"{column}_minilm"] = list(embedded.astype(np.float32))
         vectors[f"{column}_minilm"] = embedded.shape[1]
     features = dataclasses.replace(data.item_features, vector={**data.item_features.vector, **vectors})
     return dataclasses.replace(data, items=items, item_features=features)
@@ -151,18 +152,15 @@ def adapt_encoder(data: InteractionData, columns: tuple[str, ...], training_item
                                "held_out_loss_head_only": report["unadapted"]["held_out_loss"]}
 
 
-def content_knn(data: InteractionData, columns: tuple[str, ...]) -> dict[str, object]:
+def content_knn(data: InteractionData, views: dict[str, np.ndarray]) -> dict[str, object]:
     """The MiniLM k-NN among the test items, with no training: each user's profile the sum of their training items'
     embeddings."""
     split, held_out = hold_out_items(data)
     user_index, item_index, num_users, num_items = _indices(data)
     seen = np.zeros((num_users, num_items), dtype=bool)
     seen[user_index[split.train], item_index[split.train]] = True
-    encoder = TextEncoder.from_preset("minilm-l6")
-    views = {column: encoder.embed(data.items[column].fillna("").astype(str).tolist(), batch_size=128)
-             .astype(np.float64) for column in columns}
     is_new = np.isin(data.items["item_id"].astype(str).to_numpy(), sorted(held_out))
-    return content_reference(views, (columns,), seen, is_new, user_index, item_index, split.test)
+    return content_reference(views, (tuple(views),), seen, is_new, user_index, item_index, split.test)
 
 
 # === One catalog ===
@@ -174,6 +172,7 @@ def run_catalog(name: str, variants: list[str], seeds: list[int], args: argparse
     _log(f"{name}: {counts}; text columns {columns}")
     out: dict[str, Any] = {"data": counts, "text_columns": list(columns), "variants": {}}
     adapted = None
+    views = minilm_views(data, columns)
     if "minilm_adapted" in variants:  # on the selection runs' training items only
         split, _ = hold_out_items(data)
         inner = validation_items(data, split, 0.2)
@@ -181,13 +180,13 @@ def run_catalog(name: str, variants: list[str], seeds: list[int], args: argparse
         adapted, out["adaptation"] = adapt_encoder(data, columns, training_items, args.pretrain_epochs,
                                                    workdir / f"{name}-pretrain")
     for variant in variants:
-        variant_data = with_vectors(data, columns) if variant == "minilm_vector" else data
+        variant_data = with_vectors(data, views) if variant == "minilm_vector" else data
         cold = cold_start_selected(variant_data, {variant: variant_settings(variant, config, adapted)}, seeds,
                                    workdir / f"{name}-{variant}")
         out["variants"][variant] = cold[variant]
         out.update({k: cold[k] for k in ("held_out_items", "cold_test_rows", "validation_items", "validation_rows")})
         _log(f"{name} {variant}: new-item recall@100 {cold[variant][KEY]['values']}")
-    out["content_knn_among_new_items"] = content_knn(data, columns)
+    out["content_knn_among_new_items"] = content_knn(data, views)
     out["ratios_to_no_text"] = ratios(out["variants"])
     return out
 
@@ -201,11 +200,7 @@ def ratios(variants: dict[str, Any]) -> dict[str, Any]:
     for variant, row in variants.items():
         if variant == "no_text":
             continue
-        values = row[KEY]["values"]
-        per_seed = [v / b if b else None for v, b in zip(values, base, strict=False)]
-        out[variant] = {"per_seed": per_seed,
-                        "of_means": float(np.mean(values) / np.mean(base)) if np.mean(base) else None,
-                        "holds_every_seed": all(r is not None and r >= TARGET_RATIO for r in per_seed)}
+        out[variant] = ratio_to(row[KEY]["values"], base)
     if {"minilm", "minilm_adapted"} <= set(variants):
         effect = [a - b for a, b in zip(variants["minilm_adapted"][KEY]["values"], variants["minilm"][KEY]["values"],
                                         strict=False)]
