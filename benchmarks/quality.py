@@ -343,6 +343,20 @@ QUALITY_ROWS = {
     "tfmtl_whole_history": "tfmtl, its user tower reading every training item of the user",
 }
 TIME_ORDERED_ROWS = {"tfmtl": "tfmtl, its user tower reading the user's items before each test event"}
+PER_SEED = ("retrieval/recall_at_100", "retrieval/ndcg_at_10", "rating/rmse")
+
+
+def protocol(seeds: list[int]) -> dict[str, object]:
+    """What every row of the headline tables is measured on and given (the JSON's record of the protocol)."""
+    return {"split": "the TFRS tutorial split: the ratings shuffled with seed 42, the first 80% train, the rest test",
+            "ranking": "recall@K and NDCG@K rank every item with the user's training items excluded, micro-averaged "
+                       "over test rows; top-100 accuracy excludes nothing (the TFRS tutorial's metric)",
+            "validation": "carved out of the training rows, never the test rows: EASE's λ on 10% of them; tfmtl "
+                          "and the tuned TFRS peer early-stop on train.validation_fraction of them, where the "
+                          "tuned peer's optimiser is also chosen",
+            "seeds": seeds, "seeded": [m for m in (*QUALITY_ROWS, *TIME_ORDERED_ROWS)
+                                       if m not in ("popularity", "ease", "biases")],
+            "given": {**QUALITY_ROWS, **TIME_ORDERED_ROWS}}
 
 
 def markdown(results: dict[str, object]) -> str:
@@ -360,12 +374,29 @@ def markdown(results: dict[str, object]) -> str:
              "## With time order: the history a served model has at the moment of each test event", "",
              "No other row gets the order; this is what tfmtl's sequence tower adds when it is served the user's "
              "latest history.", "",
-             "| model (the user's items before the test event) " + header[0], header[1], *rows(TIME_ORDERED_ROWS)]
+             "| model (the user's items before the test event) " + header[0], header[1], *rows(TIME_ORDERED_ROWS),
+             *per_seed_markdown(results)]
     for key in sorted(k for k in results if k.startswith("cold_start")):
         cold = results[key]
         if isinstance(cold, dict):
             lines += cold_start_markdown(cold)
     return "\n".join(lines) + "\n"
+
+
+def per_seed_markdown(results: dict[str, object]) -> list[str]:
+    """Every seed's value of the seeded rows (runs older than the per-seed record have none)."""
+    seeded = {m: label for m, label in {**QUALITY_ROWS, **TIME_ORDERED_ROWS}.items()
+              if isinstance(results.get(m), dict) and any("values" in v for v in results[m].values()
+                                                          if isinstance(v, dict))}
+    if not seeded:
+        return []
+    lines = ["", f"## Every seed ({', '.join(str(s) for s in results['seeds'])})", "",
+             "| model | " + " | ".join(n.split("/")[1] for n in PER_SEED) + " |", "|---|" + "---|" * len(PER_SEED)]
+    for model in seeded:
+        entry = results[model]
+        cells = [", ".join(f"{v:.4f}" for v in entry[n]["values"]) if n in entry else "–" for n in PER_SEED]
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _ratio(value: float | None) -> str:
@@ -443,7 +474,7 @@ def main() -> None:
         return
     split = tfrs_tutorial_split(len(data.interactions))
     results: dict[str, object] = {"dataset": args.dataset, "split": split.summary(), "seeds": args.seeds,
-                                  "config": config.get_config()}
+                                  "protocol": protocol(args.seeds), "config": config.get_config()}
     stored = json.loads(output.read_text()) if output.exists() else {}
     kept = {k: v for k, v in stored.items() if k.startswith("cold_start")  # the cold-start entries not redone here
             and (args.skip_cold_start or v.get("dataset", args.dataset) != args.dataset)}
