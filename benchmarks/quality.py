@@ -42,6 +42,7 @@ from tfmtl.metrics import chunked_retrieval_metrics, rating_metrics
 from tfmtl.training import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from journal import Journal, fingerprint  # noqa: E402
 from tfrs_tutorial import PUBLISHED, Budget, run_tfrs_tutorial, seen_excluded_metrics  # noqa: E402
 
 # isort: on
@@ -237,28 +238,38 @@ def validation_items(data: InteractionData, split: Split, fraction: float, seed:
 
 
 def select_on_validation_items(data: InteractionData, split: Split, candidates: dict[str, Config], seed: int,
-                               workdir: Path) -> dict[str, dict[str, float]]:
+                               workdir: Path, *, journal: Journal | None = None,
+                               data_key: str = "") -> dict[str, dict[str, float]]:
     """Each candidate setting trained without the validation items and early-stopped on their (cold) rows: its best
-    validation ``train.monitor`` and that epoch."""
+    validation ``train.monitor`` and that epoch. With a ``journal``, finished candidates are not trained again."""
+    journal = journal or Journal(None)
     out = {}
     for label, config in candidates.items():
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed,
                                                                        validation_fraction=0.0))
-        result = train(config, output=workdir / f"select-{label}", data=data, split=split, evaluate_test=False,
-                       progress=False)
-        key = f"validation/{config.train.monitor}"
-        scores = [row.get(key, float("-inf")) for row in result.history]
-        out[label] = {"validation": float(max(scores)), "epoch": int(np.argmax(scores)) + 1}
+
+        def select(config: Config = config, label: str = label) -> dict[str, float]:
+            result = train(config, output=workdir / f"select-{label}", data=data, split=split, evaluate_test=False,
+                           progress=False)
+            key = f"validation/{config.train.monitor}"
+            scores = [row.get(key, float("-inf")) for row in result.history]
+            return {"validation": float(max(scores)), "epoch": int(np.argmax(scores)) + 1}
+
+        out[label] = journal.run(f"select {workdir.name} {label}",
+                                 fingerprint(config.get_config(), data_key, split.summary()), select)
         _log(f"select {label}: {out[label]}")
     return out
 
 
 def cold_start_selected(data: InteractionData, variants: dict[str, dict[str, Config]], seeds: list[int],
-                        workdir: Path, *, fraction: float = 0.2) -> dict[str, object]:
+                        workdir: Path, *, fraction: float = 0.2, journal: Journal | None = None) -> dict[str, object]:
     """The cold-start protocol with every variant's settings chosen on validation items: for each variant (e.g.
     with and without text), each candidate setting is judged on a validation hold-out of the training items
     (:func:`validation_items`, disjoint from the test items), the best setting and its best epoch are then trained
-    on every training row once per seed and judged on the test items, against the whole catalog."""
+    on every training row once per seed and judged on the test items, against the whole catalog. A ``journal``
+    keeps each finished training, so that the same call after a stop resumes where it stopped."""
+    journal = journal or Journal(None)
+    data_key = fingerprint(data.interactions, data.items) if journal.path is not None else ""
     split, held_out = hold_out_items(data, fraction)
     inner = validation_items(data, split, fraction)
     _log(f"cold start with selection: {len(held_out)} test items, {inner.notes['validation_items']} validation items")
@@ -266,13 +277,18 @@ def cold_start_selected(data: InteractionData, variants: dict[str, dict[str, Con
                               "validation_items": inner.notes["validation_items"],
                               "validation_rows": int(len(inner.validation)), "seeds": seeds}
     for variant, candidates in variants.items():
-        selection = select_on_validation_items(data, inner, candidates, seeds[0], workdir / variant)
+        selection = select_on_validation_items(data, inner, candidates, seeds[0], workdir / variant,
+                                               journal=journal, data_key=data_key)
         chosen = max(selection, key=lambda label: selection[label]["validation"])
         config = candidates[chosen]
         config = dataclasses.replace(config, train=dataclasses.replace(
             config.train, epochs=selection[chosen]["epoch"], validation_fraction=0.0))
-        runs = [tfmtl_run(config, data, split, split.test, seed, workdir, f"cold-{variant}",
-                          candidates=sorted(held_out)) for seed in seeds]
+
+        def final(seed: int, config: Config = config, label: str = f"cold-{variant}") -> dict[str, float]:
+            return tfmtl_run(config, data, split, split.test, seed, workdir, label, candidates=sorted(held_out))
+
+        depends_on = fingerprint(config.get_config(), data_key, split.summary())
+        runs = [journal.run(f"seed {variant} {seed}", depends_on, lambda seed=seed: final(seed)) for seed in seeds]
         out[variant] = {"selection": selection, "chosen": chosen, "epochs": selection[chosen]["epoch"],
                         **summarize([{k: r[k] for k in (*COLD_REPORTED, "seconds")} for r in runs]),
                         "among_new_items": summarize([{k: r[f"new_items/{k}"] for k in COLD_REPORTED} for r in runs])}
