@@ -410,7 +410,8 @@ def per_seed_markdown(results: dict[str, object]) -> list[str]:
              "| model | " + " | ".join(n.split("/")[1] for n in PER_SEED) + " |", "|---|" + "---|" * len(PER_SEED)]
     for model in seeded:
         entry = results[model]
-        cells = [", ".join(f"{v:.4f}" for v in entry[n]["values"]) if n in entry else "–" for n in PER_SEED]
+        cells = [", ".join(f"{v:.4f}" for v in entry[n]["values"]) if "values" in entry.get(n, {}) else "–"
+                 for n in PER_SEED]
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
     return lines
 
