@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 
@@ -30,6 +31,13 @@ def fingerprint(*parts: object) -> str:
         else:
             digest.update(json.dumps(part, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]
+
+
+def _plain(value: object) -> object:
+    """numpy scalars and arrays as Python values (a training's metrics may be either)."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    raise TypeError(f"the journal keeps JSON values; got {type(value).__name__}")
 
 
 def _commit() -> str | None:
@@ -64,7 +72,7 @@ class Journal:
         if key in self.units:
             print(f"[journal] {unit}: from the journal", file=sys.stderr, flush=True)
             return self.units[key]
-        value = compute()
+        value = json.loads(json.dumps(compute(), default=_plain))  # what a resumed run will read back
         self.units[key] = value
         if self.path is not None:
             record = {"unit": unit, "fingerprint": depends_on, "value": value, "commit": _commit(),

@@ -40,6 +40,18 @@ def test_finished_units_are_read_back_and_not_run_again(tmp_path: Path) -> None:
     assert record["unit"] == "a" and record["fingerprint"] == "f1" and "finished" in record
 
 
+def test_numpy_values_are_kept_as_what_a_resumed_run_reads_back(tmp_path: Path) -> None:
+    import numpy as np
+
+    path = tmp_path / "run.journal.jsonl"
+    fresh = Journal(path).run("a", "f", lambda: {"recall": np.float32(0.5), "ranks": np.arange(3), "epochs": 4})
+    assert fresh == {"recall": 0.5, "ranks": [0, 1, 2], "epochs": 4}
+    assert Journal(path).run("a", "f", lambda: None) == fresh
+    with pytest.raises(TypeError, match="set"):
+        Journal(path).run("b", "f", lambda: {1, 2})
+    assert len(path.read_text().splitlines()) == 1
+
+
 def test_a_changed_fingerprint_runs_again(tmp_path: Path) -> None:
     path = tmp_path / "run.journal.jsonl"
     calls, compute = counting({"a": 1})
