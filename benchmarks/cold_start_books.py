@@ -20,7 +20,7 @@ each is then trained on every training row, 5 seeds, and judged on the test book
 seed's ratio, the ratio of the means, and whether 3× holds in every seed are reported.
 
 Run: .venv/bin/python benchmarks/cold_start_books.py --select [--seeds 42 1 2 3 4]   (cold_start_books_selected.*;
-     about 3 hours on 2 cores: each finished training goes to cold_start_books_selected.journal.jsonl, and the same
+     about 2 hours on 2 cores: each finished training goes to cold_start_books_selected.journal.jsonl, and the same
      command after a stop resumes from it; ``journal.py``)
      .venv/bin/python benchmarks/cold_start_books.py [--seeds 42 1 2] [--epochs N]      (fixed settings; the earlier
      protocol, whose settings were compared on the test books)

@@ -1,7 +1,7 @@
 """A journal of a long benchmark's finished units of work, so that a run stopped part-way resumes where it stopped.
 
 On this project's 2-core machine a benchmark of many trainings (``cold_start_books.py --select``: 18 trainings,
-about 3 hours) outlasts one working session. Each finished unit (one training and its metrics) is appended to a
+about 2 hours) outlasts one working session. Each finished unit (one training and its metrics) is appended to a
 JSON-lines file as it ends; the same command run again reads the file and skips what is there. A unit is keyed by
 its name and a fingerprint of what it depends on (its config and the data), so a changed config or data set runs
 again instead of reusing a stale result. Each line also records when and at which commit it ran.
