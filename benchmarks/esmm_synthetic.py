@@ -48,6 +48,9 @@ from tfmtl.evaluate import predict_rows
 from tfmtl.metrics import binary_metrics
 from tfmtl.training import train
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import figures  # noqa: E402
+
 # isort: on
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -155,6 +158,18 @@ def verdicts(rows: dict[str, list[dict]]) -> dict[str, bool]:
     }
 
 
+def protocol(seeds: list[int]) -> dict[str, object]:
+    return figures.protocol(
+        "the generating process above (its own seed, fixed), then the TFRS split: 80% of the exposures train "
+        "(seeded), 5% of those validate (early stopping on the validation purchase AUC); AUC over every test "
+        "exposure", seeds=seeds,
+        given={"truth": "the true p(click) and p(purchase) of each exposure (the ceiling; no training)",
+               "esmm": "retrieval on clicks, a click head, purchase given: click, over every exposure",
+               "separate": "the same, the purchase head on its own over every exposure (0 where not clicked)",
+               "cvr_on_clicks": "the same, the purchase head trained on clicked rows only, scored over every "
+                                "exposure"})
+
+
 def markdown(results: dict) -> str:
     lines = ["# ESMM on a known click -> purchase process", "",
              f"{results['exposures']:,} exposures ({USERS:,} users × {SHOWN_PER_USER} items of {ITEMS}); click rate "
@@ -193,7 +208,8 @@ def main() -> None:
             for variant in args.variants:
                 rows[variant].append(run(variant, schema, truth, seed, args.epochs, folder))
                 _log(f"{variant} seed {seed}: {rows[variant][-1]}")
-    results = {"seeds": args.seeds, "exposures": len(truth), "click_rate": float(truth["clicked"].mean()),
+    results = {"protocol": protocol(args.seeds),
+               "seeds": args.seeds, "exposures": len(truth), "click_rate": float(truth["clicked"].mean()),
                "purchase_rate": float(truth["purchase"].mean()), "tolerance": TOLERANCE, "rows": rows,
                "verdicts": verdicts(rows)}
     args.output.mkdir(parents=True, exist_ok=True)

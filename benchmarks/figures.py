@@ -1,6 +1,7 @@
 """One results convention: JSON is the record, markdown is generated from it, README.md copies the markdown's tables.
 
-* ``benchmarks/results/<name>.json`` holds what a benchmark measured (per seed, with its protocol);
+* ``benchmarks/results/<name>.json`` holds what a benchmark measured (per seed) under its ``protocol`` block
+  (:func:`protocol`: the split, the seeds or repeats, and what each row is given);
 * ``<name>.md`` is ``markdown(json)`` of the benchmark script whose name is the longest prefix of ``<name>``
   (``cold_start_books_text_dim_32.md`` comes from ``cold_start_books.py``);
 * README.md marks each copied table with ``<!-- figures: <name>.md table N -->`` ... ``<!-- /figures -->``
@@ -37,6 +38,28 @@ def generator(name: str) -> Callable[[dict], str] | None:
         sys.path.insert(0, str(BENCHMARKS))
     module = importlib.import_module(scripts[-1])
     return getattr(module, "markdown", None)
+
+
+def protocol(split: str, given: dict[str, str], *, seeds: list[int] | None = None, repeats: int | None = None,
+             **more: object) -> dict[str, object]:
+    """A results JSON's ``protocol`` block: the ``split`` (what is trained on and what is judged), the ``seeds`` (or
+    for timings the ``repeats``), what each row is ``given`` (row -> its inputs and budget), and anything ``more``
+    (where settings were chosen, the statistic)."""
+    if (seeds is None) == (repeats is None):
+        raise ValueError("a protocol names its seeds or, for timings, its repeats (one of them)")
+    if not split or not given:
+        raise ValueError("a protocol names its split and what each row is given")
+    counted = {"seeds": list(seeds)} if seeds is not None else {"repeats": repeats}
+    return {"split": split, **counted, "given": dict(given), **more}
+
+
+def missing_protocol(record: dict) -> list[str]:
+    """The parts of the ``protocol`` block that a results JSON lacks (empty when it follows the convention)."""
+    block = record.get("protocol")
+    if not isinstance(block, dict):
+        return ["protocol"]
+    return [key for key in ("split", "given") if not block.get(key)] + (
+        [] if block.get("seeds") or block.get("repeats") else ["seeds or repeats"])
 
 
 def generated() -> dict[Path, str]:
@@ -90,6 +113,11 @@ def main() -> None:
     readme = README.read_text()
     stale += [f"README.md: {name} table {number}" for name, number, body in readme_blocks(readme)
               if body != table(name, number)]
+    copied_from = sorted({name for name, _, _ in readme_blocks(readme)})
+    unrecorded = [f"{name.removesuffix('.md')}.json lacks {', '.join(parts)}" for name in copied_from
+                  if (parts := missing_protocol(json.loads((RESULTS / name).with_suffix(".json").read_text())))]
+    if unrecorded:  # a benchmark's JSON gets its block from the script; no rewrite here can supply it
+        sys.exit("results without their protocol: " + "; ".join(unrecorded))
     if args.check:
         if stale:
             sys.exit("out of date (run benchmarks/figures.py): " + ", ".join(stale))

@@ -31,9 +31,21 @@ from tfmtl.config import TextEncoderConfig
 from tfmtl.data import load_dataset
 from tfmtl.encoders.pretrain import PretrainConfig, pretrain
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import figures  # noqa: E402
+
 # isort: on
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def protocol(seeds: list[int]) -> dict[str, object]:
+    return figures.protocol(
+        "the distinct item texts of the dataset; 10% held out (a fixed shuffle per seed), scored with the same "
+        "masks for both runs", seeds=seeds,
+        given={"unadapted": "the pretrained encoder frozen, BERT's masked-LM head trained alone on it",
+               "adapted": "the head and the encoder trained together (tfmtl pretrain)"},
+        budget="the same epochs, batch, steps, masks and head initialisation for both runs")
 
 
 def run_seed(texts: list[str], args: argparse.Namespace, seed: int, folder: Path) -> dict[str, Any]:
@@ -87,7 +99,7 @@ def main() -> None:
 
     data = load_dataset(args.dataset)
     texts = [str(t) for column in data.item_features.text for t in data.items[column].dropna()]
-    results: dict[str, Any] = {"protocol": __doc__.split("\n\n")[1], "dataset": args.dataset,
+    results: dict[str, Any] = {"protocol": protocol(args.seeds), "dataset": args.dataset,
                                "encoder": args.encoder, "seeds": args.seeds, "runs": [],
                                "settings": {k: getattr(args, k) for k in ("epochs", "batch_size", "learning_rate",
                                                                           "sequence_length", "trainable_layers")}}

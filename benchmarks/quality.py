@@ -42,6 +42,7 @@ from tfmtl.metrics import chunked_retrieval_metrics, rating_metrics
 from tfmtl.training import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import figures  # noqa: E402
 from journal import Journal, fingerprint  # noqa: E402
 from tfrs_tutorial import PUBLISHED, Budget, run_tfrs_tutorial, seen_excluded_metrics  # noqa: E402
 
@@ -364,15 +365,15 @@ PER_SEED = ("retrieval/recall_at_100", "retrieval/ndcg_at_10", "rating/rmse")
 
 def protocol(seeds: list[int]) -> dict[str, object]:
     """What every row of the headline tables is measured on and given (the JSON's record of the protocol)."""
-    return {"split": "the TFRS tutorial split: the ratings shuffled with seed 42, the first 80% train, the rest test",
-            "ranking": "recall@K and NDCG@K rank every item with the user's training items excluded, micro-averaged "
-                       "over test rows; top-100 accuracy excludes nothing (the TFRS tutorial's metric)",
-            "validation": "carved out of the training rows, never the test rows: EASE's λ on 10% of them; tfmtl "
-                          "and the tuned TFRS peer early-stop on train.validation_fraction of them, where the "
-                          "tuned peer's optimiser is also chosen",
-            "seeds": seeds, "seeded": [m for m in (*QUALITY_ROWS, *TIME_ORDERED_ROWS)
-                                       if m not in ("popularity", "ease", "biases")],
-            "given": {**QUALITY_ROWS, **TIME_ORDERED_ROWS}}
+    return figures.protocol(
+        "the TFRS tutorial split: the ratings shuffled with seed 42, the first 80% train, the rest test",
+        {**QUALITY_ROWS, **TIME_ORDERED_ROWS}, seeds=seeds,
+        ranking="recall@K and NDCG@K rank every item with the user's training items excluded, micro-averaged over "
+                "test rows; top-100 accuracy excludes nothing (the TFRS tutorial's metric)",
+        validation="carved out of the training rows, never the test rows: EASE's λ on 10% of them; tfmtl and the "
+                   "tuned TFRS peer early-stop on train.validation_fraction of them, where the tuned peer's "
+                   "optimiser is also chosen",
+        seeded=[m for m in (*QUALITY_ROWS, *TIME_ORDERED_ROWS) if m not in ("popularity", "ease", "biases")])
 
 
 def markdown(results: dict[str, object]) -> str:

@@ -47,6 +47,9 @@ from tfmtl.evaluate import evaluate_model
 from tfmtl.metrics import chunked_retrieval_metrics, columns_mask
 from tfmtl.training import make_split, train
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import figures  # noqa: E402
+
 # isort: on
 
 ROOT = Path(__file__).resolve().parent
@@ -85,6 +88,19 @@ def named(metrics: dict[str, float], prefix: str = "retrieval/") -> dict[str, fl
 
 
 # === Configurations ===
+
+def protocol(seeds: list[int]) -> dict[str, object]:
+    return figures.protocol(
+        __doc__.split("\n\n")[1].removeprefix("Protocol: ").replace("\n", " "), seeds=seeds,
+        validation="the event before each user's last: EASE's λ, and every tfmtl row's early stopping (NDCG@10)",
+        given={"popularity": "training counts", "ease": "the training events as a bag, λ chosen on validation",
+               "sasrec": "the causal tower of the shipped configuration, item ids only (no text, no side features, "
+                         "no user id)",
+               "tfmtl": f"the shipped configuration {CONFIG.relative_to(ROOT.parent)}: item ids and the title's "
+                        "frozen MiniLM embedding in the history and item towers, user side features; also scored "
+                        "through its export with the request-time history",
+               "tfmtl-no-text": "the shipped configuration without the text"})
+
 
 def row_config(row: str, base: Config, *, seed: int, epochs: int | None) -> Config:
     """The shipped configuration, or one of its ablations, at a seed."""
@@ -252,7 +268,7 @@ def main() -> None:
     test_split = split_interactions(data, base.train.split)  # train() holds out the validation events itself
     split = make_split(data, base, test_split)  # ... as here, for the baselines
     _log(f"split: {split.summary()}")
-    results: dict[str, Any] = {"protocol": __doc__.split("\n\n")[1], "config": str(CONFIG.relative_to(ROOT.parent)),
+    results: dict[str, Any] = {"protocol": protocol(args.seeds), "config": str(CONFIG.relative_to(ROOT.parent)),
                                "seeds": args.seeds, "published": PUBLISHED, "baselines": baseline_rows(data, split),
                                "rows": {}}
     previous = args.output / "sequential.json"
@@ -261,6 +277,7 @@ def main() -> None:
         results["rows"] = kept["rows"]
         results["notes"] = kept.get("notes", [])
         results["seeds"] = sorted(set(kept["seeds"]) | set(args.seeds))
+        results["protocol"] = protocol(results["seeds"])
     _log(f"baselines: {results['baselines']}")
     args.output.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="tfmtl-sequential-") as folder:

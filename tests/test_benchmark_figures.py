@@ -3,6 +3,7 @@ copies is the markdown's table (see benchmarks/figures.py)."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -39,3 +40,31 @@ def test_a_changed_figure_in_the_readme_is_caught_and_the_copy_restores_it() -> 
 def test_a_block_naming_a_missing_table_is_refused() -> None:
     with pytest.raises(ValueError, match="table 99 of quality.md"):
         figures.table("quality.md", 99)
+
+
+def test_every_json_the_readme_copies_from_records_its_protocol() -> None:
+    names = {name for name, _, _ in figures.readme_blocks(figures.README.read_text())}
+    assert {"speed.md", "quality.md", "cold_start_books_selected.md", "sequential.md"} <= names
+    for name in names:
+        record = json.loads((figures.RESULTS / name).with_suffix(".json").read_text())
+        assert figures.missing_protocol(record) == [], name
+        assert set(record["protocol"]["given"]) >= _rows_named_in(record), name
+
+
+def _rows_named_in(record: dict) -> set[str]:
+    """The seeded rows a results JSON reports, where it names them (``rows``), each of which must say what it is
+    given."""
+    return set(record.get("rows", {})) if isinstance(record.get("rows"), dict) else set()
+
+
+def test_a_protocol_without_its_parts_is_refused_and_named() -> None:
+    block = figures.protocol("80/20 split", {"peer": "ids only"}, seeds=[0, 1])
+    assert block == {"split": "80/20 split", "seeds": [0, 1], "given": {"peer": "ids only"}}
+    assert figures.missing_protocol({"protocol": block}) == []
+    with pytest.raises(ValueError, match="seeds or, for timings, its repeats"):
+        figures.protocol("80/20 split", {"peer": "ids only"})
+    with pytest.raises(ValueError, match="what each row is given"):
+        figures.protocol("80/20 split", {}, repeats=3)
+    assert figures.missing_protocol({"seeds": [0]}) == ["protocol"]
+    assert figures.missing_protocol({"protocol": {"split": "x", "repeats": 3}}) == ["given"]
+    assert figures.missing_protocol({"protocol": {"split": "x", "given": {"a": "b"}}}) == ["seeds or repeats"]
