@@ -33,6 +33,7 @@ from quality import RESULTS, summarize, tfmtl_run  # noqa: E402
 
 # isort: on
 
+PREVIOUS = "ab55808"  # the last commit whose quality.json holds the pre-preset default's run
 COMPARED = ("retrieval/top_100_accuracy", "retrieval/recall_at_10", "retrieval/recall_at_100",
             "retrieval/ndcg_at_10", "rating/rmse", "rating/mae", "like/auc", "like/f1", "genres/macro_auc")
 
@@ -50,9 +51,6 @@ def compare(previous: dict, current: dict, seeds: int) -> dict[str, dict[str, fl
         out[name] = {"previous": old["mean"], "preset": new["mean"], "difference": difference,
                      "standard_error": error, "within_noise": abs(difference) <= 2 * error}
     return out
-
-
-PREVIOUS = "ab55808"  # the last commit whose quality.json holds the pre-preset default's run
 
 
 def previous_default() -> dict:

@@ -268,7 +268,7 @@ def main() -> None:
     test_split = split_interactions(data, base.train.split)  # train() holds out the validation events itself
     split = make_split(data, base, test_split)  # ... as here, for the baselines
     _log(f"split: {split.summary()}")
-    results: dict[str, Any] = {"protocol": protocol(args.seeds), "config": str(CONFIG.relative_to(ROOT.parent)),
+    results: dict[str, Any] = {"config": str(CONFIG.relative_to(ROOT.parent)),
                                "seeds": args.seeds, "published": PUBLISHED, "baselines": baseline_rows(data, split),
                                "rows": {}}
     previous = args.output / "sequential.json"
@@ -277,7 +277,7 @@ def main() -> None:
         results["rows"] = kept["rows"]
         results["notes"] = kept.get("notes", [])
         results["seeds"] = sorted(set(kept["seeds"]) | set(args.seeds))
-        results["protocol"] = protocol(results["seeds"])
+    results = {"protocol": protocol(results["seeds"]), **results}
     _log(f"baselines: {results['baselines']}")
     args.output.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="tfmtl-sequential-") as folder:

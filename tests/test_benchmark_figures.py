@@ -48,13 +48,8 @@ def test_every_json_the_readme_copies_from_records_its_protocol() -> None:
     for name in names:
         record = json.loads((figures.RESULTS / name).with_suffix(".json").read_text())
         assert figures.missing_protocol(record) == [], name
-        assert set(record["protocol"]["given"]) >= _rows_named_in(record), name
-
-
-def _rows_named_in(record: dict) -> set[str]:
-    """The seeded rows a results JSON reports, where it names them (``rows``), each of which must say what it is
-    given."""
-    return set(record.get("rows", {})) if isinstance(record.get("rows"), dict) else set()
+        rows = record.get("rows")  # where a JSON names its rows, each says what it is given
+        assert set(record["protocol"]["given"]) >= (set(rows) if isinstance(rows, dict) else set()), name
 
 
 def test_a_protocol_without_its_parts_is_refused_and_named() -> None:
