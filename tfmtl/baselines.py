@@ -1,5 +1,5 @@
 """Non-neural baselines in pure NumPy: popularity, EASE (item-item closed form), user/item rating biases, and a
-logistic regression (a probe on fixed features).
+logistic and a ridge regression (probes on fixed features).
 
 Inputs are integer index arrays into dense ranges: ``user_index`` [N] in ``[0, U)``, ``item_index`` [N] in
 ``[0, I)`` (map string ids with a vocabulary first), and ``ratings`` float [N] where a model needs them.
@@ -259,6 +259,32 @@ class LogisticRegression:
         if self.weights is None:
             raise ValueError("LogisticRegression: call fit first")
         return _sigmoid(_with_intercept(np.asarray(features, np.float64)) @ self.weights)
+
+
+class Ridge:
+    """L2-regularised least squares, one per output column, in closed form: features [N, F] -> values [N, G].
+    The intercepts are not penalised. Small F only (an F x F solve)."""
+
+    def __init__(self, l2: float = 1.0) -> None:
+        self.l2 = float(l2)
+        self.weights: np.ndarray | None = None  # [F + 1, G], the intercept last
+
+    def fit(self, features: np.ndarray, targets: np.ndarray) -> Ridge:
+        """targets: [N] or [N, G], finite."""
+        x = _with_intercept(np.asarray(features, np.float64))
+        y = np.asarray(targets, np.float64).reshape(len(x), -1)
+        if not np.isfinite(y).all():
+            raise ValueError("Ridge: targets must be finite (leave out the rows whose value is missing)")
+        penalty = np.full(x.shape[1], self.l2)
+        penalty[-1] = 0.0
+        self.weights = np.linalg.solve(x.T @ x + np.diag(penalty) + 1e-9 * np.eye(x.shape[1]), x.T @ y)
+        return self
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """Values [N, G] (G = 1 when fitted on one column)."""
+        if self.weights is None:
+            raise ValueError("Ridge: call fit first")
+        return _with_intercept(np.asarray(features, np.float64)) @ self.weights
 
 
 def _with_intercept(x: np.ndarray) -> np.ndarray:

@@ -295,9 +295,12 @@ class TaskConfig(_Section):
             p(given) · p(this | given), trained over every row against this label.
         feature: content: the item feature predicted, multi-valued or numeric; empty: ``genres``, else the first
             multi-valued item feature.
-        dropout: content: dropout on the head's input. 0 (the default) keeps training deterministic, so a resumed
-            or distributed run matches an uninterrupted one exactly; 0.5 generalises better to items never seen in
-            training (``benchmarks/content_task.py``).
+        dropout: content: dropout on the head's input while it trains jointly. 0 (the default) keeps training
+            deterministic, so a resumed or distributed run matches an uninterrupted one exactly; without ``refit``
+            0.5 generalises better to items never seen in training (``benchmarks/content_task.py``).
+        refit: content: after training, refit the head's output layer exactly on the training catalog's items
+            (L2-regularised logistic or ridge regression on what the layer reads, the L2 chosen on a held-out fifth
+            of those items; :mod:`tfmtl.content_refit`). Off, the head keeps its jointly trained weights.
         items_per_step: content and mlm: how many items of the training catalog the task reads per training step,
             taken in turn from a fixed shuffle, so that every item weighs the same (the task is about items:
             weighting them by their interactions would fit the popular ones and judge new ones by those).
@@ -312,6 +315,7 @@ class TaskConfig(_Section):
     given: str = ""
     feature: str = ""
     dropout: float = 0.0
+    refit: bool = True
     items_per_step: int = 128
 
     def __post_init__(self) -> None:
@@ -334,6 +338,7 @@ class TaskConfig(_Section):
         _require(isinstance(self.dropout, (int, float)) and not isinstance(self.dropout, bool)
                  and 0 <= self.dropout < 1, "dropout", self.dropout, "must be a rate in [0, 1)")
         _require(not self.dropout or self.type == "content", "dropout", self.dropout, "applies to content tasks only")
+        _require(isinstance(self.refit, bool), "refit", self.refit, "must be true or false")
         _require(isinstance(self.items_per_step, int) and not isinstance(self.items_per_step, bool)
                  and self.items_per_step >= 1, "items_per_step", self.items_per_step, "must be an integer >= 1")
 

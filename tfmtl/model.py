@@ -174,9 +174,10 @@ class MultiTaskRecommender(tfrs.Model):
         """Item features -> the content head's outputs (logits [B, G] of a multi-valued feature such as genres, or a
         numeric feature's standardised value [B]) from the item's content: the tower sees neither that feature nor
         the item id (which would let it memorise it), so the text and other features must carry it."""
-        hidden = (self.space.genre_column, ITEM_ID)
-        return self._content_head()(self.item_tower.content(features, drop=hidden, training=training),
-                                    training=training)
+        return self._content_head()(self._content(features, training), training=training)
+
+    def _content(self, features: dict[str, tf.Tensor], training: bool | None) -> tf.Tensor:
+        return self.item_tower.content(features, drop=(self.space.genre_column, ITEM_ID), training=training)
 
     def normalize(self, embeddings: tf.Tensor) -> tf.Tensor:
         """Tower outputs -> embeddings (L2-normalised when ``normalize_embeddings``)."""
@@ -285,6 +286,20 @@ class MultiTaskRecommender(tfrs.Model):
         """What the content task predicts, in the feature's terms: probabilities [B, G] of a multi-valued feature's
         values, or a numeric feature's value [B] in its units."""
         return self._content_head().predict(self.content_outputs(features, training=False))
+
+    def content_fit_set(self, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+        """The content head's output layer over the training catalog, as a fixed-feature problem: (what the layer
+        reads outside training [N, F], what it predicts: multi-hot [N, G] or standard units [N], NaN if unknown)."""
+        head = self._content_head()
+        column = self.space.genre_column
+        size = int(tf.size(self._catalog[ITEM_ID]))
+        inputs, targets = [], []
+        for start in range(0, size, batch_size):
+            items = self._catalog_rows(tf.range(start, min(start + batch_size, size)))
+            inputs.append(head.output_inputs(self._content(items, training=False)).numpy())
+            values = items[content_key(column)] if self.space.content_is_numeric else items[column]
+            targets.append(head.fit_targets(values).numpy())
+        return np.concatenate(inputs).astype(np.float64), np.concatenate(targets).astype(np.float64)
 
     def _content_head(self) -> GenreHead | NumericContentHead:
         if self.content_head is None:

@@ -103,16 +103,18 @@ class RunFolder:
         write_atomic(self.split, lambda file: np.savez(file, train=split.train, validation=split.validation,
                                                        test=split.test, strategy=np.array(split.strategy)))
 
-    def save_best(self, checkpoint: Any, epoch: int) -> None:
+    def save_best(self, checkpoint: Any, epoch: int, *, refit: dict[str, Any] | None = None) -> None:
         """The best epoch's weights: written whole under their own prefix, then named by ``best/best.json``
         (atomically), then the older ones removed. So ``best/`` always names one complete checkpoint, of an epoch
-        ``history.json`` already holds (call this after writing the history)."""
+        ``history.json`` already holds (call this after writing the history). ``refit``: those weights with the
+        content head refitted after training (:mod:`tfmtl.content_refit`), and how."""
         folder = self.path / "best"
         folder.mkdir(parents=True, exist_ok=True)
-        prefix = f"epoch-{epoch}"
+        prefix = f"epoch-{epoch}" + ("-refit" if refit else "")
         written = Path(checkpoint.write(str(folder / prefix)))
         fsync_files([p for p in folder.iterdir() if p.name.startswith(written.name + ".")])
-        self.write_json(folder / BEST_POINTER, {"epoch": epoch, "prefix": prefix})
+        self.write_json(folder / BEST_POINTER, {"epoch": epoch, "prefix": prefix,
+                                                **({"content_refit": refit} if refit else {})})
         for stale in folder.iterdir():
             if stale.name != BEST_POINTER and not stale.name.startswith(prefix + "."):
                 stale.unlink()
@@ -123,6 +125,11 @@ class RunFolder:
         if pointer.exists():
             return self.path / "best" / json.loads(pointer.read_text())["prefix"]
         return self.best if self.best.with_suffix(".index").exists() else None
+
+    def content_refit(self) -> dict[str, Any] | None:
+        """How the best weights' content head was refitted after training (``best/best.json``), if it was."""
+        pointer = self.path / "best" / BEST_POINTER
+        return json.loads(pointer.read_text()).get("content_refit") if pointer.exists() else None
 
     def load_split(self) -> Split:
         with np.load(self.split) as parts:

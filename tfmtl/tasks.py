@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
@@ -256,6 +257,15 @@ class _ContentHead(tf.keras.layers.Layer):
     def call(self, content: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         return self.output_layer(self.dropout(self.normalization(content), training=training))
 
+    def output_inputs(self, content: tf.Tensor) -> tf.Tensor:
+        """What the output layer reads outside training [B, F]: the normalised content (no dropout then)."""
+        return self.normalization(content)
+
+    def set_output(self, weights: np.ndarray) -> None:
+        """Replaces the output layer's weights by ``weights`` [F + 1, units], the bias last (a refit)."""
+        self.output_layer.kernel.assign(np.asarray(weights[:-1], np.float32))
+        self.output_layer.bias.assign(np.asarray(weights[-1], np.float32))
+
 
 class GenreHead(_ContentHead):
     """An item's content [B, F] -> logits [B, G] of a multi-valued feature (e.g. genres; multi-label), with
@@ -279,6 +289,10 @@ class GenreHead(_ContentHead):
 
     def predict(self, logits: tf.Tensor) -> tf.Tensor:
         return tf.sigmoid(logits)
+
+    def fit_targets(self, genre_lists: tf.Tensor) -> tf.Tensor:
+        """What the output layer is fitted to: multi-hot [B, G]."""
+        return self.targets(genre_lists)
 
 
 class NumericContentHead(_ContentHead):
@@ -305,6 +319,11 @@ class NumericContentHead(_ContentHead):
     def predict(self, standardised: tf.Tensor) -> tf.Tensor:
         """The feature's value in its own units [B]."""
         return standardised * self.scale + self.mean
+
+    def fit_targets(self, values: tf.Tensor) -> tf.Tensor:
+        """What the output layer is fitted to: the values in standard units [B], NaN where unknown."""
+        values = tf.cast(values, tf.float32)
+        return tf.where(tf.math.is_finite(values), (values - self.mean) / self.scale, float("nan"))
 
 
 # === Loss weighting ===

@@ -3,11 +3,13 @@
 ``train(config, output=RUN_DIR)`` is what ``tfmtl train`` and the notebooks call. Every epoch it validates on a
 held-out part of the training rows, logs per-task losses and effective weights (history.json, TensorBoard,
 PNG plots), checkpoints model + optimizer (``resume=True`` continues from there), and keeps the best weights
-by ``train.monitor``. At the end it restores the best weights and evaluates the test rows.
+by ``train.monitor``. At the end it restores the best weights, refits the content head exactly on them
+(:mod:`tfmtl.content_refit`; kept as the best weights) and evaluates the test rows.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import sys
@@ -21,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmtl.config import Config
+from tfmtl.content_refit import refit_content_head
 from tfmtl.data import load_dataset
 from tfmtl.data.interactions import TIMESTAMP, USER_ID, InteractionData
 from tfmtl.data.splits import Split, hold_out_last, hold_out_validation, split_interactions
@@ -168,6 +171,13 @@ def train(config: Config | None = None, *, output: str | Path, resume: bool = Fa
     best_weights = writes.best_weights()
     if best_weights is not None:
         tf.train.Checkpoint(model=model).read(str(best_weights)).assert_existing_objects_matched().expect_partial()
+    if model.content_head is not None and config.model.tasks[model.content_name].refit:
+        refit = refit_content_head(model, seed=config.train.seed)
+        _log(f"{model.content_name}: head refitted on {refit.items:,} training items, L2 {refit.l2:g} chosen on a "
+             f"held-out fifth" + (f" ({refit.metric} {refit.validation[refit.l2]:.4f})" if refit.validation else ""))
+        if chief:
+            run.save_best(tf.train.Checkpoint(model=model), tracker.best_epoch() or int(epoch.numpy()),
+                          refit=dataclasses.asdict(refit))
     if not chief:
         shutil.rmtree(writes.path, ignore_errors=True)
 
