@@ -175,9 +175,9 @@ def train(config: Config | None = None, *, output: str | Path, resume: bool = Fa
         refit = refit_content_head(model, seed=config.train.seed)
         _log(f"{model.content_name}: head refitted on {refit.items:,} training items, L2 {refit.l2:g} chosen on a "
              f"held-out fifth" + (f" ({refit.metric} {refit.validation[refit.l2]:.4f})" if refit.validation else ""))
-        if chief:
-            run.save_best(tf.train.Checkpoint(model=model), tracker.best_epoch() or int(epoch.numpy()),
-                          refit=dataclasses.asdict(refit))
+        # Every worker saves, as after each epoch (a save may need all of them); the others into their scratch folder.
+        writes.save_best(tf.train.Checkpoint(model=model), tracker.best_epoch() or int(epoch.numpy()),
+                         refit=dataclasses.asdict(refit))
     if not chief:
         shutil.rmtree(writes.path, ignore_errors=True)
 
