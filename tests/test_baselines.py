@@ -141,3 +141,13 @@ def test_logistic_regression_stops_where_the_penalised_gradient_vanishes_per_lab
 def test_logistic_regression_names_bad_labels() -> None:
     with pytest.raises(ValueError, match="labels must be 0 or 1"):
         LogisticRegression().fit(np.zeros((2, 1)), np.array([0.0, 2.0]))
+
+
+def test_logistic_regression_from_a_nearby_fit_reaches_the_same_optimum() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(200, 4))
+    y = np.stack([(x[:, 0] + rng.normal(size=200) > 0), (x[:, 1] - x[:, 2] > 0.5)], axis=1).astype(float)
+    start = LogisticRegression(l2=50.0).fit(x, y).weights
+    warm = LogisticRegression(l2=2.0).fit(x, y, initial=start).weights
+    np.testing.assert_allclose(warm, LogisticRegression(l2=2.0).fit(x, y).weights, atol=1e-6)
+    assert np.abs(warm - start).max() > 0.1  # it moved: the start was another L2's optimum

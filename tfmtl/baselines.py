@@ -233,15 +233,15 @@ class LogisticRegression:
         self.l2, self.iterations, self.tolerance = float(l2), iterations, tolerance
         self.weights: np.ndarray | None = None  # [F + 1, G], the intercept last
 
-    def fit(self, features: np.ndarray, labels: np.ndarray) -> LogisticRegression:
-        """labels: [N] or [N, G] of 0/1."""
+    def fit(self, features: np.ndarray, labels: np.ndarray, initial: np.ndarray | None = None) -> LogisticRegression:
+        """labels: [N] or [N, G] of 0/1; ``initial``: starting weights [F + 1, G] (e.g. a nearby L2's fit)."""
         x = _with_intercept(np.asarray(features, np.float64))
         y = np.asarray(labels, np.float64).reshape(len(x), -1)
         if not np.isin(y, (0.0, 1.0)).all():
             raise ValueError("LogisticRegression: labels must be 0 or 1")
         penalty = np.full(x.shape[1], self.l2)
         penalty[-1] = 0.0
-        self.weights = np.zeros((x.shape[1], y.shape[1]))
+        self.weights = np.zeros((x.shape[1], y.shape[1])) if initial is None else np.array(initial, np.float64)
         for g in range(y.shape[1]):
             w = self.weights[:, g]
             for _ in range(self.iterations):

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 L2_GRID = (100.0, 300.0, 1000.0, 3000.0, 10000.0, 30000.0)  # in the normalised content's units (unit variance)
 MAX_ITEMS = 10_000  # Newton's method costs items x features^2 per value and step; a larger catalog is sampled
-MIN_VALIDATION_ITEMS = 5
+MIN_VALIDATION_ITEMS = 50  # fewer cannot tell the L2 values apart: the grid's middle is used instead
 
 
 @dataclass(frozen=True)
@@ -63,22 +63,26 @@ def fit_output(inputs: np.ndarray, targets: np.ndarray, *, seed: int = 0, grid: 
         rows = np.sort(rng.choice(rows, max_items, replace=False))
     shuffled = rng.permutation(rows)
     held_out, fit = shuffled[: len(rows) // 5], shuffled[len(rows) // 5:]
-    validation = {}
+    validation, start = {}, None
     if len(held_out) >= MIN_VALIDATION_ITEMS:
-        for l2 in grid:
-            score = _score(_estimator(numeric, l2).fit(inputs[fit], targets[fit]).predict(inputs[held_out]),
-                           targets[held_out], numeric)
+        for l2 in sorted(grid, reverse=True):  # each fit starts from the previous, stronger L2's: fewer steps
+            estimator = _fit(numeric, l2, inputs[fit], targets[fit], start)
+            start = estimator.weights
+            score = _score(estimator.predict(inputs[held_out]), targets[held_out], numeric)
             if np.isfinite(score):
                 validation[l2] = score
     l2 = max(validation, key=validation.__getitem__) if validation else grid[len(grid) // 2]
-    weights = _estimator(numeric, l2).fit(inputs[rows], targets[rows]).weights
+    weights = _fit(numeric, l2, inputs[rows], targets[rows], None).weights
     assert weights is not None
     return weights, Refit(l2=l2, items=len(rows), catalog_items=len(targets),
                           metric="minus_mse" if numeric else "macro_auc", validation=validation)
 
 
-def _estimator(numeric: bool, l2: float) -> LogisticRegression | Ridge:
-    return Ridge(l2=l2) if numeric else LogisticRegression(l2=l2, iterations=25, tolerance=1e-6)
+def _fit(numeric: bool, l2: float, inputs: np.ndarray, targets: np.ndarray,
+         start: np.ndarray | None) -> LogisticRegression | Ridge:
+    if numeric:
+        return Ridge(l2=l2).fit(inputs, targets)
+    return LogisticRegression(l2=l2, iterations=25, tolerance=1e-6).fit(inputs, targets, initial=start)
 
 
 def _score(predicted: np.ndarray, targets: np.ndarray, numeric: bool) -> float:
