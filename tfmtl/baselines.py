@@ -239,8 +239,7 @@ class LogisticRegression:
         y = np.asarray(labels, np.float64).reshape(len(x), -1)
         if not np.isin(y, (0.0, 1.0)).all():
             raise ValueError("LogisticRegression: labels must be 0 or 1")
-        penalty = np.full(x.shape[1], self.l2)
-        penalty[-1] = 0.0
+        penalty = _penalty(x.shape[1], self.l2)
         self.weights = np.zeros((x.shape[1], y.shape[1])) if initial is None else np.array(initial, np.float64)
         for g in range(y.shape[1]):
             w = self.weights[:, g]
@@ -275,8 +274,7 @@ class Ridge:
         y = np.asarray(targets, np.float64).reshape(len(x), -1)
         if not np.isfinite(y).all():
             raise ValueError("Ridge: targets must be finite (leave out the rows whose value is missing)")
-        penalty = np.full(x.shape[1], self.l2)
-        penalty[-1] = 0.0
+        penalty = _penalty(x.shape[1], self.l2)
         self.weights = np.linalg.solve(x.T @ x + np.diag(penalty) + 1e-9 * np.eye(x.shape[1]), x.T @ y)
         return self
 
@@ -285,6 +283,13 @@ class Ridge:
         if self.weights is None:
             raise ValueError("Ridge: call fit first")
         return _with_intercept(np.asarray(features, np.float64)) @ self.weights
+
+
+def _penalty(size: int, l2: float) -> np.ndarray:
+    """Per-weight L2 strengths [size]: the intercept (last) unpenalised."""
+    penalty = np.full(size, l2)
+    penalty[-1] = 0.0
+    return penalty
 
 
 def _with_intercept(x: np.ndarray) -> np.ndarray:

@@ -173,8 +173,9 @@ def train(config: Config | None = None, *, output: str | Path, resume: bool = Fa
         tf.train.Checkpoint(model=model).read(str(best_weights)).assert_existing_objects_matched().expect_partial()
     if model.content_head is not None and config.model.tasks[model.content_name].refit:
         refit = refit_content_head(model, seed=config.train.seed)
-        _log(f"{model.content_name}: head refitted on {refit.items:,} training items, L2 {refit.l2:g} chosen on a "
-             f"held-out fifth" + (f" ({refit.metric} {refit.validation[refit.l2]:.4f})" if refit.validation else ""))
+        chosen = (f"chosen on a held-out fifth ({refit.metric} {refit.validation[refit.l2]:.4f})" if refit.validation
+                  else "the grid's middle (too few items to choose on)")
+        _log(f"{model.content_name}: head refitted on {refit.items:,} training items, L2 {refit.l2:g} {chosen}")
         # Every worker saves, as after each epoch (a save may need all of them); the others into their scratch folder.
         writes.save_best(tf.train.Checkpoint(model=model), tracker.best_epoch() or int(epoch.numpy()),
                          refit=dataclasses.asdict(refit))
