@@ -118,7 +118,8 @@ def with_vectors(data: InteractionData, views: dict[str, np.ndarray]) -> Interac
 
 # === Variants ===
 
-def variant_settings(variant: str, config: Config, adapted: Path | None) -> dict[str, Config]:
+def variant_settings(variant: str, config: Config, adapted: Path | None, id_dropouts: tuple[float, ...] = ID_DROPOUTS,
+                     text_dims: tuple[int, ...] = TEXT_DIMS) -> dict[str, Config]:
     """Setting label -> config: the search this variant gets on the validation items."""
     def setting(dropout: float, text_dim: int | None, preset: str | None) -> Config:
         tower = dataclasses.replace(config.model.item_tower, id_dropout=dropout,
@@ -132,10 +133,10 @@ def variant_settings(variant: str, config: Config, adapted: Path | None) -> dict
 
     preset = {"minilm": "minilm-l6", "minilm_adapted": str(adapted), "minilm_l3": "paraphrase-minilm-l3"}.get(variant)
     if variant in ("no_text", "minilm_vector"):
-        widths: tuple[int | None, ...] = (None,) if variant == "no_text" else TEXT_DIMS
+        widths: tuple[int | None, ...] = (None,) if variant == "no_text" else text_dims
         return {f"item id dropout {p}" + (f", vector width {d}" if d else ""): setting(p, d, None)
-                for p in ID_DROPOUTS for d in widths}
-    return {f"item id dropout {p}, text width {d}": setting(p, d, preset) for p in ID_DROPOUTS for d in TEXT_DIMS}
+                for p in id_dropouts for d in widths}
+    return {f"item id dropout {p}, text width {d}": setting(p, d, preset) for p in id_dropouts for d in text_dims}
 
 
 def adapt_encoder(data: InteractionData, columns: tuple[str, ...], training_items: set[str], epochs: int,
@@ -182,8 +183,9 @@ def run_catalog(name: str, variants: list[str], seeds: list[int], args: argparse
                                                    workdir / f"{name}-pretrain")
     for variant in variants:
         variant_data = with_vectors(data, views) if variant == "minilm_vector" else data
-        cold = cold_start_selected(variant_data, {variant: variant_settings(variant, config, adapted)}, seeds,
-                                   workdir / f"{name}-{variant}", journal=journal)
+        settings = variant_settings(variant, config, adapted, tuple(args.id_dropouts), tuple(args.text_dims))
+        cold = cold_start_selected(variant_data, {variant: settings}, seeds, workdir / f"{name}-{variant}",
+                                   journal=journal)
         out["variants"][variant] = cold[variant]
         out.update({k: cold[k] for k in ("held_out_items", "cold_test_rows", "validation_items", "validation_rows")})
         _log(f"{name} {variant}: new-item recall@100 {cold[variant][KEY]['values']}")
@@ -214,7 +216,8 @@ def ratios(variants: dict[str, Any]) -> dict[str, Any]:
 
 def markdown(results: dict[str, Any]) -> str:
     lines = ["# New items, read five ways (recall@100 of the test items against the whole catalog)", "",
-             f"Settings chosen on validation items; seeds {results['seeds']}; target: ≥ {TARGET_RATIO:g}× no_text "
+             f"Settings chosen on validation items (item id dropout {_listed(results, 'item_id_dropout')}; text width "
+             f"{_listed(results, 'text_width')}); seeds {results['seeds']}; target: ≥ {TARGET_RATIO:g}× no_text "
              "in every seed.", ""]
     for catalog, out in results["catalogs"].items():
         counts = out["data"]
@@ -249,6 +252,11 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _listed(results: dict[str, Any], name: str) -> str:
+    default = {"item_id_dropout": ID_DROPOUTS, "text_width": TEXT_DIMS}[name]
+    return "/".join(f"{v:g}" for v in results.get("search", {}).get(name, default))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--catalogs", nargs="+", choices=CATALOGS, default=list(CATALOGS))
@@ -257,11 +265,17 @@ def main() -> None:
     parser.add_argument("--users-fraction", type=float, default=1.0)
     parser.add_argument("--epochs", type=int, help="cap the epochs (smoke runs)")
     parser.add_argument("--pretrain-epochs", type=int, default=3)
+    parser.add_argument("--id-dropouts", type=float, nargs="+", default=list(ID_DROPOUTS),
+                        help="item id dropouts searched on validation items")
+    parser.add_argument("--text-dims", type=int, nargs="+", default=list(TEXT_DIMS),
+                        help="text (and vector) widths searched on validation items")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
 
     results: dict[str, Any] = {"protocol": __doc__.split("\n\n")[2], "seeds": args.seeds,
-                               "users_fraction": args.users_fraction, "catalogs": {}}
+                               "users_fraction": args.users_fraction,
+                               "search": {"item_id_dropout": args.id_dropouts, "text_width": args.text_dims},
+                               "pretrain_epochs": args.pretrain_epochs, "epochs_cap": args.epochs, "catalogs": {}}
     args.output.mkdir(parents=True, exist_ok=True)
     # Each finished training is journaled: the same command after a stop resumes (the adapted encoder's runs
     # excepted: its pretraining is redone, so their configs name a new encoder folder and run again).
