@@ -100,9 +100,11 @@ def text_columns(data: InteractionData, config: Config) -> tuple[str, ...]:
     return tuple(config.model.text_features if config.model.text_features is not None else data.item_features.text)
 
 
-def minilm_views(data: InteractionData, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Text column -> the frozen MiniLM-L6 embedding of each item's text [items, 384], computed once per catalog."""
-    return {column: text_view(data.items[column].fillna("")) for column in columns}
+def minilm_views(data: InteractionData, config: Config, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Text column -> the frozen MiniLM-L6 embedding of each item's text [items, 384], read as far as the model
+    reads it, computed once per catalog."""
+    length = config.model.encoder.sequence_length
+    return {column: text_view(data.items[column].fillna(""), length) for column in columns}
 
 
 def with_vectors(data: InteractionData, views: dict[str, np.ndarray]) -> InteractionData:
@@ -174,7 +176,7 @@ def run_catalog(name: str, variants: list[str], seeds: list[int], args: argparse
     _log(f"{name}: {counts}; text columns {columns}")
     out: dict[str, Any] = {"data": counts, "text_columns": list(columns), "variants": {}}
     adapted = None
-    views = minilm_views(data, columns)
+    views = minilm_views(data, config, columns)
     if "minilm_adapted" in variants:  # on the selection runs' training items only
         split, _ = hold_out_items(data)
         inner = validation_items(data, split, 0.2)

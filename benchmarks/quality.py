@@ -316,8 +316,11 @@ def year_buckets(years: pd.Series) -> np.ndarray:
     return (buckets[:, None] == np.unique(buckets)[None, :]).astype(np.float64)
 
 
-def text_view(texts: pd.Series) -> np.ndarray:
-    return TextEncoder.from_preset().embed(texts.astype(str).tolist(), batch_size=128).astype(np.float64)
+def text_view(texts: pd.Series, sequence_length: int | None = None) -> np.ndarray:
+    """The frozen MiniLM-L6 embedding of each text, read up to ``sequence_length`` tokens (the encoder's default
+    otherwise): pass the model's own length, so that the view holds what the model reads."""
+    options = {"sequence_length": sequence_length} if sequence_length else {}
+    return TextEncoder.from_preset(**options).embed(texts.astype(str).tolist(), batch_size=128).astype(np.float64)
 
 
 def content_reference(views: dict[str, np.ndarray], combinations: tuple[tuple[str, ...], ...], seen: np.ndarray,
