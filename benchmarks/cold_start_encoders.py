@@ -53,6 +53,7 @@ from tfmtl.encoders.pretrain import PretrainConfig, pretrain
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cold_start_books import TARGET_RATIO, books_config, prepare, ratio_to  # noqa: E402
+import figures  # noqa: E402
 from journal import Journal  # noqa: E402
 from quality import (RESULTS, _indices, cold_start_selected, content_reference, hold_out_items,  # noqa: E402
                      text_view, validation_items)
@@ -216,6 +217,27 @@ def ratios(variants: dict[str, Any]) -> dict[str, Any]:
 
 # === Report ===
 
+GIVEN = {"no_text": "ids and side features, no text",
+         "minilm": "the item text through the pretrained MiniLM-L6, frozen",
+         "minilm_adapted": "the item text through MiniLM-L6 after masked-LM pretraining on the selection runs' "
+                           "training items' texts, frozen",
+         "minilm_l3": "the item text through paraphrase-MiniLM-L3, frozen",
+         "minilm_vector": "no text feature; the MiniLM-L6 embedding of the same text as a precomputed vector"}
+
+
+def protocol(args: argparse.Namespace) -> dict[str, object]:
+    """The JSON's record of the protocol: the split, the seeds, what each variant reads, the search, the sizes."""
+    return figures.protocol(
+        "20% of the rated items held out entirely (test items, judged against the whole catalog); the rest follow "
+        "the TFRS tutorial split", seeds=list(args.seeds),
+        validation="a fifth of the training items held out of the selection runs; every variant's settings and "
+                   "epochs chosen on their rows",
+        search={"item_id_dropout": list(args.id_dropouts), "text_width": list(args.text_dims)},
+        given={variant: GIVEN[variant] for variant in args.variants},
+        sizes=f"a random {args.users_fraction:g} of each catalog's users (every rating of theirs); pretraining "
+              f"{args.pretrain_epochs} epoch(s)" + (f"; at most {args.epochs} epochs" if args.epochs else ""))
+
+
 def markdown(results: dict[str, Any]) -> str:
     lines = ["# New items, read five ways (recall@100 of the test items against the whole catalog)", "",
              f"Settings chosen on validation items (item id dropout {_listed(results, 'item_id_dropout')}; text width "
@@ -274,7 +296,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
 
-    results: dict[str, Any] = {"protocol": __doc__.split("\n\n")[2], "seeds": args.seeds,
+    results: dict[str, Any] = {"protocol": protocol(args), "seeds": args.seeds,
                                "users_fraction": args.users_fraction,
                                "search": {"item_id_dropout": args.id_dropouts, "text_width": args.text_dims},
                                "pretrain_epochs": args.pretrain_epochs, "epochs_cap": args.epochs, "catalogs": {}}

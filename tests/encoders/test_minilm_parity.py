@@ -81,3 +81,15 @@ def test_keras_hub_before_0_30_reads_a_renamed_copy_that_gives_the_reference_emb
     expected = np.array([row["embedding"] for row in rows])
     cosine = (got * expected).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(expected, axis=1)
     assert cosine.min() >= 0.9999, cosine
+
+
+def test_embed_cuts_each_batch_to_its_longest_text_and_keeps_the_order(minilm_256: TextEncoder) -> None:
+    """embed() batches texts by token count and drops the padding columns; the full-width padded call (every text
+    at 256 tokens) is the reference, for texts given long and short interleaved, over batches of different widths."""
+    texts = ["a long plot overview, " * 30, "Heat", "", "Toy Story (1995)", "word " * 300, "café au lait", "x y z"]
+    tokens = minilm_256.tokenize(texts)
+    assert tokens["token_ids"].shape[1] == 256
+    padded = minilm_256(tokens, training=False).numpy()
+    got = minilm_256.embed(texts, batch_size=2)
+    np.testing.assert_allclose(got, padded, atol=2e-6)
+    assert len({tuple(np.round(row, 4)) for row in got}) == len(texts)

@@ -360,20 +360,33 @@ class TextEncoder(tf.keras.layers.Layer):
         return tf.reduce_sum(sequence * mask, axis=1) / tf.maximum(tf.reduce_sum(mask, axis=1), 1e-9)
 
     def embed(self, texts: Any, *, batch_size: int = 64, progress: bool | None = None) -> np.ndarray:
-        """Texts -> float32 embeddings [N, D] (inference mode), in batches, with a progress bar when long."""
+        """Texts -> float32 embeddings [N, D] (inference mode), in batches, with a progress bar when long.
+
+        Texts are batched by token count and each batch is cut to its longest text: padding is masked out of
+        attention and pooling, so the embeddings are the padded batch's (to float rounding), while a catalog of
+        short titles and a few long descriptions no longer pays ``sequence_length`` tokens for every title."""
         from tqdm.auto import tqdm
 
         values = [t if isinstance(t, bytes) else str(t) for t in np.asarray(texts, dtype=object).reshape(-1)]
+        if not values:
+            return np.zeros((0, self.output_dim), np.float32)
+        chunks = [self.tokenize(tf.constant(values[i:i + batch_size], tf.string))
+                  for i in range(0, len(values), batch_size)]
+        tokens = {key: np.concatenate([chunk[key].numpy() for chunk in chunks]) for key in chunks[0]}
+        lengths = tokens["padding_mask"].sum(axis=1)
+        order = np.argsort(lengths, kind="stable")
         if self._keras3.embed_fn is None:
-            self._keras3.embed_fn = tf.function(
-                lambda batch: self(self._tokenize(batch), training=False),
-                input_signature=[tf.TensorSpec([None], tf.string)])
-        chunks = range(0, len(values), batch_size)
-        show = progress if progress is not None else len(chunks) > 20
-        outputs = [self._keras3.embed_fn(tf.constant(values[i:i + batch_size], tf.string)).numpy()
-                   for i in tqdm(chunks, desc="embedding texts", disable=not show, file=sys.stderr)]
-        return np.concatenate(outputs) if outputs else np.zeros((0, self.output_dim), np.float32)
-
+            spec = {key: tf.TensorSpec([None, None], tf.int32) for key in tokens}
+            self._keras3.embed_fn = tf.function(lambda batch: self(batch, training=False), input_signature=[spec])
+        batches = range(0, len(values), batch_size)
+        show = progress if progress is not None else len(batches) > 20
+        out = np.empty((len(values), self.output_dim), np.float32)
+        for start in tqdm(batches, desc="embedding texts", disable=not show, file=sys.stderr):
+            rows = order[start:start + batch_size]
+            width = max(1, int(lengths[rows].max()))
+            out[rows] = self._keras3.embed_fn({key: tf.constant(value[rows, :width])
+                                               for key, value in tokens.items()}).numpy()
+        return out
 
     def most_similar(self, query: str, texts: Any, *, k: int = 5, batch_size: int = 64) -> list[tuple[str, float]]:
         """The ``k`` texts closest to ``query`` by cosine similarity of their embeddings, best first (the query
