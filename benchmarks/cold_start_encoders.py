@@ -250,15 +250,21 @@ def markdown(results: dict[str, Any]) -> str:
                   f"of them) of {counts['rated_items']:,} items in a catalog of {counts['catalog']:,}; "
                   f"{out.get('held_out_items', '?')} test items, {out.get('validation_items', '?')} validation items; "
                   f"text: {', '.join(out['text_columns'])}.", "",
-                  "| variant | chosen (epochs) | recall@100 | per seed | × no_text per seed | 3× every seed |",
-                  "|---|---|---|---|---|---|"]
+                  "| variant | chosen (epochs) | recall@100 | per seed | × no_text per seed | 3× every seed "
+                  "| new items only: recall@100 |",
+                  "|---|---|---|---|---|---|---|"]
         for variant, row in out["variants"].items():
             ratio = out["ratios_to_no_text"].get(variant, {})
             per_seed = ", ".join("–" if r is None else f"{r:.2f}×" for r in ratio.get("per_seed", []))
             holds = "" if not ratio else ("yes" if ratio["holds_every_seed"] else "NO")
+            among = row["among_new_items"][KEY]
             lines.append(f"| {variant} | {row['chosen']} ({row['epochs']}) | {row[KEY]['mean']:.4f} ± "
                          f"{row[KEY]['sd']:.4f} | " + ", ".join(f"{v:.4f}" for v in row[KEY]["values"])
-                         + f" | {per_seed} | {holds} |")
+                         + f" | {per_seed} | {holds} | {among['mean']:.4f} ± {among['sd']:.4f} |")
+        lines += ["", "Validation recall@100 of every setting searched (its best epoch):", "",
+                  "| variant | setting | validation recall@100 | epoch |", "|---|---|---|---|"]
+        lines += [f"| {variant} | {label} | {scores['validation']:.4f} | {scores['epoch']} |"
+                  for variant, row in out["variants"].items() for label, scores in row["selection"].items()]
         effect = out["ratios_to_no_text"].get("adaptation_effect")
         if effect:
             lines += ["", f"Adaptation's effect on recall@100: {effect['mean']:+.4f} ± {effect['sd']:.4f} (per seed "
@@ -270,8 +276,13 @@ def markdown(results: dict[str, Any]) -> str:
                       "for a head trained alone on the frozen encoder."]
         knn = next(iter(out["content_knn_among_new_items"].values()), {})
         if knn:
+            text_rows = {v: row["among_new_items"][KEY] for v, row in out["variants"].items() if v != "no_text"}
+            best = max(text_rows, key=lambda v: text_rows[v]["mean"], default=None)
             lines += ["", f"Content k-NN over the MiniLM embeddings, among the new items only, no training: "
-                      f"recall@100 {knn.get(KEY, float('nan')):.4f}."]
+                      f"recall@100 {knn.get(KEY, float('nan')):.4f}"
+                      + (f"; the best language-model variant there, {best}, "
+                         f"{text_rows[best]['mean']:.4f} (every seed above the k-NN: "
+                         f"{'yes' if min(text_rows[best]['values']) > knn[KEY] else 'no'})." if best else ".")]
         lines.append("")
     return "\n".join(lines)
 
