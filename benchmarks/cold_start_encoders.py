@@ -271,7 +271,8 @@ def markdown(results: dict[str, Any]) -> str:
                       + ", ".join(f"{v:+.4f}" for v in effect["per_seed"]) + ")."]
         if "adaptation" in out:
             a = out["adaptation"]
-            lines += ["", f"Adaptation: {a['epochs']} epoch{'' if a['epochs'] == 1 else 's'} on {a['texts']['train']:,} texts; held-out masked-LM loss "
+            epochs = f"{a['epochs']} epoch{'' if a['epochs'] == 1 else 's'}"
+            lines += ["", f"Adaptation: {epochs} on {a['texts']['train']:,} texts; held-out masked-LM loss "
                       f"{a['held_out_loss_adapted'][-1]:.3f} adapted against {a['held_out_loss_head_only'][-1]:.3f} "
                       "for a head trained alone on the frozen encoder."]
         knn = next(iter(out["content_knn_among_new_items"].values()), {})
