@@ -28,7 +28,7 @@ per training at full size, so ``--users-fraction`` keeps a random share of the u
 
 Run: .venv/bin/python benchmarks/cold_start_encoders.py [--catalogs ml-1m-overviews book-crossing]
         [--variants ...] [--seeds 42 1 2 3 4] [--users-fraction 1.0] [--epochs N] [--pretrain-epochs 3]
-Writes benchmarks/results/cold_start_encoders.json and .md.
+Writes benchmarks/results/cold_start_encoders.json and .md; a run of some catalogs keeps the others already there.
 """
 
 from __future__ import annotations
@@ -234,8 +234,9 @@ def protocol(args: argparse.Namespace) -> dict[str, object]:
                    "epochs chosen on their rows",
         search={"item_id_dropout": list(args.id_dropouts), "text_width": list(args.text_dims)},
         given={variant: GIVEN[variant] for variant in args.variants},
-        sizes=f"a random {args.users_fraction:g} of each catalog's users (every rating of theirs); pretraining "
-              f"{args.pretrain_epochs} epoch(s)" + (f"; at most {args.epochs} epochs" if args.epochs else ""))
+        sizes=f"a random share of each catalog's users, every rating of theirs (its data.users_fraction; "
+              f"{args.users_fraction:g} in this run); pretraining {args.pretrain_epochs} epoch(s)"
+              + (f"; at most {args.epochs} epochs" if args.epochs else ""))
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -288,6 +289,24 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def earlier_catalogs(path: Path, results: dict[str, Any], running: list[str]) -> dict[str, Any]:
+    """The catalogs an earlier run of the same protocol wrote to ``path`` and this run does not redo.
+
+    Catalogs run one at a time (hours each on 2 cores) then share one report. Each catalog's users fraction is in
+    its own data counts, so catalogs run at different sizes can share it."""
+    if not path.exists():
+        return {}
+    earlier = json.loads(path.read_text())
+    same = ("seeds", "search", "pretrain_epochs", "epochs_cap")
+    if any(earlier.get(key) != results[key] for key in same):
+        _log(f"{path}: an earlier run with another protocol ({', '.join(same)} differ); its catalogs are replaced")
+        return {}
+    kept = {name: out for name, out in earlier.get("catalogs", {}).items() if name not in running}
+    if kept:
+        _log(f"{path}: keeping the earlier run's {', '.join(kept)}")
+    return kept
+
+
 def _listed(results: dict[str, Any], name: str) -> str:
     default = {"item_id_dropout": ID_DROPOUTS, "text_width": TEXT_DIMS}[name]
     return "/".join(f"{v:g}" for v in results.get("search", {}).get(name, default))
@@ -309,10 +328,10 @@ def main() -> None:
     args = parser.parse_args()
 
     results: dict[str, Any] = {"protocol": protocol(args), "seeds": args.seeds,
-                               "users_fraction": args.users_fraction,
                                "search": {"item_id_dropout": args.id_dropouts, "text_width": args.text_dims},
                                "pretrain_epochs": args.pretrain_epochs, "epochs_cap": args.epochs, "catalogs": {}}
     args.output.mkdir(parents=True, exist_ok=True)
+    results["catalogs"] = earlier_catalogs(args.output / "cold_start_encoders.json", results, args.catalogs)
     # Each finished training is journaled: the same command after a stop resumes (the adapted encoder's runs
     # excepted: its pretraining is redone, so their configs name a new encoder folder and run again).
     journal = Journal(args.output / "cold_start_encoders.journal.jsonl")

@@ -128,3 +128,14 @@ def test_cold_start_selection_stopped_part_way_resumes_where_it_stopped(tmp_path
     assert len(trained) == 7 and len(set(trained)) == 7
     assert result["with"]["chosen"] == "dropout 0.5"  # the higher validation score
     assert result["with"]["retrieval/recall_at_100"]["values"] == [0.1, 0.2]
+
+
+def test_a_run_of_one_catalog_keeps_the_other_catalogs_of_the_same_protocol(tmp_path: Path) -> None:
+    from cold_start_encoders import earlier_catalogs
+
+    protocol = {"seeds": [42, 1], "search": {"text_width": [32]}, "pretrain_epochs": 1, "epochs_cap": None}
+    path = tmp_path / "cold_start_encoders.json"
+    path.write_text(json.dumps({**protocol, "catalogs": {"movies": {"recall": 0.3}, "books": {"recall": 0.1}}}))
+    assert earlier_catalogs(path, protocol, ["books"]) == {"movies": {"recall": 0.3}}
+    assert earlier_catalogs(path, {**protocol, "seeds": [42]}, ["books"]) == {}  # other seeds: not comparable
+    assert earlier_catalogs(tmp_path / "absent.json", protocol, ["books"]) == {}
