@@ -123,6 +123,39 @@ def test_no_server_at_all_is_a_clear_unavailable_error() -> None:
             client.status()
 
 
+class DroppingPredictions(prediction_service_pb2_grpc.PredictionServiceServicer):
+    """Drops the first two calls as a server shutting down drops calls it has not started, then fails clearly."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def GetModelMetadata(self, request, context):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        if self.calls <= 2:
+            context.abort(grpc.StatusCode.CANCELLED, "dropped")
+        context.abort(grpc.StatusCode.INTERNAL, f"call {self.calls} reached the model")
+
+
+def test_a_call_the_server_drops_is_retried_as_unavailable_is() -> None:
+    from tfmtl.serving.errors import ServingError
+
+    servicer = DroppingPredictions()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with Client(f"127.0.0.1:{port}", "toy", timeout=10, retries=3, backoff=0.01) as client:
+            with pytest.raises(ServingError, match="INTERNAL: call 3 reached the model"):
+                client.metadata()
+        servicer.calls = 0
+        with Client(f"127.0.0.1:{port}", "toy", timeout=10, retries=1, backoff=0.01) as client:
+            with pytest.raises(ServingError, match="CANCELLED: dropped.*2 attempt"):
+                client.metadata()
+    finally:
+        server.stop(0)
+
+
 class SlowPredictions(prediction_service_pb2_grpc.PredictionServiceServicer):
     def GetModelMetadata(self, request, context):  # type: ignore[no-untyped-def]
         time.sleep(2.0)

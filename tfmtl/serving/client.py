@@ -14,9 +14,11 @@ numpy array or sequence of exactly the model's dim (read from the signature; ano
 any RPC).
 
 Every call has one deadline, ``timeout`` seconds, that its attempts and backoff share (an attempt gets what is
-left, at most ``attempt_timeout``). UNAVAILABLE is retried with exponential backoff and jitter; DEADLINE_EXCEEDED
-only with ``retry_deadline_exceeded=True`` (the server may still be computing the slow attempt). All these RPCs
-are reads, so idempotent. Errors become :mod:`tfmtl.serving.errors`.
+left, at most ``attempt_timeout``). UNAVAILABLE and CANCELLED are retried with exponential backoff and jitter
+(these calls block, so this client never cancels one: a CANCELLED is a server or proxy dropping the call, as a
+server shutting down does to calls it has not started); DEADLINE_EXCEEDED only with
+``retry_deadline_exceeded=True`` (the server may still be computing the slow attempt). All these RPCs are reads, so
+idempotent. Errors become :mod:`tfmtl.serving.errors`.
 """
 
 from __future__ import annotations
@@ -341,8 +343,8 @@ class Client:
 
     def _call(self, method: str, rpc: Callable[..., Any], request: Any) -> Any:
         """One RPC within one deadline (``timeout``) shared by its attempts and their backoff."""
-        retryable = {grpc.StatusCode.UNAVAILABLE, *([grpc.StatusCode.DEADLINE_EXCEEDED]
-                                                    if self.retry_deadline_exceeded else [])}
+        retryable = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED,
+                     *([grpc.StatusCode.DEADLINE_EXCEEDED] if self.retry_deadline_exceeded else [])}
         deadline = time.monotonic() + self.timeout
         attempt = 0
         while True:
@@ -356,7 +358,7 @@ class Client:
                     attempt += 1
                     continue
                 failure = from_rpc_error(error, method)
-                if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                if error.code() in retryable | {grpc.StatusCode.DEADLINE_EXCEEDED}:
                     failure = type(failure)(failure.code, f"{failure.details} (server {self.address}; "
                                                           f"{attempt + 1} attempt(s) within a deadline of "
                                                           f"{self.timeout:g} s)", method=method)
