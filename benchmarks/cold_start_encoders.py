@@ -300,9 +300,9 @@ def earlier_catalogs(path: Path, results: dict[str, Any], running: list[str]) ->
     if not path.exists():
         return {}
     earlier = json.loads(path.read_text())
-    same = ("seeds", "search", "pretrain_epochs", "epochs_cap")
-    if any(earlier.get(key) != results[key] for key in same):
-        _log(f"{path}: an earlier run with another protocol ({', '.join(same)} differ); its catalogs are replaced")
+    differ = [key for key in ("seeds", "search", "pretrain_epochs", "epochs_cap") if earlier.get(key) != results[key]]
+    if differ:
+        _log(f"{path}: an earlier run with another {', '.join(differ)}; its catalogs are replaced")
         return {}
     kept = {name: out for name, out in earlier.get("catalogs", {}).items() if name not in running}
     if kept:
@@ -332,7 +332,7 @@ def main() -> None:
 
     results: dict[str, Any] = {"protocol": protocol(args), "seeds": args.seeds,
                                "search": {"item_id_dropout": args.id_dropouts, "text_width": args.text_dims},
-                               "pretrain_epochs": args.pretrain_epochs, "epochs_cap": args.epochs, "catalogs": {}}
+                               "pretrain_epochs": args.pretrain_epochs, "epochs_cap": args.epochs}
     args.output.mkdir(parents=True, exist_ok=True)
     results["catalogs"] = earlier_catalogs(args.output / "cold_start_encoders.json", results, args.catalogs)
     # Each finished training is journaled: the same command after a stop resumes (the adapted encoder's runs
