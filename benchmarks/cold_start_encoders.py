@@ -29,7 +29,8 @@ per training at full size, so ``--users-fraction`` keeps a random share of the u
 
 Run: .venv/bin/python benchmarks/cold_start_encoders.py [--catalogs ml-1m-overviews book-crossing]
         [--variants ...] [--seeds 42 1 2 3 4] [--users-fraction 1.0] [--epochs N] [--pretrain-epochs 3]
-Writes benchmarks/results/cold_start_encoders.json and .md; a run of some catalogs keeps the others already there.
+Writes benchmarks/results/cold_start_encoders.json and .md (``--name`` names another report, e.g. a full-size run of
+a few variants); a run of some catalogs keeps the others already in its report.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ VARIANTS = ("no_text", "minilm", "minilm_adapted", "minilm_l3", "minilm_vector")
 ID_DROPOUTS = (0.1, 0.5)
 TEXT_DIMS = (32, 128)
 KEY = "retrieval/recall_at_100"
+NUMBERS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}
 
 
 def _log(message: str) -> None:
@@ -243,7 +245,9 @@ def protocol(args: argparse.Namespace) -> dict[str, object]:
 
 
 def markdown(results: dict[str, Any]) -> str:
-    lines = ["# New items, read five ways (recall@100 of the test items against the whole catalog)", "",
+    read = {len(out["variants"]) for out in results["catalogs"].values()}
+    ways = NUMBERS.get(max(read, default=0), "several")
+    lines = [f"# New items, read {ways} ways (recall@100 of the test items against the whole catalog)", "",
              f"Settings chosen on validation items (item id dropout {_listed(results, 'item_id_dropout')}; text width "
              f"{_listed(results, 'text_width')}); seeds {results['seeds']}; target: ≥ {TARGET_RATIO:g}× no_text "
              "in every seed.", ""]
@@ -328,23 +332,25 @@ def main() -> None:
     parser.add_argument("--text-dims", type=int, nargs="+", default=list(TEXT_DIMS),
                         help="text (and vector) widths searched on validation items")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--name", default="cold_start_encoders", help="the report's file name, without suffix")
     args = parser.parse_args()
 
     results: dict[str, Any] = {"protocol": protocol(args), "seeds": args.seeds,
                                "search": {"item_id_dropout": args.id_dropouts, "text_width": args.text_dims},
                                "pretrain_epochs": args.pretrain_epochs, "epochs_cap": args.epochs}
     args.output.mkdir(parents=True, exist_ok=True)
-    results["catalogs"] = earlier_catalogs(args.output / "cold_start_encoders.json", results, args.catalogs)
+    report = args.output / args.name
+    results["catalogs"] = earlier_catalogs(report.with_suffix(".json"), results, args.catalogs)
     # Each finished training is journaled: the same command after a stop resumes (the adapted encoder's runs
     # excepted: its pretraining is redone, so their configs name a new encoder folder and run again).
-    journal = Journal(args.output / "cold_start_encoders.journal.jsonl")
+    journal = Journal(report.with_suffix(".journal.jsonl"))
     with tempfile.TemporaryDirectory(prefix="tfmtl-encoders-") as folder:
         for catalog in args.catalogs:
             results["catalogs"][catalog] = run_catalog(catalog, args.variants, args.seeds, args, Path(folder),
                                                        journal)
             # Written after every catalog: a long benchmark that stops early keeps what it measured.
-            (args.output / "cold_start_encoders.json").write_text(json.dumps(results, indent=2) + "\n")
-            (args.output / "cold_start_encoders.md").write_text(markdown(results))
+            report.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+            report.with_suffix(".md").write_text(markdown(results))
     journal.close()
     print(markdown(results))
 
