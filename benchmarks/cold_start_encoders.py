@@ -254,9 +254,9 @@ def markdown(results: dict[str, Any]) -> str:
     for catalog, out in results["catalogs"].items():
         counts = out["data"]
         lines += [f"## {catalog}", "",
-                  f"{counts['ratings']:,} ratings by {counts['users']:,} users (a random {counts['users_fraction']:g} "
-                  f"of them) of {counts['rated_items']:,} items in a catalog of {counts['catalog']:,}; "
-                  f"{out.get('held_out_items', '?')} test items, {out.get('validation_items', '?')} validation items; "
+                  f"{counts['ratings']:,} ratings by {counts['users']:,} users ({_share(counts['users_fraction'])}) of "
+                  f"{counts['rated_items']:,} items in a catalog of {counts['catalog']:,}; "
+                  f"{out.get('held_out_items', 0):,} test items, {out.get('validation_items', 0):,} validation items; "
                   f"text: {', '.join(out['text_columns'])}.", "",
                   "| variant | chosen (epochs) | recall@100 | per seed | × no_text per seed | 3× every seed "
                   "| new items only: recall@100 |",
@@ -312,6 +312,10 @@ def earlier_catalogs(path: Path, results: dict[str, Any], running: list[str]) ->
     if kept:
         _log(f"{path}: keeping the earlier run's {', '.join(kept)}")
     return kept
+
+
+def _share(users_fraction: float) -> str:
+    return "every one" if users_fraction >= 1.0 else f"a random {users_fraction:g} of them"
 
 
 def _listed(results: dict[str, Any], name: str) -> str:
