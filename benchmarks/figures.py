@@ -68,7 +68,7 @@ def generated() -> dict[Path, str]:
     for record in sorted(RESULTS.glob("*.json")):
         page = record.with_suffix(".md")
         write = generator(record.stem)
-        if page.exists() and write is not None:
+        if write is not None:  # a new results JSON gets its markdown too
             out[page] = write(json.loads(record.read_text()))
     return out
 
@@ -108,8 +108,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 on any disagreement")
     args = parser.parse_args()
-    stale = [str(page.relative_to(BENCHMARKS.parent)) for page, text in generated().items()
-             if page.read_text() != text]
+    pages = generated()
+    stale = [str(page.relative_to(BENCHMARKS.parent)) for page, text in pages.items()
+             if not page.exists() or page.read_text() != text]
+    if stale and not args.check:  # the README's blocks are copied from the markdown as it is now
+        for page, text in pages.items():
+            page.write_text(text)
     readme = README.read_text()
     stale += [f"README.md: {name} table {number}" for name, number, body in readme_blocks(readme)
               if body != table(name, number)]
@@ -122,8 +126,6 @@ def main() -> None:
         if stale:
             sys.exit("out of date (run benchmarks/figures.py): " + ", ".join(stale))
         return
-    for page, text in generated().items():
-        page.write_text(text)
     README.write_text(copied(README.read_text()))
     print("updated: " + (", ".join(stale) or "nothing"))
 
