@@ -343,18 +343,20 @@ def main() -> None:
                                "search": {"item_id_dropout": args.id_dropouts, "text_width": args.text_dims},
                                "pretrain_epochs": args.pretrain_epochs, "epochs_cap": args.epochs}
     args.output.mkdir(parents=True, exist_ok=True)
-    report = args.output / args.name
-    results["catalogs"] = earlier_catalogs(report.with_suffix(".json"), results, args.catalogs)
+    def report(suffix: str) -> Path:  # a name may hold a dot ("..._users_0.3"), which with_suffix would cut
+        return args.output / f"{args.name}{suffix}"
+
+    results["catalogs"] = earlier_catalogs(report(".json"), results, args.catalogs)
     # Each finished training is journaled: the same command after a stop resumes (the adapted encoder's runs
     # excepted: its pretraining is redone, so their configs name a new encoder folder and run again).
-    journal = Journal(report.with_suffix(".journal.jsonl"))
+    journal = Journal(report(".journal.jsonl"))
     with tempfile.TemporaryDirectory(prefix="tfmtl-encoders-") as folder:
         for catalog in args.catalogs:
             results["catalogs"][catalog] = run_catalog(catalog, args.variants, args.seeds, args, Path(folder),
                                                        journal)
             # Written after every catalog: a long benchmark that stops early keeps what it measured.
-            report.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-            report.with_suffix(".md").write_text(markdown(results))
+            report(".json").write_text(json.dumps(results, indent=2) + "\n")
+            report(".md").write_text(markdown(results))
     journal.close()
     print(markdown(results))
 
