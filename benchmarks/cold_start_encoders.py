@@ -343,6 +343,7 @@ def main() -> None:
                                "search": {"item_id_dropout": args.id_dropouts, "text_width": args.text_dims},
                                "pretrain_epochs": args.pretrain_epochs, "epochs_cap": args.epochs}
     args.output.mkdir(parents=True, exist_ok=True)
+
     def report(suffix: str) -> Path:  # a name may hold a dot ("..._users_0.3"), which with_suffix would cut
         return args.output / f"{args.name}{suffix}"
 
