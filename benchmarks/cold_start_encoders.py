@@ -10,6 +10,8 @@ on the validation items, then the chosen setting is trained on every training ro
 test items against the whole catalog (and among the new items only). Variants, everything else equal:
 
 - ``no_text``: the item tower without text;
+- ``no_text_ids``: no text either, but each text column read as a categorical id: on books the author as an id (a
+  competent peer's feature, which ``no_text`` lacks), on movies a title per item (no help to a new one);
 - ``minilm``: the pretrained MiniLM-L6 (``minilm-l6``), frozen;
 - ``minilm_adapted``: MiniLM-L6 after domain-adaptive masked-LM pretraining (``tfmtl pretrain``) on the texts of
   the selection runs' training items only (never a validation or a test item's text), frozen in the recommender;
@@ -63,7 +65,7 @@ from quality import (RESULTS, _indices, cold_start_selected, content_reference, 
 # isort: on
 
 CATALOGS = ("ml-1m-overviews", "book-crossing")
-VARIANTS = ("no_text", "minilm", "minilm_adapted", "minilm_l3", "minilm_vector")
+VARIANTS = ("no_text", "no_text_ids", "minilm", "minilm_adapted", "minilm_l3", "minilm_vector")
 ID_DROPOUTS = (0.1, 0.5)
 TEXT_DIMS = (32, 128)
 KEY = "retrieval/recall_at_100"
@@ -122,6 +124,17 @@ def with_vectors(data: InteractionData, views: dict[str, np.ndarray]) -> Interac
     return dataclasses.replace(data, items=items, item_features=features)
 
 
+def with_text_as_ids(data: InteractionData, columns: tuple[str, ...]) -> InteractionData:
+    """The items with each text column also a categorical feature (``<column>_id``): an author seen in training
+    carries over to their new books; a value never seen in training is the unknown id."""
+    items = data.items.copy()
+    for column in columns:
+        items[f"{column}_id"] = items[column].fillna("").astype(str).str.strip().str.lower()
+    categorical = (*data.item_features.categorical, *(f"{column}_id" for column in columns))
+    return dataclasses.replace(data, items=items,
+                               item_features=dataclasses.replace(data.item_features, categorical=categorical))
+
+
 # === Variants ===
 
 def variant_settings(variant: str, config: Config, adapted: Path | None, id_dropouts: tuple[float, ...] = ID_DROPOUTS,
@@ -140,8 +153,8 @@ def variant_settings(variant: str, config: Config, adapted: Path | None, id_drop
         return dataclasses.replace(config, model=model, train=dataclasses.replace(config.train, patience=0))
 
     preset = {"minilm": "minilm-l6", "minilm_adapted": str(adapted), "minilm_l3": "paraphrase-minilm-l3"}.get(variant)
-    if variant in ("no_text", "minilm_vector"):
-        widths: tuple[int | None, ...] = (None,) if variant == "no_text" else text_dims
+    if variant in ("no_text", "no_text_ids", "minilm_vector"):
+        widths: tuple[int | None, ...] = text_dims if variant == "minilm_vector" else (None,)
         return {f"item id dropout {p}" + (f", vector width {d}" if d else ""): setting(p, d, None)
                 for p in id_dropouts for d in widths}
     return {f"item id dropout {p}, text width {d}": setting(p, d, preset) for p in id_dropouts for d in text_dims}
@@ -190,7 +203,8 @@ def run_catalog(name: str, variants: list[str], seeds: list[int], args: argparse
         adapted, out["adaptation"] = adapt_encoder(data, columns, training_items, args.pretrain_epochs,
                                                    workdir / f"{name}-pretrain")
     for variant in variants:
-        variant_data = with_vectors(data, views) if variant == "minilm_vector" else data
+        variant_data = (with_vectors(data, views) if variant == "minilm_vector"
+                        else with_text_as_ids(data, columns) if variant == "no_text_ids" else data)
         settings = variant_settings(variant, config, adapted, tuple(args.id_dropouts), tuple(args.text_dims))
         cold = cold_start_selected(variant_data, {variant: settings}, seeds, workdir / f"{name}-{variant}",
                                    journal=journal)
@@ -199,20 +213,18 @@ def run_catalog(name: str, variants: list[str], seeds: list[int], args: argparse
         _log(f"{name} {variant}: new-item recall@100 {cold[variant][KEY]['values']}")
     out["content_knn_among_new_items"] = content_knn(data, views)
     out["ratios_to_no_text"] = ratios(out["variants"])
+    if "no_text_ids" in out["variants"]:  # the stronger peer on books: the author as an id
+        out["ratios_to_no_text_ids"] = ratios(out["variants"], base="no_text_ids")
     return out
 
 
-def ratios(variants: dict[str, Any]) -> dict[str, Any]:
-    """Each variant's recall@100 over no_text's, per seed and of the means, and whether 3× holds in every seed."""
-    if "no_text" not in variants:
+def ratios(variants: dict[str, Any], base: str = "no_text") -> dict[str, Any]:
+    """Each variant's recall@100 over ``base``'s, per seed and of the means, and whether 3× holds in every seed."""
+    if base not in variants:
         return {}
-    base = variants["no_text"][KEY]["values"]
-    out = {}
-    for variant, row in variants.items():
-        if variant == "no_text":
-            continue
-        out[variant] = ratio_to(row[KEY]["values"], base)
-    if {"minilm", "minilm_adapted"} <= set(variants):
+    out = {variant: ratio_to(row[KEY]["values"], variants[base][KEY]["values"])
+           for variant, row in variants.items() if variant != base}
+    if base == "no_text" and {"minilm", "minilm_adapted"} <= set(variants):
         effect = [a - b for a, b in zip(variants["minilm_adapted"][KEY]["values"], variants["minilm"][KEY]["values"],
                                         strict=False)]
         out["adaptation_effect"] = {"per_seed": effect, "mean": float(np.mean(effect)),
@@ -223,6 +235,7 @@ def ratios(variants: dict[str, Any]) -> dict[str, Any]:
 # === Report ===
 
 GIVEN = {"no_text": "ids and side features, no text",
+         "no_text_ids": "ids and side features, each text column as a categorical id (the author on books)",
          "minilm": "the item text through the pretrained MiniLM-L6, frozen",
          "minilm_adapted": "the item text through MiniLM-L6 after masked-LM pretraining on the selection runs' "
                            "training items' texts, frozen",
@@ -239,8 +252,8 @@ def protocol(args: argparse.Namespace) -> dict[str, object]:
                    "epochs chosen on their rows (each selection run trains to the epoch cap, no early stopping)",
         search={"item_id_dropout": list(args.id_dropouts), "text_width": list(args.text_dims)},
         given={variant: GIVEN[variant] for variant in args.variants},
-        sizes=f"a random share of each catalog's users, every rating of theirs (its data.users_fraction; "
-              f"{args.users_fraction:g} in this run); pretraining {args.pretrain_epochs} epoch(s)"
+        sizes="a random share of each catalog's users, every rating of theirs (its data.users_fraction); "
+              f"pretraining {args.pretrain_epochs} epoch(s)"
               + (f"; at most {args.epochs} epochs" if args.epochs else ""))
 
 
@@ -264,11 +277,13 @@ def markdown(results: dict[str, Any]) -> str:
         for variant, row in out["variants"].items():
             ratio = out["ratios_to_no_text"].get(variant, {})
             per_seed = ", ".join("–" if r is None else f"{r:.2f}×" for r in ratio.get("per_seed", []))
-            holds = "" if not ratio else ("yes" if ratio["holds_every_seed"] else "NO")
+            is_peer = variant.startswith("no_text")  # the target is the language model's, not a peer's
+            holds = "" if not ratio or is_peer else ("yes" if ratio["holds_every_seed"] else "NO")
             among = row["among_new_items"][KEY]
             lines.append(f"| {variant} | {row['chosen']} ({row['epochs']}) | {row[KEY]['mean']:.4f} ± "
                          f"{row[KEY]['sd']:.4f} | " + ", ".join(f"{v:.4f}" for v in row[KEY]["values"])
                          + f" | {per_seed} | {holds} | {among['mean']:.4f} ± {among['sd']:.4f} |")
+        lines += _against_stronger_peer(out)
         lines += ["", "Validation recall@100 of every setting searched (its best epoch):", "",
                   "| variant | setting | validation recall@100 | epoch |", "|---|---|---|---|"]
         lines += [f"| {variant} | {label} | {scores['validation']:.4f} | {scores['epoch']} |"
@@ -294,6 +309,18 @@ def markdown(results: dict[str, Any]) -> str:
                          f"{'yes' if min(text_rows[best]['values']) > knn[KEY] else 'no'})." if best else ".")]
         lines.append("")
     return "\n".join(lines)
+
+
+def _against_stronger_peer(out: dict[str, Any]) -> list[str]:
+    """Each language-model variant over no_text_ids (the author as an id on books), per seed."""
+    lines = []
+    for variant, ratio in out.get("ratios_to_no_text_ids", {}).items():
+        if variant.startswith("no_text"):
+            continue
+        per_seed = ", ".join("–" if r is None else f"{r:.2f}×" for r in ratio["per_seed"])
+        lines.append(f"- {variant} over no_text_ids: {ratio['of_means']:.2f}× of the means (per seed {per_seed}); "
+                     f"3× in every seed: {'yes' if ratio['holds_every_seed'] else 'NO'}.")
+    return ["", *lines] if lines else []
 
 
 def earlier_catalogs(path: Path, results: dict[str, Any], running: list[str]) -> dict[str, Any]:
