@@ -102,6 +102,18 @@ def load_catalog(name: str, users_fraction: float, epochs: int | None) -> tuple[
     return data, config, counts
 
 
+def text_subsets(name: str, data: InteractionData) -> dict[str, set[str]]:
+    """On ml-1m-overviews, the movies whose text carries a TMDB overview (``described``) and those that keep their
+    bare title (``title_only``), each judged alone as well: does the language model do better where there is text?"""
+    if name != "ml-1m-overviews":
+        return {}
+    bare = load_dataset("ml-1m").items.set_index("item_id")["title"]
+    texts = data.items.set_index("item_id")["title"]
+    described = texts.index[texts.to_numpy() != bare.reindex(texts.index).to_numpy()]
+    every = set(texts.index.astype(str))
+    return {"described": set(described.astype(str)), "title_only": every - set(described.astype(str))}
+
+
 def text_columns(data: InteractionData, config: Config) -> tuple[str, ...]:
     return tuple(config.model.text_features if config.model.text_features is not None else data.item_features.text)
 
@@ -196,6 +208,9 @@ def run_catalog(name: str, variants: list[str], seeds: list[int], args: argparse
     out: dict[str, Any] = {"data": counts, "text_columns": list(columns), "variants": {}}
     adapted = None
     views = minilm_views(data, config, columns)
+    subsets = text_subsets(name, data)
+    if subsets:
+        out["subsets"] = {label: len(items) for label, items in subsets.items()}
     if "minilm_adapted" in variants:  # on the selection runs' training items only
         split, _ = hold_out_items(data)
         inner = validation_items(data, split, 0.2)
@@ -207,7 +222,7 @@ def run_catalog(name: str, variants: list[str], seeds: list[int], args: argparse
                         else with_text_as_ids(data, columns) if variant == "no_text_ids" else data)
         settings = variant_settings(variant, config, adapted, tuple(args.id_dropouts), tuple(args.text_dims))
         cold = cold_start_selected(variant_data, {variant: settings}, seeds, workdir / f"{name}-{variant}",
-                                   journal=journal)
+                                   journal=journal, subsets=subsets)
         out["variants"][variant] = cold[variant]
         out.update({k: cold[k] for k in ("held_out_items", "cold_test_rows", "validation_items", "validation_rows")})
         _log(f"{name} {variant}: new-item recall@100 {cold[variant][KEY]['values']}")
@@ -284,6 +299,7 @@ def markdown(results: dict[str, Any]) -> str:
                          f"{row[KEY]['sd']:.4f} | " + ", ".join(f"{v:.4f}" for v in row[KEY]["values"])
                          + f" | {per_seed} | {holds} | {among['mean']:.4f} ± {among['sd']:.4f} |")
         lines += _against_stronger_peer(out)
+        lines += _by_subset(out)
         lines += ["", "Validation recall@100 of every setting searched (its best epoch):", "",
                   "| variant | setting | validation recall@100 | epoch |", "|---|---|---|---|"]
         lines += [f"| {variant} | {label} | {scores['validation']:.4f} | {scores['epoch']} |"
@@ -321,6 +337,29 @@ def _against_stronger_peer(out: dict[str, Any]) -> list[str]:
         lines.append(f"- {variant} over no_text_ids: {ratio['of_means']:.2f}× of the means (per seed {per_seed}); "
                      f"3× in every seed: {'yes' if ratio['holds_every_seed'] else 'NO'}.")
     return ["", *lines] if lines else []
+
+
+def _by_subset(out: dict[str, Any]) -> list[str]:
+    """The test rows of each text subset (e.g. movies with an overview) judged alone, every variant."""
+    if "subsets" not in out:
+        return []
+    lines = ["", "The test rows of each kind of item judged alone (recall@100 against the whole catalog; among the "
+             "new items only):", "", "| items | test rows | variant | recall@100 | × no_text per seed | "
+             "new items only |", "|---|---|---|---|---|---|"]
+    base = out["variants"].get("no_text", {}).get("subsets", {})
+    for subset, catalog_items in out["subsets"].items():
+        for variant, row in out["variants"].items():
+            judged = row.get("subsets", {}).get(subset)
+            if not judged or KEY not in judged:
+                continue
+            ratio = (ratio_to(judged[KEY]["values"], base[subset][KEY]["values"])
+                     if variant != "no_text" and subset in base else None)
+            per_seed = ", ".join("–" if r is None else f"{r:.2f}×" for r in ratio["per_seed"]) if ratio else ""
+            among = judged["among_new_items"][KEY]
+            lines.append(f"| {subset} ({catalog_items:,} in the catalog) | {judged['test_rows']:,} | {variant} | "
+                         f"{judged[KEY]['mean']:.4f} ± {judged[KEY]['sd']:.4f} | {per_seed} | "
+                         f"{among['mean']:.4f} ± {among['sd']:.4f} |")
+    return lines
 
 
 def earlier_catalogs(path: Path, results: dict[str, Any], running: list[str]) -> dict[str, Any]:

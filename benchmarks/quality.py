@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -141,9 +142,11 @@ def tfrs_tuned(data: InteractionData, split: Split, seeds: list[int], config: Co
 
 
 def tfmtl_run(config: Config, data: InteractionData, split: Split, test: np.ndarray, seed: int,
-              workdir: Path, label: str, *, candidates: list[str] | None = None) -> dict[str, float]:
+              workdir: Path, label: str, *, candidates: list[str] | None = None,
+              subsets: dict[str, set[str]] | None = None) -> dict[str, float]:
     """Trains on ``split.train`` (its own validation part carved out inside), judges ``test``; with
-    ``candidates``, also ranked among those items only (``new_items/...``)."""
+    ``candidates``, also ranked among those items only (``new_items/...``); with ``subsets`` (name -> item ids),
+    also judged on the test rows of each subset's items alone (``<name>/...`` and ``<name>/new_items/...``)."""
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
     started = time.perf_counter()
     result = train(config, output=workdir / f"{label}-{seed}", data=data, split=split, evaluate_test=False,
@@ -157,6 +160,8 @@ def tfmtl_run(config: Config, data: InteractionData, split: Split, test: np.ndar
         among = evaluate_model(result.model, data, result.split.known, test, tasks=("retrieval",),
                                batch_size=config.train.eval_batch_size, candidates=candidates)
         metrics.update({f"new_items/{k}": v for k, v in among.items()})
+        metrics.update(_on_subsets(result.model, data, result.split.known, test, candidates, subsets or {},
+                                   config.train.eval_batch_size))
     else:
         # The baselines read each user's whole training history; tfmtl's default reads the part before the test
         # row's time (what a served model has at that moment). Both are reported.
@@ -165,6 +170,25 @@ def tfmtl_run(config: Config, data: InteractionData, split: Split, test: np.ndar
         metrics.update({f"whole_history/{k}": v for k, v in whole.items()})
     metrics["epochs"] = len(result.history)
     _log(f"{label} seed {seed}: { {k: round(metrics[k], 4) for k in (*REPORTED, 'seconds') if k in metrics} }")
+    return metrics
+
+
+def _on_subsets(model: Any, data: InteractionData, known: np.ndarray, test: np.ndarray, candidates: list[str],
+                subsets: dict[str, set[str]], batch_size: int) -> dict[str, float]:
+    """The retrieval metrics on the test rows of each subset's items: against the whole catalog and among the
+    ``candidates`` only."""
+    items = data.interactions["item_id"].astype(str).to_numpy()[test]
+    metrics = {}
+    for name, chosen in subsets.items():
+        rows = test[np.isin(items, sorted(chosen))]
+        if len(rows) == 0:
+            continue
+        whole = evaluate_model(model, data, known, rows, tasks=("retrieval",), batch_size=batch_size)
+        among = evaluate_model(model, data, known, rows, tasks=("retrieval",), batch_size=batch_size,
+                               candidates=candidates)
+        metrics.update({f"{name}/{k}": v for k, v in whole.items()})
+        metrics.update({f"{name}/new_items/{k}": v for k, v in among.items()})
+        metrics[f"{name}/test_rows"] = float(len(rows))
     return metrics
 
 
@@ -263,12 +287,14 @@ def select_on_validation_items(data: InteractionData, split: Split, candidates: 
 
 
 def cold_start_selected(data: InteractionData, variants: dict[str, dict[str, Config]], seeds: list[int],
-                        workdir: Path, *, fraction: float = 0.2, journal: Journal | None = None) -> dict[str, object]:
+                        workdir: Path, *, fraction: float = 0.2, journal: Journal | None = None,
+                        subsets: dict[str, set[str]] | None = None) -> dict[str, object]:
     """The cold-start protocol with every variant's settings chosen on validation items: for each variant (e.g.
     with and without text), each candidate setting is judged on a validation hold-out of the training items
     (:func:`validation_items`, disjoint from the test items), the best setting and its best epoch are then trained
     on every training row once per seed and judged on the test items, against the whole catalog. A ``journal``
-    keeps each finished training, so that the same call after a stop resumes where it stopped."""
+    keeps each finished training, so that the same call after a stop resumes where it stopped. ``subsets`` (name ->
+    item ids) are also judged alone (:func:`tfmtl_run`)."""
     journal = journal or Journal(None)
     data_key = fingerprint(data.interactions, data.items) if journal.path is not None else ""
     split, held_out = hold_out_items(data, fraction)
@@ -286,13 +312,22 @@ def cold_start_selected(data: InteractionData, variants: dict[str, dict[str, Con
             config.train, epochs=selection[chosen]["epoch"], validation_fraction=0.0))
 
         def final(seed: int, config: Config = config, label: str = f"cold-{variant}") -> dict[str, float]:
-            return tfmtl_run(config, data, split, split.test, seed, workdir, label, candidates=sorted(held_out))
+            return tfmtl_run(config, data, split, split.test, seed, workdir, label, candidates=sorted(held_out),
+                             subsets=subsets)
 
-        depends_on = fingerprint(config.get_config(), data_key, split.summary())
+        depends_on = fingerprint(config.get_config(), data_key, split.summary(),
+                                 *([sorted(subsets)] if subsets else []))  # earlier journals stay valid
         runs = [journal.run(f"seed {variant} {seed}", depends_on, lambda seed=seed: final(seed)) for seed in seeds]
         out[variant] = {"selection": selection, "chosen": chosen, "epochs": selection[chosen]["epoch"],
                         **summarize([{k: r[k] for k in (*COLD_REPORTED, "seconds")} for r in runs]),
                         "among_new_items": summarize([{k: r[f"new_items/{k}"] for k in COLD_REPORTED} for r in runs])}
+        if subsets:
+            out[variant]["subsets"] = {name: {
+                "test_rows": int(runs[0].get(f"{name}/test_rows", 0)),
+                **summarize([{k: r[f"{name}/{k}"] for k in COLD_REPORTED if f"{name}/{k}" in r} for r in runs]),
+                "among_new_items": summarize([{k: r[f"{name}/new_items/{k}"] for k in COLD_REPORTED
+                                               if f"{name}/new_items/{k}" in r} for r in runs])}
+                for name in subsets}
     return out
 
 

@@ -105,7 +105,7 @@ def test_cold_start_selection_stopped_part_way_resumes_where_it_stopped(tmp_path
         trained.append((f"{Path(output).parent.name}/{Path(output).name}", config.train.seed))
         return SimpleNamespace(history=[{"validation/" + config.train.monitor: config.model.item_tower.id_dropout}])
 
-    def fake_run(config, data, split, test, seed, workdir, label, *, candidates=None):  # type: ignore[no-untyped-def]
+    def fake_run(config, data, split, test, seed, workdir, label, *, candidates=None, subsets=None):  # type: ignore[no-untyped-def]
         if len(trained) == stop_after["count"]:
             raise KeyboardInterrupt("stopped")
         trained.append((label, seed))

@@ -1,0 +1,91 @@
+"""The cold-start benchmark's peers and breakdowns (benchmarks/cold_start_encoders.py, benchmarks/quality.py), on
+the toy data with training stubbed out where a model is not the point."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from tests.toy import toy_config, toy_data  # noqa: E402
+
+
+def test_text_as_ids_gives_a_new_book_the_id_of_an_author_seen_in_training() -> None:
+    from cold_start_encoders import with_text_as_ids
+
+    from tfmtl.features import FeatureSpace
+
+    data = toy_data()
+    authors = ["Ann Lee" if i < 10 else "bob  " if i < 20 else "" for i in range(len(data.items))]
+    data = dataclasses.replace(data, items=data.items.assign(author=authors))
+    data = dataclasses.replace(data, item_features=dataclasses.replace(data.item_features, text=("title", "author")))
+    with_ids = with_text_as_ids(data, ("author",))
+    assert with_ids.item_features.categorical == ("year", "author_id")
+    assert with_ids.item_features.text == ("title", "author")  # the text stays for the variants that read it
+    assert list(with_ids.items["author_id"].iloc[[0, 12, 25]]) == ["ann lee", "bob", ""]
+    assert list(data.items.columns) == ["item_id", "title", "year", "genres", "author"]  # the input is untouched
+    # Learned from training rows only: an author whose books are all new is the unknown id.
+    ann_books = set(with_ids.items["item_id"].iloc[:10])
+    train_rows = np.flatnonzero(~with_ids.interactions["item_id"].isin(ann_books).to_numpy())
+    space = FeatureSpace.build(toy_config().model, with_ids, train_rows)
+    vocabulary = list(space.vocabularies["author_id"])
+    assert "bob" in vocabulary and "ann lee" not in vocabulary
+
+
+def test_subsets_are_judged_on_their_own_test_rows(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import quality
+
+    data = toy_data()
+    judged: list[tuple[list[str], list[str] | None]] = []
+
+    def fake_evaluate(model, data, known, rows, *, tasks=None, batch_size=0, candidates=None):  # type: ignore[no-untyped-def]
+        items = sorted(set(data.interactions["item_id"].iloc[rows]))
+        judged.append((items, candidates))
+        return {"retrieval/recall_at_100": len(rows) / 100}
+
+    monkeypatch.setattr(quality, "evaluate_model", fake_evaluate)
+    items = data.interactions["item_id"].to_numpy()
+    test = np.flatnonzero(np.isin(items, ["i1", "i2", "i3"]))
+    metrics = quality._on_subsets(SimpleNamespace(), data, np.zeros(0, dtype=np.int64), test, ["i1", "i2", "i3"],
+                                  {"odd": {"i1", "i3", "i9"}, "none": {"i20"}}, batch_size=8)
+    odd_rows = int(np.isin(items, ["i1", "i3"]).sum())  # i9 is not a test item: it adds no row
+    assert metrics["odd/test_rows"] == odd_rows
+    assert metrics["odd/retrieval/recall_at_100"] == metrics["odd/new_items/retrieval/recall_at_100"] == odd_rows / 100
+    assert judged == [(["i1", "i3"], None), (["i1", "i3"], ["i1", "i2", "i3"])]  # whole catalog, then among new
+    assert not any(key.startswith("none/") for key in metrics)  # no test row: nothing made up
+
+
+def test_described_and_title_only_movies_split_the_catalog(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import cold_start_encoders
+
+    bare = toy_data()
+    described = bare.items.copy()
+    described.loc[[0, 3], "title"] = described.loc[[0, 3], "title"] + " (1995). A plot."
+    monkeypatch.setattr(cold_start_encoders, "load_dataset", lambda name: bare)
+    subsets = cold_start_encoders.text_subsets("ml-1m-overviews", dataclasses.replace(bare, items=described))
+    assert subsets["described"] == {"i0", "i3"}
+    assert subsets["title_only"] == set(bare.items["item_id"]) - {"i0", "i3"}
+    assert cold_start_encoders.text_subsets("book-crossing", bare) == {}
+
+
+def test_ratios_against_the_stronger_peer_and_its_line() -> None:
+    from cold_start_encoders import _against_stronger_peer, ratios
+
+    def row(values: list[float]) -> dict[str, object]:
+        return {"retrieval/recall_at_100": {"values": values}}
+
+    variants = {"no_text": row([0.1, 0.1]), "no_text_ids": row([0.2, 0.25]), "minilm_vector": row([0.8, 0.5])}
+    out = {"ratios_to_no_text_ids": ratios(variants, base="no_text_ids")}
+    ratio = out["ratios_to_no_text_ids"]["minilm_vector"]
+    assert ratio["per_seed"] == [4.0, 2.0] and not ratio["holds_every_seed"]
+    assert abs(ratio["of_means"] - 0.65 / 0.225) < 1e-12
+    assert _against_stronger_peer(out) == [
+        "", "- minilm_vector over no_text_ids: 2.89× of the means (per seed 4.00×, 2.00×); 3× in every seed: NO."]
+    assert "adaptation_effect" not in ratios({**variants, "minilm": row([1, 1]), "minilm_adapted": row([2, 2])},
+                                             base="no_text_ids")
+    assert ratios(variants)["no_text_ids"]["per_seed"] == [2.0, 2.5]  # against no_text, the peer is a ratio too
