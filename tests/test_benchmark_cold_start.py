@@ -89,3 +89,11 @@ def test_ratios_against_the_stronger_peer_and_its_line() -> None:
     assert "adaptation_effect" not in ratios({**variants, "minilm": row([1, 1]), "minilm_adapted": row([2, 2])},
                                              base="no_text_ids")
     assert ratios(variants)["no_text_ids"]["per_seed"] == [2.0, 2.5]  # against no_text, the peer is a ratio too
+
+
+def test_a_ratio_of_exactly_the_target_reaches_it() -> None:
+    from cold_start_books import ratio_to
+
+    assert ratio_to([0.6, 0.9], [0.2, 0.3])["holds_every_seed"]  # 0.6 / 0.2 is 2.9999999999999996 in floats
+    assert not ratio_to([0.6, 0.89], [0.2, 0.3])["holds_every_seed"]
+    assert ratio_to([0.5], [0.0])["per_seed"] == [None] and not ratio_to([0.5], [0.0])["holds_every_seed"]
