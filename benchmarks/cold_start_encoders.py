@@ -17,7 +17,9 @@ test items against the whole catalog (and among the new items only). Variants, e
   the selection runs' training items only (never a validation or a test item's text), frozen in the recommender;
 - ``minilm_l3``: the second packaged encoder, ``paraphrase-minilm-l3``, frozen;
 - ``minilm_vector``: no text feature but a ``vector`` feature per text column carrying the same MiniLM-L6
-  embeddings, precomputed: a sanity check that should equal ``minilm``.
+  embeddings, precomputed: a sanity check that should equal ``minilm``;
+- ``minilm_vector_ids``: the MiniLM vector and the text columns as ids, as ``no_text_ids`` has them: does the
+  language model add anything to the strongest peer's features?
 
 Searched per variant on the validation items: item id dropout 0.1/0.5, and for the text variants the text width
 32/128; each selection run trains to the epoch cap without early stopping and is judged at its best epoch.
@@ -65,7 +67,8 @@ from quality import (RESULTS, _indices, cold_start_selected, content_reference, 
 # isort: on
 
 CATALOGS = ("ml-1m-overviews", "book-crossing")
-VARIANTS = ("no_text", "no_text_ids", "minilm", "minilm_adapted", "minilm_l3", "minilm_vector")
+VARIANTS = ("no_text", "no_text_ids", "minilm", "minilm_adapted", "minilm_l3", "minilm_vector",
+            "minilm_vector_ids")
 ID_DROPOUTS = (0.1, 0.5)
 TEXT_DIMS = (32, 128)
 KEY = "retrieval/recall_at_100"
@@ -165,8 +168,8 @@ def variant_settings(variant: str, config: Config, adapted: Path | None, id_drop
         return dataclasses.replace(config, model=model, train=dataclasses.replace(config.train, patience=0))
 
     preset = {"minilm": "minilm-l6", "minilm_adapted": str(adapted), "minilm_l3": "paraphrase-minilm-l3"}.get(variant)
-    if variant in ("no_text", "no_text_ids", "minilm_vector"):
-        widths: tuple[int | None, ...] = text_dims if variant == "minilm_vector" else (None,)
+    if variant in ("no_text", "no_text_ids", "minilm_vector", "minilm_vector_ids"):
+        widths: tuple[int | None, ...] = text_dims if variant.startswith("minilm_vector") else (None,)
         return {f"item id dropout {p}" + (f", vector width {d}" if d else ""): setting(p, d, None)
                 for p in id_dropouts for d in widths}
     return {f"item id dropout {p}, text width {d}": setting(p, d, preset) for p in id_dropouts for d in text_dims}
@@ -218,8 +221,8 @@ def run_catalog(name: str, variants: list[str], seeds: list[int], args: argparse
         adapted, out["adaptation"] = adapt_encoder(data, columns, training_items, args.pretrain_epochs,
                                                    workdir / f"{name}-pretrain")
     for variant in variants:
-        variant_data = (with_vectors(data, views) if variant == "minilm_vector"
-                        else with_text_as_ids(data, columns) if variant == "no_text_ids" else data)
+        variant_data = with_vectors(data, views) if variant.startswith("minilm_vector") else data
+        variant_data = with_text_as_ids(variant_data, columns) if variant.endswith("_ids") else variant_data
         settings = variant_settings(variant, config, adapted, tuple(args.id_dropouts), tuple(args.text_dims))
         cold = cold_start_selected(variant_data, {variant: settings}, seeds, workdir / f"{name}-{variant}",
                                    journal=journal, subsets=subsets)
@@ -255,7 +258,8 @@ GIVEN = {"no_text": "ids and side features, no text",
          "minilm_adapted": "the item text through MiniLM-L6 after masked-LM pretraining on the selection runs' "
                            "training items' texts, frozen",
          "minilm_l3": "the item text through paraphrase-MiniLM-L3, frozen",
-         "minilm_vector": "no text feature; the MiniLM-L6 embedding of the same text as a precomputed vector"}
+         "minilm_vector": "no text feature; the MiniLM-L6 embedding of the same text as a precomputed vector",
+         "minilm_vector_ids": "the MiniLM-L6 vector and each text column as a categorical id"}
 
 
 def protocol(args: argparse.Namespace) -> dict[str, object]:

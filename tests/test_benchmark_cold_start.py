@@ -97,3 +97,14 @@ def test_a_ratio_of_exactly_the_target_reaches_it() -> None:
     assert ratio_to([0.6, 0.9], [0.2, 0.3])["holds_every_seed"]  # 0.6 / 0.2 is 2.9999999999999996 in floats
     assert not ratio_to([0.6, 0.89], [0.2, 0.3])["holds_every_seed"]
     assert ratio_to([0.5], [0.0])["per_seed"] == [None] and not ratio_to([0.5], [0.0])["holds_every_seed"]
+
+
+def test_the_vector_variants_search_widths_without_a_text_feature() -> None:
+    from cold_start_encoders import variant_settings
+
+    settings = variant_settings("minilm_vector_ids", toy_config(), None, (0.5, 0.9), (32,))
+    assert sorted(settings) == ["item id dropout 0.5, vector width 32", "item id dropout 0.9, vector width 32"]
+    config = settings["item id dropout 0.9, vector width 32"]
+    assert config.model.text_features == () and config.model.item_tower.id_dropout == 0.9
+    assert config.model.item_tower.text_dim == 32 and config.train.patience == 0
+    assert list(variant_settings("no_text_ids", toy_config(), None, (0.5,), (32,))) == ["item id dropout 0.5"]
