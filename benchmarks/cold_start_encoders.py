@@ -20,6 +20,9 @@ test items against the whole catalog (and among the new items only). Variants, e
   embeddings, precomputed: a sanity check that should equal ``minilm``;
 - ``minilm_vector_ids``: the MiniLM vector and the text columns as ids, as ``no_text_ids`` has them: does the
   language model add anything to the strongest peer's features?
+- ``minilm_vector_described``: the MiniLM vector only where the item has a description (ml-1m-overviews: an
+  overview), zeros elsewhere, so a bare title is read as no text; on a catalog without that split it is
+  ``minilm_vector``.
 
 Searched per variant on the validation items: item id dropout 0.1/0.5, and for the text variants the text width
 32/128; each selection run trains to the epoch cap without early stopping and is judged at its best epoch.
@@ -68,7 +71,7 @@ from quality import (RESULTS, _indices, cold_start_selected, content_reference, 
 
 CATALOGS = ("ml-1m-overviews", "book-crossing")
 VARIANTS = ("no_text", "no_text_ids", "minilm", "minilm_adapted", "minilm_l3", "minilm_vector",
-            "minilm_vector_ids")
+            "minilm_vector_ids", "minilm_vector_described")
 ID_DROPOUTS = (0.1, 0.5)
 TEXT_DIMS = (32, 128)
 KEY = "retrieval/recall_at_100"
@@ -128,10 +131,14 @@ def minilm_views(data: InteractionData, config: Config, columns: tuple[str, ...]
     return {column: text_view(data.items[column].fillna(""), length) for column in columns}
 
 
-def with_vectors(data: InteractionData, views: dict[str, np.ndarray]) -> InteractionData:
-    """The items with a ``<column>_minilm`` vector per text column: its MiniLM-L6 embedding, precomputed."""
+def with_vectors(data: InteractionData, views: dict[str, np.ndarray], only: set[str] | None = None) -> InteractionData:
+    """The items with a ``<column>_minilm`` vector per text column: its MiniLM-L6 embedding, precomputed; with
+    ``only``, zeros for every other item (no content to read)."""
     items = data.items.copy()
     vectors = {}
+    if only is not None:
+        kept = items["item_id"].astype(str).isin(only).to_numpy()[:, None]
+        views = {column: np.where(kept, embedded, 0.0) for column, embedded in views.items()}
     for column, embedded in views.items():
         items[f"{column}_minilm"] = list(embedded.astype(np.float32))
         vectors[f"{column}_minilm"] = embedded.shape[1]
@@ -168,7 +175,7 @@ def variant_settings(variant: str, config: Config, adapted: Path | None, id_drop
         return dataclasses.replace(config, model=model, train=dataclasses.replace(config.train, patience=0))
 
     preset = {"minilm": "minilm-l6", "minilm_adapted": str(adapted), "minilm_l3": "paraphrase-minilm-l3"}.get(variant)
-    if variant in ("no_text", "no_text_ids", "minilm_vector", "minilm_vector_ids"):
+    if variant in ("no_text", "no_text_ids") or variant.startswith("minilm_vector"):
         widths: tuple[int | None, ...] = text_dims if variant.startswith("minilm_vector") else (None,)
         return {f"item id dropout {p}" + (f", vector width {d}" if d else ""): setting(p, d, None)
                 for p in id_dropouts for d in widths}
@@ -221,7 +228,8 @@ def run_catalog(name: str, variants: list[str], seeds: list[int], args: argparse
         adapted, out["adaptation"] = adapt_encoder(data, columns, training_items, args.pretrain_epochs,
                                                    workdir / f"{name}-pretrain")
     for variant in variants:
-        variant_data = with_vectors(data, views) if variant.startswith("minilm_vector") else data
+        only = subsets.get("described") if variant == "minilm_vector_described" else None
+        variant_data = with_vectors(data, views, only) if variant.startswith("minilm_vector") else data
         variant_data = with_text_as_ids(variant_data, columns) if variant.endswith("_ids") else variant_data
         settings = variant_settings(variant, config, adapted, tuple(args.id_dropouts), tuple(args.text_dims))
         cold = cold_start_selected(variant_data, {variant: settings}, seeds, workdir / f"{name}-{variant}",
@@ -230,8 +238,13 @@ def run_catalog(name: str, variants: list[str], seeds: list[int], args: argparse
         out.update({k: cold[k] for k in ("held_out_items", "cold_test_rows", "validation_items", "validation_rows")})
         _log(f"{name} {variant}: new-item recall@100 {cold[variant][KEY]['values']}")
     out["content_knn_among_new_items"] = content_knn(data, views)
-    out["ratios_to_no_text"] = ratios(out["variants"])
-    if "no_text_ids" in out["variants"]:  # the stronger peer on books: the author as an id
+    return with_ratios(out)
+
+
+def with_ratios(out: dict[str, Any]) -> dict[str, Any]:
+    """``out`` with every variant's ratios to no_text, and to no_text_ids (on books the author as an id) if it ran."""
+    out = {**out, "ratios_to_no_text": ratios(out["variants"])}
+    if "no_text_ids" in out["variants"]:
         out["ratios_to_no_text_ids"] = ratios(out["variants"], base="no_text_ids")
     return out
 
@@ -259,7 +272,8 @@ GIVEN = {"no_text": "ids and side features, no text",
                            "training items' texts, frozen",
          "minilm_l3": "the item text through paraphrase-MiniLM-L3, frozen",
          "minilm_vector": "no text feature; the MiniLM-L6 embedding of the same text as a precomputed vector",
-         "minilm_vector_ids": "the MiniLM-L6 vector and each text column as a categorical id"}
+         "minilm_vector_ids": "the MiniLM-L6 vector and each text column as a categorical id",
+         "minilm_vector_described": "the MiniLM-L6 vector where the item has a description, zeros elsewhere"}
 
 
 def protocol(args: argparse.Namespace) -> dict[str, object]:
@@ -384,6 +398,20 @@ def earlier_catalogs(path: Path, results: dict[str, Any], running: list[str]) ->
     return kept
 
 
+def with_earlier_variants(path: Path, results: dict[str, Any], catalog: str, out: dict[str, Any]) -> dict[str, Any]:
+    """``out`` with the variants an earlier run of the same protocol wrote for this catalog on the very same data and
+    split (a run of one more variant joins the report of the others); its ratios are worked out again."""
+    kept = earlier_catalogs(path, results, []).get(catalog)
+    same = ("data", "held_out_items", "cold_test_rows", "validation_items", "validation_rows", "subsets")
+    if not kept or any(kept.get(key) != out.get(key) for key in same):
+        return out
+    earlier = {variant: row for variant, row in kept["variants"].items() if variant not in out["variants"]}
+    if not earlier:
+        return out
+    _log(f"{catalog}: keeping the earlier run's {', '.join(earlier)} (same data and split)")
+    return with_ratios({**out, "variants": {**earlier, **out["variants"]}})
+
+
 def _share(users_fraction: float) -> str:
     return "every one" if users_fraction >= 1.0 else f"a random {users_fraction:g} of them"
 
@@ -423,8 +451,8 @@ def main() -> None:
     journal = Journal(report(".journal.jsonl"))
     with tempfile.TemporaryDirectory(prefix="tfmtl-encoders-") as folder:
         for catalog in args.catalogs:
-            results["catalogs"][catalog] = run_catalog(catalog, args.variants, args.seeds, args, Path(folder),
-                                                       journal)
+            out = run_catalog(catalog, args.variants, args.seeds, args, Path(folder), journal)
+            results["catalogs"][catalog] = with_earlier_variants(report(".json"), results, catalog, out)
             # Written after every catalog: a long benchmark that stops early keeps what it measured.
             report(".json").write_text(json.dumps(results, indent=2) + "\n")
             report(".md").write_text(markdown(results))

@@ -108,3 +108,41 @@ def test_the_vector_variants_search_widths_without_a_text_feature() -> None:
     assert config.model.text_features == () and config.model.item_tower.id_dropout == 0.9
     assert config.model.item_tower.text_dim == 32 and config.train.patience == 0
     assert list(variant_settings("no_text_ids", toy_config(), None, (0.5,), (32,))) == ["item id dropout 0.5"]
+
+
+def test_vectors_only_for_described_items_are_zero_elsewhere() -> None:
+    from cold_start_encoders import with_vectors
+
+    data = toy_data()
+    views = {"title": np.arange(len(data.items) * 3, dtype=np.float32).reshape(-1, 3) + 1.0}
+    every = with_vectors(data, views)
+    some = with_vectors(data, views, only={"i1", "i4"})
+    assert some.item_features.vector == every.item_features.vector == {"title_minilm": 3}
+    vectors = dict(zip(some.items["item_id"], some.items["title_minilm"], strict=True))
+    assert vectors["i1"].tolist() == [4.0, 5.0, 6.0] and vectors["i4"].tolist() == [13.0, 14.0, 15.0]
+    assert vectors["i0"].tolist() == [0.0, 0.0, 0.0] and not np.any(np.stack(some.items["title_minilm"])[5:])
+    assert every.items["title_minilm"].iloc[0].tolist() == [1.0, 2.0, 3.0]  # without ``only``, every item keeps it
+
+
+def test_a_run_of_one_more_variant_joins_the_earlier_variants_of_the_same_split(tmp_path: Path) -> None:
+    import json
+
+    from cold_start_encoders import with_earlier_variants
+
+    def row(values: list[float]) -> dict[str, object]:
+        return {"retrieval/recall_at_100": {"values": values}}
+
+    protocol = {"seeds": [42, 1], "search": {"text_width": [32]}, "pretrain_epochs": 1, "epochs_cap": None}
+    split = {"data": {"ratings": 100}, "held_out_items": 7, "cold_test_rows": 20, "validation_items": 5,
+             "validation_rows": 12}
+    path = tmp_path / "report.json"
+    earlier = {"movies": {**split, "variants": {"no_text": row([0.1, 0.2]), "minilm_vector": row([0.3, 0.3])}}}
+    path.write_text(json.dumps({**protocol, "catalogs": earlier}))
+    new = {**split, "variants": {"minilm_vector_described": row([0.4, 0.8])}}
+    joined = with_earlier_variants(path, protocol, "movies", new)
+    assert list(joined["variants"]) == ["no_text", "minilm_vector", "minilm_vector_described"]
+    assert joined["ratios_to_no_text"]["minilm_vector_described"]["per_seed"] == [4.0, 4.0]
+    # Another split (or other data, or another protocol) keeps nothing: its rows are not comparable.
+    assert with_earlier_variants(path, protocol, "movies", {**new, "held_out_items": 8}) == {**new,
+                                                                                             "held_out_items": 8}
+    assert with_earlier_variants(path, {**protocol, "seeds": [42]}, "movies", new) == new
