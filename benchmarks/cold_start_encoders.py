@@ -309,7 +309,7 @@ def markdown(results: dict[str, Any]) -> str:
                   "|---|---|---|---|---|---|---|"]
         for variant, row in out["variants"].items():
             ratio = out["ratios_to_no_text"].get(variant, {})
-            per_seed = ", ".join("–" if r is None else f"{r:.2f}×" for r in ratio.get("per_seed", []))
+            per_seed = _per_seed(ratio)
             is_peer = variant.startswith("no_text")  # the target is the language model's, not a peer's
             holds = "" if not ratio or is_peer else ("yes" if ratio["holds_every_seed"] else "NO")
             among = row["among_new_items"][KEY]
@@ -345,13 +345,17 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _per_seed(ratio: dict[str, Any]) -> str:
+    return ", ".join("–" if r is None else f"{r:.2f}×" for r in ratio.get("per_seed", []))
+
+
 def _against_stronger_peer(out: dict[str, Any]) -> list[str]:
     """Each language-model variant over no_text_ids (the author as an id on books), per seed."""
     lines = []
     for variant, ratio in out.get("ratios_to_no_text_ids", {}).items():
         if variant.startswith("no_text"):
             continue
-        per_seed = ", ".join("–" if r is None else f"{r:.2f}×" for r in ratio["per_seed"])
+        per_seed = _per_seed(ratio)
         lines.append(f"- {variant} over no_text_ids: {ratio['of_means']:.2f}× of the means (per seed {per_seed}); "
                      f"3× in every seed: {'yes' if ratio['holds_every_seed'] else 'NO'}.")
     return ["", *lines] if lines else []
@@ -372,7 +376,7 @@ def _by_subset(out: dict[str, Any]) -> list[str]:
                 continue
             ratio = (ratio_to(judged[KEY]["values"], base[subset][KEY]["values"])
                      if variant != "no_text" and subset in base else None)
-            per_seed = ", ".join("–" if r is None else f"{r:.2f}×" for r in ratio["per_seed"]) if ratio else ""
+            per_seed = _per_seed(ratio or {})
             among = judged["among_new_items"][KEY]
             lines.append(f"| {subset} ({catalog_items:,} in the catalog) | {judged['test_rows']:,} | {variant} | "
                          f"{judged[KEY]['mean']:.4f} ± {judged[KEY]['sd']:.4f} | {per_seed} | "
@@ -385,6 +389,14 @@ def earlier_catalogs(path: Path, results: dict[str, Any], running: list[str]) ->
 
     Catalogs run one at a time (hours each on 2 cores) then share one report. Each catalog's users fraction is in
     its own data counts, so catalogs run at different sizes can share it."""
+    kept = {name: out for name, out in _same_protocol(path, results).items() if name not in running}
+    if kept:
+        _log(f"{path}: keeping the earlier run's {', '.join(kept)}")
+    return kept
+
+
+def _same_protocol(path: Path, results: dict[str, Any]) -> dict[str, Any]:
+    """Every catalog of the report at ``path`` if it ran with this run's seeds, search and budgets, else none."""
     if not path.exists():
         return {}
     earlier = json.loads(path.read_text())
@@ -392,16 +404,13 @@ def earlier_catalogs(path: Path, results: dict[str, Any], running: list[str]) ->
     if differ:
         _log(f"{path}: an earlier run with another {', '.join(differ)}; its catalogs are replaced")
         return {}
-    kept = {name: out for name, out in earlier.get("catalogs", {}).items() if name not in running}
-    if kept:
-        _log(f"{path}: keeping the earlier run's {', '.join(kept)}")
-    return kept
+    return earlier.get("catalogs", {})
 
 
 def with_earlier_variants(path: Path, results: dict[str, Any], catalog: str, out: dict[str, Any]) -> dict[str, Any]:
     """``out`` with the variants an earlier run of the same protocol wrote for this catalog on the very same data and
     split (a run of one more variant joins the report of the others); its ratios are worked out again."""
-    kept = earlier_catalogs(path, results, []).get(catalog)
+    kept = _same_protocol(path, results).get(catalog)
     same = ("data", "held_out_items", "cold_test_rows", "validation_items", "validation_rows", "subsets")
     if not kept or any(kept.get(key) != out.get(key) for key in same):
         return out
