@@ -23,6 +23,9 @@ test items against the whole catalog (and among the new items only). Variants, e
 - ``minilm_vector_described``: the MiniLM vector only where the item has a description (ml-1m-overviews: an
   overview), zeros elsewhere, so a bare title is read as no text; on a catalog without that split it is
   ``minilm_vector``.
+- ``no_text_described``: no text, but a categorical flag saying whether the item has a description: the control
+  for ``minilm_vector_described``, which separates what having an overview says (TMDB's are the better-known films)
+  from what the overview says; on a catalog without that split it is ``no_text``.
 
 Searched per variant on the validation items: item id dropout 0.1/0.5, and for the text variants the text width
 32/128; each selection run trains to the epoch cap without early stopping and is judged at its best epoch.
@@ -71,10 +74,13 @@ from quality import (RESULTS, _indices, cold_start_selected, content_reference, 
 
 CATALOGS = ("ml-1m-overviews", "book-crossing")
 VARIANTS = ("no_text", "no_text_ids", "minilm", "minilm_adapted", "minilm_l3", "minilm_vector",
-            "minilm_vector_ids", "minilm_vector_described")
+            "minilm_vector_ids", "minilm_vector_described", "no_text_described")
 ID_DROPOUTS = (0.1, 0.5)
 TEXT_DIMS = (32, 128)
 KEY = "retrieval/recall_at_100"
+# Peers stronger than no_text, each language-model variant also judged against: the author as an id on books, and
+# the flag saying an item has a description (the control for the text's content).
+PEERS = ("no_text_ids", "no_text_described")
 NUMBERS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}
 
 
@@ -157,6 +163,18 @@ def with_text_as_ids(data: InteractionData, columns: tuple[str, ...]) -> Interac
                                item_features=dataclasses.replace(data.item_features, categorical=categorical))
 
 
+def with_described_flag(data: InteractionData, described: set[str] | None) -> InteractionData:
+    """The items with a categorical ``described`` flag ("yes" where the item has a description, "no" elsewhere):
+    whether there is text, without the text."""
+    if described is None:
+        return data
+    items = data.items.copy()
+    items["described"] = np.where(items["item_id"].astype(str).isin(described), "yes", "no")
+    categorical = (*data.item_features.categorical, "described")
+    return dataclasses.replace(data, items=items,
+                               item_features=dataclasses.replace(data.item_features, categorical=categorical))
+
+
 # === Variants ===
 
 def variant_settings(variant: str, config: Config, adapted: Path | None, id_dropouts: tuple[float, ...] = ID_DROPOUTS,
@@ -175,7 +193,7 @@ def variant_settings(variant: str, config: Config, adapted: Path | None, id_drop
         return dataclasses.replace(config, model=model, train=dataclasses.replace(config.train, patience=0))
 
     preset = {"minilm": "minilm-l6", "minilm_adapted": str(adapted), "minilm_l3": "paraphrase-minilm-l3"}.get(variant)
-    if variant in ("no_text", "no_text_ids") or variant.startswith("minilm_vector"):
+    if variant.startswith("no_text") or variant.startswith("minilm_vector"):
         widths: tuple[int | None, ...] = text_dims if variant.startswith("minilm_vector") else (None,)
         return {f"item id dropout {p}" + (f", vector width {d}" if d else ""): setting(p, d, None)
                 for p in id_dropouts for d in widths}
@@ -228,9 +246,10 @@ def run_catalog(name: str, variants: list[str], seeds: list[int], args: argparse
         adapted, out["adaptation"] = adapt_encoder(data, columns, training_items, args.pretrain_epochs,
                                                    workdir / f"{name}-pretrain")
     for variant in variants:
-        only = subsets.get("described") if variant == "minilm_vector_described" else None
-        variant_data = with_vectors(data, views, only) if variant.startswith("minilm_vector") else data
+        described = subsets.get("described") if variant.endswith("_described") else None
+        variant_data = with_vectors(data, views, described) if variant.startswith("minilm_vector") else data
         variant_data = with_text_as_ids(variant_data, columns) if variant.endswith("_ids") else variant_data
+        variant_data = with_described_flag(variant_data, described) if variant.startswith("no_text") else variant_data
         settings = variant_settings(variant, config, adapted, tuple(args.id_dropouts), tuple(args.text_dims))
         cold = cold_start_selected(variant_data, {variant: settings}, seeds, workdir / f"{name}-{variant}",
                                    journal=journal, subsets=subsets)
@@ -242,10 +261,11 @@ def run_catalog(name: str, variants: list[str], seeds: list[int], args: argparse
 
 
 def with_ratios(out: dict[str, Any]) -> dict[str, Any]:
-    """``out`` with every variant's ratios to no_text, and to no_text_ids (on books the author as an id) if it ran."""
+    """``out`` with every variant's ratios to no_text, and to each stronger peer that ran."""
     out = {**out, "ratios_to_no_text": ratios(out["variants"])}
-    if "no_text_ids" in out["variants"]:
-        out["ratios_to_no_text_ids"] = ratios(out["variants"], base="no_text_ids")
+    for peer in PEERS:
+        if peer in out["variants"]:
+            out[f"ratios_to_{peer}"] = ratios(out["variants"], base=peer)
     return out
 
 
@@ -273,7 +293,8 @@ GIVEN = {"no_text": "ids and side features, no text",
          "minilm_l3": "the item text through paraphrase-MiniLM-L3, frozen",
          "minilm_vector": "no text feature; the MiniLM-L6 embedding of the same text as a precomputed vector",
          "minilm_vector_ids": "the MiniLM-L6 vector and each text column as a categorical id",
-         "minilm_vector_described": "the MiniLM-L6 vector where the item has a description, zeros elsewhere"}
+         "minilm_vector_described": "the MiniLM-L6 vector where the item has a description, zeros elsewhere",
+         "no_text_described": "ids and side features, no text, and a flag saying whether the item has a description"}
 
 
 def protocol(args: argparse.Namespace) -> dict[str, object]:
@@ -350,14 +371,15 @@ def _per_seed(ratio: dict[str, Any]) -> str:
 
 
 def _against_stronger_peer(out: dict[str, Any]) -> list[str]:
-    """Each language-model variant over no_text_ids (the author as an id on books), per seed."""
+    """Each language-model variant over each stronger peer that ran, per seed."""
     lines = []
-    for variant, ratio in out.get("ratios_to_no_text_ids", {}).items():
-        if variant.startswith("no_text"):
-            continue
-        per_seed = _per_seed(ratio)
-        lines.append(f"- {variant} over no_text_ids: {ratio['of_means']:.2f}× of the means (per seed {per_seed}); "
-                     f"3× in every seed: {'yes' if ratio['holds_every_seed'] else 'NO'}.")
+    for peer in PEERS:
+        for variant, ratio in out.get(f"ratios_to_{peer}", {}).items():
+            if variant.startswith("no_text"):
+                continue
+            per_seed = _per_seed(ratio)
+            lines.append(f"- {variant} over {peer}: {ratio['of_means']:.2f}× of the means (per seed {per_seed}); "
+                         f"3× in every seed: {'yes' if ratio['holds_every_seed'] else 'NO'}.")
     return ["", *lines] if lines else []
 
 
@@ -381,7 +403,23 @@ def _by_subset(out: dict[str, Any]) -> list[str]:
             lines.append(f"| {subset} ({catalog_items:,} in the catalog) | {judged['test_rows']:,} | {variant} | "
                          f"{judged[KEY]['mean']:.4f} ± {judged[KEY]['sd']:.4f} | {per_seed} | "
                          f"{among['mean']:.4f} ± {among['sd']:.4f} |")
-    return lines
+    return lines + _subsets_against_peers(out)
+
+
+def _subsets_against_peers(out: dict[str, Any]) -> list[str]:
+    """On each subset, each language-model variant over each stronger peer that ran, per seed."""
+    lines = []
+    for peer in (p for p in PEERS if p in out["variants"]):
+        judged_peer = out["variants"][peer].get("subsets", {})
+        for subset in out["subsets"]:
+            for variant, row in out["variants"].items():
+                judged = row.get("subsets", {}).get(subset, {})
+                if variant.startswith("no_text") or KEY not in judged or KEY not in judged_peer.get(subset, {}):
+                    continue
+                ratio = ratio_to(judged[KEY]["values"], judged_peer[subset][KEY]["values"])
+                lines.append(f"- {subset}: {variant} over {peer}: {ratio['of_means']:.2f}× of the means "
+                             f"(per seed {_per_seed(ratio)}).")
+    return ["", *lines] if lines else []
 
 
 def earlier_catalogs(path: Path, results: dict[str, Any], running: list[str]) -> dict[str, Any]:

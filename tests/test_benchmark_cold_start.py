@@ -124,6 +124,37 @@ def test_vectors_only_for_described_items_are_zero_elsewhere() -> None:
     assert every.items["title_minilm"].iloc[0].tolist() == [1.0, 2.0, 3.0]  # without ``only``, every item keeps it
 
 
+def test_the_described_flag_says_only_whether_there_is_text() -> None:
+    from cold_start_encoders import with_described_flag
+
+    data = toy_data()
+    flagged = with_described_flag(data, {"i1", "i4"})
+    assert flagged.item_features.categorical == (*data.item_features.categorical, "described")
+    flags = dict(zip(flagged.items["item_id"], flagged.items["described"], strict=True))
+    assert {item for item, flag in flags.items() if flag == "yes"} == {"i1", "i4"}
+    assert set(flags.values()) == {"yes", "no"}
+    assert flagged.items["title"].equals(data.items["title"])  # the text itself is not read
+    assert with_described_flag(data, None) is data  # a catalog without the split: no_text
+
+
+def test_each_subset_judges_the_text_against_the_described_control() -> None:
+    from cold_start_encoders import _by_subset
+
+    def row(overall: list[float], described: list[float]) -> dict[str, object]:
+        key = "retrieval/recall_at_100"
+        judged = {key: {"values": described, "mean": float(np.mean(described)), "sd": 0.0},
+                  "test_rows": 10, "among_new_items": {key: {"mean": 0.5, "sd": 0.0}}}
+        return {key: {"values": overall}, "subsets": {"described": judged}}
+
+    out = {"subsets": {"described": 4},
+           "variants": {"no_text": row([0.1, 0.1], [0.2, 0.2]), "no_text_described": row([0.1, 0.1], [0.3, 0.25]),
+                        "minilm_vector_described": row([0.1, 0.1], [0.45, 0.25])}}
+    lines = _by_subset(out)
+    assert lines[-1] == ("- described: minilm_vector_described over no_text_described: 1.27× of the means "
+                         "(per seed 1.50×, 1.00×).")
+    assert sum("over no_text_described" in line for line in lines) == 1  # the control is not judged against itself
+
+
 def test_a_run_of_one_more_variant_joins_the_earlier_variants_of_the_same_split(tmp_path: Path) -> None:
     import json
 
