@@ -23,6 +23,8 @@ test items against the whole catalog (and among the new items only). Variants, e
 - ``minilm_vector_described``: the MiniLM vector only where the item has a description (ml-1m-overviews: an
   overview), zeros elsewhere, so a bare title is read as no text; on a catalog without that split it is
   ``minilm_vector``.
+- ``minilm_adapted_vector`` / ``minilm_adapted_vector_described``: the vector variants with the adapted encoder's
+  embeddings, precomputed once (adapted as for ``minilm_adapted``): the adaptation at the cost of a vector;
 - ``no_text_described``: no text, but a categorical flag saying whether the item has a description: the control
   for ``minilm_vector_described``, which separates what having an overview says (TMDB's are the better-known films)
   from what the overview says; on a catalog without that split it is ``no_text``.
@@ -74,13 +76,17 @@ from quality import (RESULTS, _indices, cold_start_selected, content_reference, 
 
 CATALOGS = ("ml-1m-overviews", "book-crossing")
 VARIANTS = ("no_text", "no_text_ids", "minilm", "minilm_adapted", "minilm_l3", "minilm_vector",
-            "minilm_vector_ids", "minilm_vector_described", "no_text_described")
+            "minilm_vector_ids", "minilm_vector_described", "no_text_described", "minilm_adapted_vector",
+            "minilm_adapted_vector_described")
 ID_DROPOUTS = (0.1, 0.5)
 TEXT_DIMS = (32, 128)
 KEY = "retrieval/recall_at_100"
 # Peers stronger than no_text, each language-model variant also judged against: the author as an id on books, and
 # the flag saying an item has a description (the control for the text's content).
 PEERS = ("no_text_ids", "no_text_described")
+# Each adapted variant and the same variant unadapted: the adaptation's effect is their difference per seed.
+ADAPTED = {"minilm_adapted": "minilm", "minilm_adapted_vector": "minilm_vector",
+           "minilm_adapted_vector_described": "minilm_vector_described"}
 NUMBERS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}
 
 
@@ -130,11 +136,12 @@ def text_columns(data: InteractionData, config: Config) -> tuple[str, ...]:
     return tuple(config.model.text_features if config.model.text_features is not None else data.item_features.text)
 
 
-def minilm_views(data: InteractionData, config: Config, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Text column -> the frozen MiniLM-L6 embedding of each item's text [items, 384], read as far as the model
-    reads it, computed once per catalog."""
+def minilm_views(data: InteractionData, config: Config, columns: tuple[str, ...],
+                 preset: str = "minilm-l6") -> dict[str, np.ndarray]:
+    """Text column -> the frozen MiniLM-L6 (or ``preset``'s) embedding of each item's text [items, 384], read as far
+    as the model reads it, computed once per catalog."""
     length = config.model.encoder.sequence_length
-    return {column: text_view(data.items[column].fillna(""), length) for column in columns}
+    return {column: text_view(data.items[column].fillna(""), length, preset) for column in columns}
 
 
 def with_vectors(data: InteractionData, views: dict[str, np.ndarray], only: set[str] | None = None) -> InteractionData:
@@ -193,11 +200,16 @@ def variant_settings(variant: str, config: Config, adapted: Path | None, id_drop
         return dataclasses.replace(config, model=model, train=dataclasses.replace(config.train, patience=0))
 
     preset = {"minilm": "minilm-l6", "minilm_adapted": str(adapted), "minilm_l3": "paraphrase-minilm-l3"}.get(variant)
-    if variant.startswith("no_text") or variant.startswith("minilm_vector"):
-        widths: tuple[int | None, ...] = text_dims if variant.startswith("minilm_vector") else (None,)
+    if variant.startswith("no_text") or is_vector(variant):
+        widths: tuple[int | None, ...] = text_dims if is_vector(variant) else (None,)
         return {f"item id dropout {p}" + (f", vector width {d}" if d else ""): setting(p, d, None)
                 for p in id_dropouts for d in widths}
     return {f"item id dropout {p}, text width {d}": setting(p, d, preset) for p in id_dropouts for d in text_dims}
+
+
+def is_vector(variant: str) -> bool:
+    """Whether the variant reads precomputed embeddings as a ``vector`` feature instead of running an encoder."""
+    return "_vector" in variant
 
 
 def adapt_encoder(data: InteractionData, columns: tuple[str, ...], training_items: set[str], epochs: int,
@@ -235,19 +247,23 @@ def run_catalog(name: str, variants: list[str], seeds: list[int], args: argparse
     _log(f"{name}: {counts}; text columns {columns}")
     out: dict[str, Any] = {"data": counts, "text_columns": list(columns), "variants": {}}
     adapted = None
+    adapted_views: dict[str, np.ndarray] = {}
     views = minilm_views(data, config, columns)
     subsets = text_subsets(name, data)
     if subsets:
         out["subsets"] = {label: len(items) for label, items in subsets.items()}
-    if "minilm_adapted" in variants:  # on the selection runs' training items only
+    if any(v.startswith("minilm_adapted") for v in variants):  # on the selection runs' training items only
         split, _ = hold_out_items(data)
         inner = validation_items(data, split, 0.2)
         training_items = set(data.interactions["item_id"].astype(str).iloc[inner.train])
         adapted, out["adaptation"] = adapt_encoder(data, columns, training_items, args.pretrain_epochs,
                                                    workdir / f"{name}-pretrain")
+    if any(v.startswith("minilm_adapted_vector") for v in variants):
+        adapted_views = minilm_views(data, config, columns, preset=str(adapted))
     for variant in variants:
         described = subsets.get("described") if variant.endswith("_described") else None
-        variant_data = with_vectors(data, views, described) if variant.startswith("minilm_vector") else data
+        embedded = adapted_views if variant.startswith("minilm_adapted_vector") else views
+        variant_data = with_vectors(data, embedded, described) if is_vector(variant) else data
         variant_data = with_text_as_ids(variant_data, columns) if variant.endswith("_ids") else variant_data
         variant_data = with_described_flag(variant_data, described) if variant.startswith("no_text") else variant_data
         settings = variant_settings(variant, config, adapted, tuple(args.id_dropouts), tuple(args.text_dims))
@@ -269,17 +285,23 @@ def with_ratios(out: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def effect_key(adapted: str) -> str:
+    """Where the ratios keep an adapted variant's effect (the first one's key predates the others)."""
+    return "adaptation_effect" + ("" if adapted == "minilm_adapted" else f"_{adapted}")
+
+
 def ratios(variants: dict[str, Any], base: str = "no_text") -> dict[str, Any]:
     """Each variant's recall@100 over ``base``'s, per seed and of the means, and whether 3× holds in every seed."""
     if base not in variants:
         return {}
     out = {variant: ratio_to(row[KEY]["values"], variants[base][KEY]["values"])
            for variant, row in variants.items() if variant != base}
-    if base == "no_text" and {"minilm", "minilm_adapted"} <= set(variants):
-        effect = [a - b for a, b in zip(variants["minilm_adapted"][KEY]["values"], variants["minilm"][KEY]["values"],
-                                        strict=False)]
-        out["adaptation_effect"] = {"per_seed": effect, "mean": float(np.mean(effect)),
-                                    "sd": float(statistics.stdev(effect)) if len(effect) > 1 else 0.0}
+    for adapted, unadapted in ADAPTED.items() if base == "no_text" else ():
+        if {adapted, unadapted} <= set(variants):
+            effect = [a - b for a, b in zip(variants[adapted][KEY]["values"], variants[unadapted][KEY]["values"],
+                                            strict=False)]
+            out[effect_key(adapted)] = {"per_seed": effect, "mean": float(np.mean(effect)),
+                        "sd": float(statistics.stdev(effect)) if len(effect) > 1 else 0.0}
     return out
 
 
@@ -294,6 +316,9 @@ GIVEN = {"no_text": "ids and side features, no text",
          "minilm_vector": "no text feature; the MiniLM-L6 embedding of the same text as a precomputed vector",
          "minilm_vector_ids": "the MiniLM-L6 vector and each text column as a categorical id",
          "minilm_vector_described": "the MiniLM-L6 vector where the item has a description, zeros elsewhere",
+         "minilm_adapted_vector": "the adapted MiniLM-L6's embedding of the text as a precomputed vector",
+         "minilm_adapted_vector_described": "the adapted MiniLM-L6's vector where the item has a description, zeros "
+                                            "elsewhere",
          "no_text_described": "ids and side features, no text, and a flag saying whether the item has a description"}
 
 
@@ -343,10 +368,12 @@ def markdown(results: dict[str, Any]) -> str:
                   "| variant | setting | validation recall@100 | epoch |", "|---|---|---|---|"]
         lines += [f"| {variant} | {label} | {scores['validation']:.4f} | {scores['epoch']} |"
                   for variant, row in out["variants"].items() for label, scores in row["selection"].items()]
-        effect = out["ratios_to_no_text"].get("adaptation_effect")
-        if effect:
-            lines += ["", f"Adaptation's effect on recall@100: {effect['mean']:+.4f} ± {effect['sd']:.4f} (per seed "
-                      + ", ".join(f"{v:+.4f}" for v in effect["per_seed"]) + ")."]
+        for adapted, unadapted in ADAPTED.items():
+            effect = out["ratios_to_no_text"].get(effect_key(adapted))
+            if effect:
+                pair = "" if adapted == "minilm_adapted" else f" ({adapted} − {unadapted})"
+                lines += ["", f"Adaptation's effect on recall@100{pair}: {effect['mean']:+.4f} ± {effect['sd']:.4f} "
+                          "(per seed " + ", ".join(f"{v:+.4f}" for v in effect["per_seed"]) + ")."]
         if "adaptation" in out:
             a = out["adaptation"]
             epochs = f"{a['epochs']} epoch{'' if a['epochs'] == 1 else 's'}"
@@ -456,7 +483,8 @@ def with_earlier_variants(path: Path, results: dict[str, Any], catalog: str, out
     if not earlier:
         return out
     _log(f"{catalog}: keeping the earlier run's {', '.join(earlier)} (same data and split)")
-    return with_ratios({**out, "variants": {**earlier, **out["variants"]}})
+    adaptation = {"adaptation": kept["adaptation"]} if "adaptation" in kept else {}  # of the earlier adapted runs
+    return with_ratios({**adaptation, **out, "variants": {**earlier, **out["variants"]}})
 
 
 def _share(users_fraction: float) -> str:

@@ -37,7 +37,7 @@ from tfmtl.baselines import EASE, BiasesModel, popularity_scores, tune_ease_l2
 from tfmtl.config import Config
 from tfmtl.data import InteractionData, load_dataset, tfrs_tutorial_split
 from tfmtl.data.splits import Split, hold_out_validation
-from tfmtl.encoders.text import TextEncoder
+from tfmtl.encoders.text import MINILM_PRESET, TextEncoder
 from tfmtl.evaluate import evaluate_model
 from tfmtl.metrics import chunked_retrieval_metrics, rating_metrics
 from tfmtl.training import train
@@ -351,11 +351,12 @@ def year_buckets(years: pd.Series) -> np.ndarray:
     return (buckets[:, None] == np.unique(buckets)[None, :]).astype(np.float64)
 
 
-def text_view(texts: pd.Series, sequence_length: int | None = None) -> np.ndarray:
-    """The frozen MiniLM-L6 embedding of each text, read up to ``sequence_length`` tokens (the encoder's default
-    otherwise): pass the model's own length, so that the view holds what the model reads."""
+def text_view(texts: pd.Series, sequence_length: int | None = None, preset: str = MINILM_PRESET) -> np.ndarray:
+    """The frozen MiniLM-L6 (or ``preset``'s) embedding of each text, read up to ``sequence_length`` tokens (the
+    encoder's default otherwise): pass the model's own length, so that the view holds what the model reads."""
     options = {"sequence_length": sequence_length} if sequence_length else {}
-    return TextEncoder.from_preset(**options).embed(texts.astype(str).tolist(), batch_size=128).astype(np.float64)
+    encoder = TextEncoder.from_preset(preset, **options)
+    return encoder.embed(texts.astype(str).tolist(), batch_size=128).astype(np.float64)
 
 
 def content_reference(views: dict[str, np.ndarray], combinations: tuple[tuple[str, ...], ...], seen: np.ndarray,

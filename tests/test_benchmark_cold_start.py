@@ -91,6 +91,21 @@ def test_ratios_against_the_stronger_peer_and_its_line() -> None:
     assert ratios(variants)["no_text_ids"]["per_seed"] == [2.0, 2.5]  # against no_text, the peer is a ratio too
 
 
+def test_each_adapted_variant_is_judged_against_the_same_variant_unadapted() -> None:
+    from cold_start_encoders import effect_key, ratios
+
+    def row(values: list[float]) -> dict[str, object]:
+        return {"retrieval/recall_at_100": {"values": values}}
+
+    variants = {"no_text": row([0.1, 0.1]), "minilm_vector": row([0.30, 0.20]),
+                "minilm_adapted_vector": row([0.35, 0.15]), "minilm_adapted": row([0.5, 0.5])}
+    out = ratios(variants)
+    effect = out[effect_key("minilm_adapted_vector")]
+    assert np.allclose(effect["per_seed"], [0.05, -0.05]) and abs(effect["mean"]) < 1e-12
+    assert abs(effect["sd"] - np.std([0.05, -0.05], ddof=1)) < 1e-12
+    assert effect_key("minilm_adapted") not in out  # its unadapted twin, minilm, did not run
+
+
 def test_a_ratio_of_exactly_the_target_reaches_it() -> None:
     from cold_start_books import ratio_to
 
@@ -167,12 +182,15 @@ def test_a_run_of_one_more_variant_joins_the_earlier_variants_of_the_same_split(
     split = {"data": {"ratings": 100}, "held_out_items": 7, "cold_test_rows": 20, "validation_items": 5,
              "validation_rows": 12}
     path = tmp_path / "report.json"
-    earlier = {"movies": {**split, "variants": {"no_text": row([0.1, 0.2]), "minilm_vector": row([0.3, 0.3])}}}
+    adaptation = {"texts": {"train": 9}, "epochs": 1}
+    earlier = {"movies": {**split, "adaptation": adaptation,
+                          "variants": {"no_text": row([0.1, 0.2]), "minilm_vector": row([0.3, 0.3])}}}
     path.write_text(json.dumps({**protocol, "catalogs": earlier}))
     new = {**split, "variants": {"minilm_vector_described": row([0.4, 0.8])}}
     joined = with_earlier_variants(path, protocol, "movies", new)
     assert list(joined["variants"]) == ["no_text", "minilm_vector", "minilm_vector_described"]
     assert joined["ratios_to_no_text"]["minilm_vector_described"]["per_seed"] == [4.0, 4.0]
+    assert joined["adaptation"] == adaptation  # what the earlier adapted runs were adapted on stays with them
     # Another split (or other data, or another protocol) keeps nothing: its rows are not comparable.
     assert with_earlier_variants(path, protocol, "movies", {**new, "held_out_items": 8}) == {**new,
                                                                                              "held_out_items": 8}
