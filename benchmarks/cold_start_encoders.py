@@ -23,7 +23,9 @@ test items against the whole catalog (and among the new items only). Variants, e
 - ``minilm_vector_described``: the MiniLM vector only where the item has a description (ml-1m-overviews: an
   overview), zeros elsewhere, so a bare title is read as no text; on a catalog without that split it is
   ``minilm_vector``.
-- ``minilm_adapted_vector`` / ``minilm_adapted_vector_described``: the vector variants with the adapted encoder's
+- ``minilm_vector_flagged``: the MiniLM vector and the flag ``no_text_described`` has: does the text's content add
+  to knowing that there is text?
+- ``minilm_adapted_vector`` / ``minilm_adapted_vector_flagged``: those vector variants with the adapted encoder's
   embeddings, precomputed once (adapted as for ``minilm_adapted``): the adaptation at the cost of a vector;
 - ``no_text_described``: no text, but a categorical flag saying whether the item has a description: the control
   for ``minilm_vector_described``, which separates what having an overview says (TMDB's are the better-known films)
@@ -76,8 +78,8 @@ from quality import (RESULTS, _indices, cold_start_selected, content_reference, 
 
 CATALOGS = ("ml-1m-overviews", "book-crossing")
 VARIANTS = ("no_text", "no_text_ids", "minilm", "minilm_adapted", "minilm_l3", "minilm_vector",
-            "minilm_vector_ids", "minilm_vector_described", "no_text_described", "minilm_adapted_vector",
-            "minilm_adapted_vector_described")
+            "minilm_vector_ids", "minilm_vector_described", "no_text_described", "minilm_vector_flagged",
+            "minilm_adapted_vector", "minilm_adapted_vector_flagged")
 ID_DROPOUTS = (0.1, 0.5)
 TEXT_DIMS = (32, 128)
 KEY = "retrieval/recall_at_100"
@@ -86,7 +88,7 @@ KEY = "retrieval/recall_at_100"
 PEERS = ("no_text_ids", "no_text_described")
 # Each adapted variant and the same variant unadapted: the adaptation's effect is their difference per seed.
 ADAPTED = {"minilm_adapted": "minilm", "minilm_adapted_vector": "minilm_vector",
-           "minilm_adapted_vector_described": "minilm_vector_described"}
+           "minilm_adapted_vector_flagged": "minilm_vector_flagged"}
 NUMBERS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}
 
 
@@ -261,11 +263,13 @@ def run_catalog(name: str, variants: list[str], seeds: list[int], args: argparse
     if any(v.startswith("minilm_adapted_vector") for v in variants):
         adapted_views = minilm_views(data, config, columns, preset=str(adapted))
     for variant in variants:
-        described = subsets.get("described") if variant.endswith("_described") else None
+        described = subsets.get("described")
         embedded = adapted_views if variant.startswith("minilm_adapted_vector") else views
-        variant_data = with_vectors(data, embedded, described) if is_vector(variant) else data
+        only = described if variant == "minilm_vector_described" else None
+        variant_data = with_vectors(data, embedded, only) if is_vector(variant) else data
         variant_data = with_text_as_ids(variant_data, columns) if variant.endswith("_ids") else variant_data
-        variant_data = with_described_flag(variant_data, described) if variant.startswith("no_text") else variant_data
+        flagged = variant in ("no_text_described", "minilm_vector_flagged", "minilm_adapted_vector_flagged")
+        variant_data = with_described_flag(variant_data, described) if flagged else variant_data
         settings = variant_settings(variant, config, adapted, tuple(args.id_dropouts), tuple(args.text_dims))
         cold = cold_start_selected(variant_data, {variant: settings}, seeds, workdir / f"{name}-{variant}",
                                    journal=journal, subsets=subsets)
@@ -316,9 +320,9 @@ GIVEN = {"no_text": "ids and side features, no text",
          "minilm_vector": "no text feature; the MiniLM-L6 embedding of the same text as a precomputed vector",
          "minilm_vector_ids": "the MiniLM-L6 vector and each text column as a categorical id",
          "minilm_vector_described": "the MiniLM-L6 vector where the item has a description, zeros elsewhere",
+         "minilm_vector_flagged": "the MiniLM-L6 vector and a flag saying whether the item has a description",
          "minilm_adapted_vector": "the adapted MiniLM-L6's embedding of the text as a precomputed vector",
-         "minilm_adapted_vector_described": "the adapted MiniLM-L6's vector where the item has a description, zeros "
-                                            "elsewhere",
+         "minilm_adapted_vector_flagged": "the adapted MiniLM-L6's vector and the description flag",
          "no_text_described": "ids and side features, no text, and a flag saying whether the item has a description"}
 
 
