@@ -89,7 +89,7 @@ PEERS = ("no_text_ids", "no_text_described")
 # Each adapted variant and the same variant unadapted: the adaptation's effect is their difference per seed.
 ADAPTED = {"minilm_adapted": "minilm", "minilm_adapted_vector": "minilm_vector",
            "minilm_adapted_vector_flagged": "minilm_vector_flagged"}
-NUMBERS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}
+NUMBERS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine"}
 
 
 def _log(message: str) -> None:
@@ -386,7 +386,8 @@ def markdown(results: dict[str, Any]) -> str:
                       "for a head trained alone on the frozen encoder."]
         knn = next(iter(out["content_knn_among_new_items"].values()), {})
         if knn:
-            text_rows = {v: row["among_new_items"][KEY] for v, row in out["variants"].items() if v != "no_text"}
+            text_rows = {v: row["among_new_items"][KEY] for v, row in out["variants"].items()
+                         if not v.startswith("no_text")}  # the peers read no text
             best = max(text_rows, key=lambda v: text_rows[v]["mean"], default=None)
             lines += ["", f"Content k-NN over the MiniLM embeddings, among the new items only, no training: "
                       f"recall@100 {knn.get(KEY, float('nan')):.4f}"
