@@ -23,19 +23,20 @@ test items against the whole catalog (and among the new items only). Variants, e
 - ``minilm_vector_described``: the MiniLM vector only where the item has a description (ml-1m-overviews: an
   overview), zeros elsewhere, so a bare title is read as no text; on a catalog without that split it is
   ``minilm_vector``.
-- ``minilm_vector_flagged``: the MiniLM vector and the flag ``no_text_described`` has: does the text's content add
-  to knowing that there is text?
-- ``minilm_adapted_vector`` / ``minilm_adapted_vector_flagged``: those vector variants with the adapted encoder's
-  embeddings, precomputed once (adapted as for ``minilm_adapted``): the adaptation at the cost of a vector;
 - ``no_text_described``: no text, but a categorical flag saying whether the item has a description: the control
   for ``minilm_vector_described``, which separates what having an overview says (TMDB's are the better-known films)
   from what the overview says; on a catalog without that split it is ``no_text``.
+- ``minilm_vector_flagged``: the MiniLM vector and the flag ``no_text_described`` has: does the text's content add
+  to knowing that there is text?
+- ``minilm_adapted_vector`` / ``minilm_adapted_vector_flagged``: those vector variants with the adapted encoder's
+  embeddings, precomputed once (adapted as for ``minilm_adapted``): the adaptation at the cost of a vector.
 
 Searched per variant on the validation items: item id dropout 0.1/0.5, and for the text variants the text width
 32/128; each selection run trains to the epoch cap without early stopping and is judged at its best epoch.
-Reported: new-item recall@100 per seed, mean ± sd, each variant's ratio to ``no_text`` per seed and of the means,
-whether 3× holds in every seed, the adaptation's effect (``minilm_adapted`` − ``minilm``) with its sd and its
-held-out masked-LM loss, and a content k-NN over the MiniLM embeddings among the new items, with no training.
+Reported: new-item recall@100 per seed, mean ± sd, each variant's ratio to ``no_text`` (and to each stronger peer
+that ran) per seed and of the means, whether 3× holds in every seed, the adaptation's effect (each adapted variant
+− its unadapted twin, e.g. ``minilm_adapted`` − ``minilm``) with its sd and the held-out masked-LM loss, and a
+content k-NN over the MiniLM embeddings among the new items, with no training.
 
 Cost: about 15 trainings per catalog for the search and one per variant and seed; on 2 CPU cores ML-1M takes hours
 per training at full size, so ``--users-fraction`` keeps a random share of the users (stated in the JSON) and
@@ -262,13 +263,13 @@ def run_catalog(name: str, variants: list[str], seeds: list[int], args: argparse
                                                    workdir / f"{name}-pretrain")
     if any(v.startswith("minilm_adapted_vector") for v in variants):
         adapted_views = minilm_views(data, config, columns, preset=str(adapted))
+    described = subsets.get("described")
     for variant in variants:
-        described = subsets.get("described")
         embedded = adapted_views if variant.startswith("minilm_adapted_vector") else views
         only = described if variant == "minilm_vector_described" else None
         variant_data = with_vectors(data, embedded, only) if is_vector(variant) else data
         variant_data = with_text_as_ids(variant_data, columns) if variant.endswith("_ids") else variant_data
-        flagged = variant in ("no_text_described", "minilm_vector_flagged", "minilm_adapted_vector_flagged")
+        flagged = variant == "no_text_described" or variant.endswith("_flagged")
         variant_data = with_described_flag(variant_data, described) if flagged else variant_data
         settings = variant_settings(variant, config, adapted, tuple(args.id_dropouts), tuple(args.text_dims))
         cold = cold_start_selected(variant_data, {variant: settings}, seeds, workdir / f"{name}-{variant}",
@@ -305,7 +306,7 @@ def ratios(variants: dict[str, Any], base: str = "no_text") -> dict[str, Any]:
             effect = [a - b for a, b in zip(variants[adapted][KEY]["values"], variants[unadapted][KEY]["values"],
                                             strict=False)]
             out[effect_key(adapted)] = {"per_seed": effect, "mean": float(np.mean(effect)),
-                        "sd": float(statistics.stdev(effect)) if len(effect) > 1 else 0.0}
+                                        "sd": float(statistics.stdev(effect)) if len(effect) > 1 else 0.0}
     return out
 
 
