@@ -191,6 +191,13 @@ def test_a_run_of_one_more_variant_joins_the_earlier_variants_of_the_same_split(
     assert list(joined["variants"]) == ["no_text", "minilm_vector", "minilm_vector_described"]
     assert joined["ratios_to_no_text"]["minilm_vector_described"]["per_seed"] == [4.0, 4.0]
     assert joined["adaptation"] == adaptation  # what the earlier adapted runs were adapted on stays with them
+    # A run that judges subsets joins an earlier one that did not (same split); other subsets do not join.
+    judged = {**new, "subsets": {"described": 3}}
+    assert list(with_earlier_variants(path, protocol, "movies", judged)["variants"]) == list(joined["variants"])
+    other_subsets = {"movies": {**earlier["movies"], "subsets": {"described": 4}}}
+    path.write_text(json.dumps({**protocol, "catalogs": other_subsets}))
+    assert with_earlier_variants(path, protocol, "movies", judged) == judged
+    path.write_text(json.dumps({**protocol, "catalogs": earlier}))
     # Another split (or other data, or another protocol) keeps nothing: its rows are not comparable.
     assert with_earlier_variants(path, protocol, "movies", {**new, "held_out_items": 8}) == {**new,
                                                                                              "held_out_items": 8}
