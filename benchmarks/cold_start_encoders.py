@@ -67,6 +67,7 @@ from tfmtl.config import Config, TextEncoderConfig
 from tfmtl.data import InteractionData, load_dataset
 from tfmtl.data.download import cache_root
 from tfmtl.encoders.pretrain import PretrainConfig, pretrain
+from tfmtl.encoders.text import MINILM_PRESET
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cold_start_books import TARGET_RATIO, books_config, prepare, ratio_to  # noqa: E402
@@ -140,7 +141,7 @@ def text_columns(data: InteractionData, config: Config) -> tuple[str, ...]:
 
 
 def minilm_views(data: InteractionData, config: Config, columns: tuple[str, ...],
-                 preset: str = "minilm-l6") -> dict[str, np.ndarray]:
+                 preset: str = MINILM_PRESET) -> dict[str, np.ndarray]:
     """Text column -> the frozen MiniLM-L6 (or ``preset``'s) embedding of each item's text [items, 384], read as far
     as the model reads it, computed once per catalog."""
     length = config.model.encoder.sequence_length
