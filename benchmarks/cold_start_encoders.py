@@ -1,7 +1,8 @@
 """New items, read five ways: which language model earns its place in the item tower?
 
 Catalogs: ``ml-1m-overviews`` (ML-1M whose item text is "Title (Year). Overview" where TMDB has an overview, the
-title elsewhere; read up to 128 tokens) and Book-Crossing (title and author, as ``cold_start_books.py`` prepares it).
+title elsewhere; read up to 128 tokens), Book-Crossing (title and author, as ``cold_start_books.py`` prepares it),
+and ``ml-1m-described`` (ml-1m-overviews cut to the movies with an overview and their ratings: every item described).
 
 Protocol (``quality.cold_start_selected``): 20% of the rated items are held out entirely (the test items, every
 rating of theirs a test row), the rest follow the TFRS tutorial split; a fifth of the training items is held out of
@@ -78,7 +79,10 @@ from quality import (RESULTS, _indices, cold_start_selected, content_reference, 
 
 # isort: on
 
-CATALOGS = ("ml-1m-overviews", "book-crossing")
+CATALOGS = ("ml-1m-overviews", "book-crossing", "ml-1m-described")
+# ml-1m-overviews cut to the movies TMDB describes: a catalog whose every item has a description, where the flag
+# saying so is constant and only the overview's content can tell new items apart.
+DESCRIBED_ONLY = "ml-1m-described"
 VARIANTS = ("no_text", "no_text_ids", "minilm", "minilm_adapted", "minilm_l3", "minilm_vector",
             "minilm_vector_ids", "minilm_vector_described", "no_text_described", "minilm_vector_flagged",
             "minilm_adapted_vector", "minilm_adapted_vector_flagged")
@@ -106,11 +110,14 @@ def load_catalog(name: str, users_fraction: float, epochs: int | None) -> tuple[
         schema, counts = prepare(cache_root() / "book-crossing")
         data, config = load_dataset(schema), books_config(schema, epochs)
     else:
-        data, counts = load_dataset(name), {}
+        source = "ml-1m-overviews" if name == DESCRIBED_ONLY else name
+        data, counts = load_dataset(source), {}
+        if name == DESCRIBED_ONLY:
+            data, counts = only_items(data, described_items(data))
         base = Config()
         encoder = dataclasses.replace(base.model.encoder, sequence_length=128)  # overviews run past 32 tokens
         config = dataclasses.replace(base, model=dataclasses.replace(base.model, encoder=encoder),
-                                     train=dataclasses.replace(base.train, dataset=name,
+                                     train=dataclasses.replace(base.train, dataset=source,
                                                                **({"epochs": epochs} if epochs else {})))
     if users_fraction < 1.0:
         users = data.interactions["user_id"].astype(str).unique()
@@ -124,16 +131,33 @@ def load_catalog(name: str, users_fraction: float, epochs: int | None) -> tuple[
     return data, config, counts
 
 
+def described_items(data: InteractionData) -> set[str]:
+    """The ml-1m-overviews movies whose text carries a TMDB overview: those whose text is not ml-1m's bare title."""
+    bare = load_dataset("ml-1m").items.set_index("item_id")["title"]
+    texts = data.items.set_index("item_id")["title"]
+    return set(texts.index[texts.to_numpy() != bare.reindex(texts.index).to_numpy()].astype(str))
+
+
+def only_items(data: InteractionData, kept: set[str]) -> tuple[InteractionData, dict[str, int]]:
+    """``data`` cut to the ``kept`` items and their ratings (users left without a rating go too), and what was
+    dropped, counted."""
+    items = data.items[data.items["item_id"].astype(str).isin(kept)].reset_index(drop=True)
+    rows = data.interactions["item_id"].astype(str).isin(kept).to_numpy()
+    interactions = data.interactions[rows].reset_index(drop=True)
+    users = data.users[data.users["user_id"].astype(str).isin(set(interactions["user_id"].astype(str)))]
+    dropped = {"items_dropped": len(data.items) - len(items), "ratings_dropped": int((~rows).sum()),
+               "users_dropped": len(data.users) - len(users)}
+    _log(f"kept {len(items):,} items and {len(interactions):,} ratings; dropped {dropped}")
+    return dataclasses.replace(data, items=items, interactions=interactions, users=users.reset_index(drop=True)), dropped
+
+
 def text_subsets(name: str, data: InteractionData) -> dict[str, set[str]]:
     """On ml-1m-overviews, the movies whose text carries a TMDB overview (``described``) and those that keep their
     bare title (``title_only``), each judged alone as well: does the language model do better where there is text?"""
     if name != "ml-1m-overviews":
         return {}
-    bare = load_dataset("ml-1m").items.set_index("item_id")["title"]
-    texts = data.items.set_index("item_id")["title"]
-    described = texts.index[texts.to_numpy() != bare.reindex(texts.index).to_numpy()]
-    every = set(texts.index.astype(str))
-    return {"described": set(described.astype(str)), "title_only": every - set(described.astype(str))}
+    described = described_items(data)
+    return {"described": described, "title_only": set(data.items["item_id"].astype(str)) - described}
 
 
 def text_columns(data: InteractionData, config: Config) -> tuple[str, ...]:
