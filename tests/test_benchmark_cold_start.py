@@ -73,6 +73,27 @@ def test_described_and_title_only_movies_split_the_catalog(monkeypatch) -> None:
     assert cold_start_encoders.text_subsets("book-crossing", bare) == {}
 
 
+def test_the_described_catalog_keeps_the_described_movies_their_ratings_and_raters(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import cold_start_encoders
+
+    bare = toy_data()
+    described = bare.items.copy()
+    described.loc[[0, 3], "title"] = described.loc[[0, 3], "title"] + " (1995). A plot."
+    overviews = dataclasses.replace(bare, items=described)
+    monkeypatch.setattr(cold_start_encoders, "load_dataset", lambda name: bare if name == "ml-1m" else overviews)
+    data, _, counts = cold_start_encoders.load_catalog("ml-1m-described", 1.0, None)
+    assert list(data.items["item_id"]) == ["i0", "i3"]
+    rated = bare.interactions["item_id"].isin(["i0", "i3"]).to_numpy()
+    assert data.interactions.reset_index(drop=True).equals(bare.interactions[rated].reset_index(drop=True))
+    raters = set(bare.interactions["user_id"][rated])
+    assert set(data.users["user_id"]) == raters
+    # Every dropped row is counted, worked out from the input rather than the function's own frame.
+    assert counts["preparation"] == {"items_dropped": len(bare.items) - 2, "ratings_dropped": int((~rated).sum()),
+                                     "users_dropped": len(bare.users) - len(raters)}
+    assert counts["catalog"] == 2 and counts["ratings"] == int(rated.sum())
+    assert cold_start_encoders.text_subsets("ml-1m-described", data) == {}  # one kind of item: no subsets
+
+
 def test_ratios_against_the_stronger_peer_and_its_line() -> None:
     from cold_start_encoders import _against_stronger_peer, ratios
 
