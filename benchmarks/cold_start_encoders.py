@@ -148,7 +148,8 @@ def only_items(data: InteractionData, kept: set[str]) -> tuple[InteractionData, 
     dropped = {"items_dropped": len(data.items) - len(items), "ratings_dropped": int((~rows).sum()),
                "users_dropped": len(data.users) - len(users)}
     _log(f"kept {len(items):,} items and {len(interactions):,} ratings; dropped {dropped}")
-    return dataclasses.replace(data, items=items, interactions=interactions, users=users.reset_index(drop=True)), dropped
+    kept_data = dataclasses.replace(data, items=items, interactions=interactions, users=users.reset_index(drop=True))
+    return kept_data, dropped
 
 
 def text_subsets(name: str, data: InteractionData) -> dict[str, set[str]]:
