@@ -256,10 +256,10 @@ def adapt_encoder(data: InteractionData, columns: tuple[str, ...], training_item
                                "held_out_loss_head_only": report["unadapted"]["held_out_loss"]}
 
 
-def content_knn(data: InteractionData, views: dict[str, np.ndarray]) -> dict[str, object]:
+def content_knn(data: InteractionData, views: dict[str, np.ndarray], draw: int = 0) -> dict[str, object]:
     """The MiniLM k-NN among the test items, with no training: each user's profile the sum of their training items'
     embeddings."""
-    split, held_out = hold_out_items(data)
+    split, held_out = hold_out_items(data, draw=draw)
     user_index, item_index, num_users, num_items = _indices(data)
     seen = np.zeros((num_users, num_items), dtype=bool)
     seen[user_index[split.train], item_index[split.train]] = True
@@ -274,6 +274,8 @@ def run_catalog(name: str, variants: list[str], seeds: list[int], args: argparse
     data, config, counts = load_catalog(name, args.users_fraction, args.epochs)
     columns = text_columns(data, config)
     _log(f"{name}: {counts}; text columns {columns}")
+    if args.item_draw:  # in the data counts, so that reports of different draws never join
+        counts = {**counts, "item_draw": args.item_draw}
     out: dict[str, Any] = {"data": counts, "text_columns": list(columns), "variants": {}}
     adapted = None
     adapted_views: dict[str, np.ndarray] = {}
@@ -282,7 +284,7 @@ def run_catalog(name: str, variants: list[str], seeds: list[int], args: argparse
     if subsets:
         out["subsets"] = {label: len(items) for label, items in subsets.items()}
     if any(v.startswith("minilm_adapted") for v in variants):  # on the selection runs' training items only
-        split, _ = hold_out_items(data)
+        split, _ = hold_out_items(data, draw=args.item_draw)
         inner = validation_items(data, split, 0.2)
         training_items = set(data.interactions["item_id"].astype(str).iloc[inner.train])
         adapted, out["adaptation"] = adapt_encoder(data, columns, training_items, args.pretrain_epochs,
@@ -299,11 +301,11 @@ def run_catalog(name: str, variants: list[str], seeds: list[int], args: argparse
         variant_data = with_described_flag(variant_data, described) if flagged else variant_data
         settings = variant_settings(variant, config, adapted, tuple(args.id_dropouts), tuple(args.text_dims))
         cold = cold_start_selected(variant_data, {variant: settings}, seeds, workdir / f"{name}-{variant}",
-                                   journal=journal, subsets=subsets)
+                                   journal=journal, subsets=subsets, draw=args.item_draw)
         out["variants"][variant] = cold[variant]
         out.update({k: cold[k] for k in ("held_out_items", "cold_test_rows", "validation_items", "validation_rows")})
         _log(f"{name} {variant}: new-item recall@100 {cold[variant][KEY]['values']}")
-    out["content_knn_among_new_items"] = content_knn(data, views)
+    out["content_knn_among_new_items"] = content_knn(data, views, args.item_draw)
     return with_ratios(out)
 
 
@@ -370,7 +372,8 @@ def protocol(args: argparse.Namespace) -> dict[str, object]:
 def markdown(results: dict[str, Any]) -> str:
     read = {len(out["variants"]) for out in results["catalogs"].values()}
     ways = NUMBERS.get(max(read, default=0), "several")
-    lines = [f"# New items, read {ways} ways (recall@100 of the test items against the whole catalog)", "",
+    ways += " way" if ways == "one" else " ways"
+    lines = [f"# New items, read {ways} (recall@100 of the test items against the whole catalog)", "",
              f"Settings chosen on validation items (item id dropout {_listed(results, 'item_id_dropout')}; text width "
              f"{_listed(results, 'text_width')}); seeds {results['seeds']}; target: ≥ {TARGET_RATIO:g}× no_text "
              "in every seed.", ""]
@@ -379,7 +382,9 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [f"## {catalog}", "",
                   f"{counts['ratings']:,} ratings by {counts['users']:,} users ({_share(counts['users_fraction'])}) of "
                   f"{counts['rated_items']:,} items in a catalog of {counts['catalog']:,}; "
-                  f"{out.get('held_out_items', 0):,} test items, {out.get('validation_items', 0):,} validation items; "
+                  f"{out.get('held_out_items', 0):,} test items"
+                  + (f" (item draw {counts['item_draw']})" if counts.get("item_draw") else "")
+                  + f", {out.get('validation_items', 0):,} validation items; "
                   f"text: {', '.join(out['text_columns'])}.", "",
                   "| variant | chosen (epochs) | recall@100 | per seed | × no_text per seed | 3× every seed "
                   "| new items only: recall@100 |",
@@ -542,6 +547,8 @@ def main() -> None:
                         help="item id dropouts searched on validation items")
     parser.add_argument("--text-dims", type=int, nargs="+", default=list(TEXT_DIMS),
                         help="text (and vector) widths searched on validation items")
+    parser.add_argument("--item-draw", type=int, default=0,
+                        help="which items are new (the seed of their draw); training seeds do not move it")
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--name", default="cold_start_encoders", help="the report's file name, without suffix")
     args = parser.parse_args()

@@ -202,15 +202,18 @@ def summarize(runs: list[dict[str, float]]) -> dict[str, object]:
 
 # === Cold start ===
 
-def hold_out_items(data: InteractionData, fraction: float = 0.2) -> tuple[Split, set[str]]:
-    """``fraction`` of the rated items (seed 0) held out entirely: the split trains on the TFRS tutorial split's
-    training rows of the other items and tests on every row of the held-out ones."""
-    rng = np.random.default_rng(0)
+def hold_out_items(data: InteractionData, fraction: float = 0.2, draw: int = 0) -> tuple[Split, set[str]]:
+    """``fraction`` of the rated items (drawn with seed ``draw``) held out entirely: the split trains on the TFRS
+    tutorial split's training rows of the other items and tests on every row of the held-out ones. Training seeds
+    do not move which items are new; another ``draw`` does (its number is in the split's notes)."""
+    rng = np.random.default_rng(draw)
     rated = np.array(sorted(data.interactions["item_id"].astype(str).unique()))
     held_out = set(rng.choice(rated, int(round(len(rated) * fraction)), replace=False))
     is_cold = data.interactions["item_id"].astype(str).isin(held_out).to_numpy()
     base = tfrs_tutorial_split(len(data.interactions))
-    return Split("cold_start", train=np.sort(base.train[~is_cold[base.train]]), test=np.flatnonzero(is_cold)), held_out
+    notes = {"item_draw": draw} if draw else {}  # the first draw's journals predate the note
+    return Split("cold_start", train=np.sort(base.train[~is_cold[base.train]]), test=np.flatnonzero(is_cold),
+                 notes=notes), held_out
 
 
 def cold_start(data: InteractionData, config: Config, seeds: list[int], workdir: Path, *,
@@ -288,17 +291,18 @@ def select_on_validation_items(data: InteractionData, split: Split, candidates: 
 
 def cold_start_selected(data: InteractionData, variants: dict[str, dict[str, Config]], seeds: list[int],
                         workdir: Path, *, fraction: float = 0.2, journal: Journal | None = None,
-                        subsets: dict[str, set[str]] | None = None) -> dict[str, object]:
+                        subsets: dict[str, set[str]] | None = None, draw: int = 0) -> dict[str, object]:
     """The cold-start protocol with every variant's settings chosen on validation items: for each variant (e.g.
     with and without text), each candidate setting is judged on a validation hold-out of the training items
     (:func:`validation_items`, disjoint from the test items), the best setting and its best epoch are then trained
     on every training row once per seed and judged on the test items, against the whole catalog. A ``journal``
     keeps each finished training, so that the same call after a stop resumes where it stopped. ``subsets`` (name ->
-    item ids) are also judged alone (:func:`tfmtl_run`)."""
+    item ids) are also judged alone (:func:`tfmtl_run`); ``draw`` picks which items are new (:func:`hold_out_items`)."""
     journal = journal or Journal(None)
     data_key = fingerprint(data.interactions, data.items) if journal.path is not None else ""
-    split, held_out = hold_out_items(data, fraction)
+    split, held_out = hold_out_items(data, fraction, draw)
     inner = validation_items(data, split, fraction)
+    inner = dataclasses.replace(inner, notes={**split.notes, **inner.notes})  # another draw, another journal key
     _log(f"cold start with selection: {len(held_out)} test items, {inner.notes['validation_items']} validation items")
     out: dict[str, object] = {"held_out_items": len(held_out), "cold_test_rows": int(len(split.test)),
                               "validation_items": inner.notes["validation_items"],
