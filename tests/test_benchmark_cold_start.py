@@ -223,3 +223,22 @@ def test_a_run_of_one_more_variant_joins_the_earlier_variants_of_the_same_split(
     assert with_earlier_variants(path, protocol, "movies", {**new, "held_out_items": 8}) == {**new,
                                                                                              "held_out_items": 8}
     assert with_earlier_variants(path, {**protocol, "seeds": [42]}, "movies", new) == new
+
+
+def test_another_item_draw_holds_out_other_items_and_keys_its_journal_apart() -> None:
+    from quality import hold_out_items, validation_items
+
+    data = toy_data()
+    items = data.interactions["item_id"].astype(str).to_numpy()
+    rated = np.array(sorted(set(items)))
+    for draw in (0, 1):
+        split, held_out = hold_out_items(data, 0.2, draw)
+        # The reference draws the items itself: a fifth of the sorted rated items, seeded by the draw.
+        assert held_out == set(np.random.default_rng(draw).choice(rated, round(len(rated) * 0.2), replace=False))
+        assert list(split.test) == list(np.flatnonzero(np.isin(items, sorted(held_out))))  # every row of theirs
+        assert not np.isin(items[split.train], sorted(held_out)).any()
+        assert split.notes == ({"item_draw": 1} if draw else {})  # the first draw's journal keys are unchanged
+    first, second = hold_out_items(data, 0.2, 0)[1], hold_out_items(data, 0.2, 1)[1]
+    assert first != second
+    inner = validation_items(data, hold_out_items(data, 0.2, 1)[0], 0.2)
+    assert not np.isin(items[inner.validation], sorted(second)).any()  # validation items are never test items
