@@ -80,9 +80,13 @@ from quality import (RESULTS, _indices, cold_start_selected, content_reference, 
 # isort: on
 
 CATALOGS = ("ml-1m-overviews", "book-crossing", "ml-1m-described")
+DEFAULT_CATALOGS = CATALOGS[:2]
 # ml-1m-overviews cut to the movies TMDB describes: a catalog whose every item has a description, where the flag
 # saying so is constant and only the overview's content can tell new items apart.
 DESCRIBED_ONLY = "ml-1m-described"
+# The variants that read the has-a-description flag: on DESCRIBED_ONLY they would be copies of their plain twins.
+FLAG_VARIANTS = ("minilm_vector_described", "no_text_described", "minilm_vector_flagged",
+                 "minilm_adapted_vector_flagged")
 VARIANTS = ("no_text", "no_text_ids", "minilm", "minilm_adapted", "minilm_l3", "minilm_vector",
             "minilm_vector_ids", "minilm_vector_described", "no_text_described", "minilm_vector_flagged",
             "minilm_adapted_vector", "minilm_adapted_vector_flagged")
@@ -114,6 +118,7 @@ def load_catalog(name: str, users_fraction: float, epochs: int | None) -> tuple[
         data, counts = load_dataset(source), {}
         if name == DESCRIBED_ONLY:
             data, counts = only_items(data, described_items(data))
+            data = dataclasses.replace(data, name=name, extras={})  # the source's coverage is not this catalog's
         base = Config()
         encoder = dataclasses.replace(base.model.encoder, sequence_length=128)  # overviews run past 32 tokens
         config = dataclasses.replace(base, model=dataclasses.replace(base.model, encoder=encoder),
@@ -213,6 +218,13 @@ def with_described_flag(data: InteractionData, described: set[str] | None) -> In
 
 # === Variants ===
 
+def variants_for(catalog: str, variants: list[str]) -> tuple[list[str], list[str]]:
+    """The variants that run on ``catalog`` and those skipped: on DESCRIBED_ONLY a flag variant would be a copy of
+    its plain twin (the flag is constant)."""
+    skipped = [v for v in variants if v in FLAG_VARIANTS] if catalog == DESCRIBED_ONLY else []
+    return [v for v in variants if v not in skipped], skipped
+
+
 def variant_settings(variant: str, config: Config, adapted: Path | None, id_dropouts: tuple[float, ...] = ID_DROPOUTS,
                      text_dims: tuple[int, ...] = TEXT_DIMS) -> dict[str, Config]:
     """Setting label -> config: the search this variant gets on the validation items."""
@@ -292,6 +304,10 @@ def run_catalog(name: str, variants: list[str], seeds: list[int], args: argparse
     if any(v.startswith("minilm_adapted_vector") for v in variants):
         adapted_views = minilm_views(data, config, columns, preset=str(adapted))
     described = subsets.get("described")
+    variants, skipped = variants_for(name, variants)
+    if skipped:
+        _log(f"{name}: skipping {', '.join(skipped)}: every item is described, so the flag is constant")
+        out["skipped_variants"] = skipped
     for variant in variants:
         embedded = adapted_views if variant.startswith("minilm_adapted_vector") else views
         only = described if variant == "minilm_vector_described" else None
@@ -358,8 +374,9 @@ GIVEN = {"no_text": "ids and side features, no text",
 def protocol(args: argparse.Namespace) -> dict[str, object]:
     """The JSON's record of the protocol: the split, the seeds, what each variant reads, the search, the sizes."""
     return figures.protocol(
-        "20% of the rated items held out entirely (test items, judged against the whole catalog); the rest follow "
-        "the TFRS tutorial split", seeds=list(args.seeds),
+        "20% of the rated items held out entirely (test items, judged against the whole catalog"
+        + (f"; item draw {args.item_draw}" if args.item_draw else "") + "); the rest follow the TFRS tutorial split",
+        seeds=list(args.seeds),
         validation="a fifth of the training items held out of the selection runs; every variant's settings and "
                    "epochs chosen on their rows (each selection run trains to the epoch cap, no early stopping)",
         search={"item_id_dropout": list(args.id_dropouts), "text_width": list(args.text_dims)},
@@ -537,7 +554,7 @@ def _listed(results: dict[str, Any], name: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--catalogs", nargs="+", choices=CATALOGS, default=list(CATALOGS))
+    parser.add_argument("--catalogs", nargs="+", choices=CATALOGS, default=list(DEFAULT_CATALOGS))
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2, 3, 4])
     parser.add_argument("--users-fraction", type=float, default=1.0)
@@ -550,8 +567,11 @@ def main() -> None:
     parser.add_argument("--item-draw", type=int, default=0,
                         help="which items are new (the seed of their draw); training seeds do not move it")
     parser.add_argument("--output", type=Path, default=RESULTS)
-    parser.add_argument("--name", default="cold_start_encoders", help="the report's file name, without suffix")
+    parser.add_argument("--name", help="the report's file name, without suffix (default: cold_start_encoders, "
+                                       "with _draw_<n> for another item draw)")
     args = parser.parse_args()
+    # Another draw never writes over the first draw's report: their catalogs would mix draws.
+    args.name = args.name or "cold_start_encoders" + (f"_draw_{args.item_draw}" if args.item_draw else "")
 
     results: dict[str, Any] = {"protocol": protocol(args), "seeds": args.seeds,
                                "search": {"item_id_dropout": args.id_dropouts, "text_width": args.text_dims},

@@ -80,8 +80,16 @@ def test_the_described_catalog_keeps_the_described_movies_their_ratings_and_rate
     described = bare.items.copy()
     described.loc[[0, 3], "title"] = described.loc[[0, 3], "title"] + " (1995). A plot."
     overviews = dataclasses.replace(bare, items=described)
-    monkeypatch.setattr(cold_start_encoders, "load_dataset", lambda name: bare if name == "ml-1m" else overviews)
-    data, _, counts = cold_start_encoders.load_catalog("ml-1m-described", 1.0, None)
+    requested: list[str] = []
+
+    def load_dataset(name: str):  # type: ignore[no-untyped-def]
+        requested.append(name)
+        return bare if name == "ml-1m" else overviews
+
+    monkeypatch.setattr(cold_start_encoders, "load_dataset", load_dataset)
+    data, config, counts = cold_start_encoders.load_catalog("ml-1m-described", 1.0, None)
+    assert requested == ["ml-1m-overviews", "ml-1m"]  # the overviews, then the bare titles they are told from
+    assert data.name == "ml-1m-described" and config.train.dataset == "ml-1m-overviews"
     assert list(data.items["item_id"]) == ["i0", "i3"]
     rated = bare.interactions["item_id"].isin(["i0", "i3"]).to_numpy()
     assert data.interactions.reset_index(drop=True).equals(bare.interactions[rated].reset_index(drop=True))
@@ -92,6 +100,11 @@ def test_the_described_catalog_keeps_the_described_movies_their_ratings_and_rate
                                      "users_dropped": len(bare.users) - len(raters)}
     assert counts["catalog"] == 2 and counts["ratings"] == int(rated.sum())
     assert cold_start_encoders.text_subsets("ml-1m-described", data) == {}  # one kind of item: no subsets
+    # A flag that is "yes" for every movie would make a flag variant a copy of its plain twin: those are skipped.
+    assert cold_start_encoders.variants_for("ml-1m-described", ["no_text", "no_text_described", "minilm_vector",
+                                                                "minilm_vector_flagged"]) == (
+        ["no_text", "minilm_vector"], ["no_text_described", "minilm_vector_flagged"])
+    assert cold_start_encoders.variants_for("ml-1m-overviews", ["no_text_described"]) == (["no_text_described"], [])
 
 
 def test_ratios_against_the_stronger_peer_and_its_line() -> None:
@@ -239,6 +252,34 @@ def test_another_item_draw_holds_out_other_items_and_keys_its_journal_apart() ->
         assert not np.isin(items[split.train], sorted(held_out)).any()
         assert split.notes == ({"item_draw": 1} if draw else {})  # the first draw's journal keys are unchanged
     first, second = hold_out_items(data, 0.2, 0)[1], hold_out_items(data, 0.2, 1)[1]
+    # The first draw is the one every earlier report used: these six, as the code before draws held them out.
+    assert first == {"i1", "i15", "i16", "i20", "i23", "i28"}
     assert first != second
     inner = validation_items(data, hold_out_items(data, 0.2, 1)[0], 0.2)
     assert not np.isin(items[inner.validation], sorted(second)).any()  # validation items are never test items
+
+
+def test_the_draw_reaches_the_selection_runs_and_the_final_runs(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import quality
+
+    data = toy_data()
+    selected: list[dict[str, object]] = []
+    judged: list[list[str]] = []
+
+    def fake_select(data, split, candidates, seed, workdir, *, journal=None, data_key=""):  # type: ignore[no-untyped-def]
+        selected.append(split.summary())
+        return {label: {"validation": 0.5, "epoch": 1} for label in candidates}
+
+    def fake_run(config, data, split, rows, seed, workdir, label, *, candidates=None, subsets=None):  # type: ignore[no-untyped-def]
+        judged.append(list(candidates))
+        return {**{k: 0.1 for k in quality.COLD_REPORTED}, **{f"new_items/{k}": 0.2 for k in quality.COLD_REPORTED},
+                "seconds": 1.0}
+
+    monkeypatch.setattr(quality, "select_on_validation_items", fake_select)
+    monkeypatch.setattr(quality, "tfmtl_run", fake_run)
+    for draw in (0, 1):
+        quality.cold_start_selected(data, {"v": {"a": toy_config()}}, [7], tmp_path, draw=draw)
+    # The new items the final runs rank among are the draw's own; the selection split's summary (its journal key)
+    # names the draw only when there is one to name.
+    assert judged == [sorted(quality.hold_out_items(data, 0.2, d)[1]) for d in (0, 1)]
+    assert "item_draw" not in selected[0] and selected[1]["item_draw"] == 1
