@@ -45,6 +45,7 @@ per training at full size, so ``--users-fraction`` keeps a random share of the u
 
 Run: .venv/bin/python benchmarks/cold_start_encoders.py [--catalogs ml-1m-overviews book-crossing]
         [--variants ...] [--seeds 42 1 2 3 4] [--users-fraction 1.0] [--epochs N] [--pretrain-epochs 3]
+        [--item-draw 0]  (seeds vary the training only; another draw holds out other items as the new ones)
 Writes benchmarks/results/cold_start_encoders.json and .md (``--name`` names another report, e.g. a full-size run of
 a few variants); a run of some catalogs keeps the others already in its report.
 """
