@@ -256,13 +256,14 @@ def cold_start(data: InteractionData, config: Config, seeds: list[int], workdir:
 
 def validation_items(data: InteractionData, split: Split, fraction: float, seed: int = 1) -> Split:
     """A second cold-start split inside ``split.train``: ``fraction`` of its items held out of training, their
-    training rows the validation part (cold to the model, disjoint from the test items)."""
+    training rows the validation part (cold to the model, disjoint from the test items). It keeps ``split``'s notes
+    (an item draw's number): another draw, another journal key for the selection runs."""
     items = data.interactions["item_id"].astype(str).to_numpy()
     rated = np.array(sorted(set(items[split.train])))
     held = set(np.random.default_rng(seed).choice(rated, int(round(len(rated) * fraction)), replace=False))
     cold = np.isin(items[split.train], sorted(held))
     return Split("cold_validation", train=split.train[~cold], test=np.zeros(0, dtype=np.int64),
-                 validation=split.train[cold], notes={"validation_items": len(held)})
+                 validation=split.train[cold], notes={**split.notes, "validation_items": len(held)})
 
 
 def select_on_validation_items(data: InteractionData, split: Split, candidates: dict[str, Config], seed: int,
@@ -302,7 +303,6 @@ def cold_start_selected(data: InteractionData, variants: dict[str, dict[str, Con
     data_key = fingerprint(data.interactions, data.items) if journal.path is not None else ""
     split, held_out = hold_out_items(data, fraction, draw)
     inner = validation_items(data, split, fraction)
-    inner = dataclasses.replace(inner, notes={**split.notes, **inner.notes})  # another draw, another journal key
     _log(f"cold start with selection: {len(held_out)} test items, {inner.notes['validation_items']} validation items")
     out: dict[str, object] = {"held_out_items": len(held_out), "cold_test_rows": int(len(split.test)),
                               "validation_items": inner.notes["validation_items"],
