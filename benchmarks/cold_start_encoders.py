@@ -37,7 +37,9 @@ Searched per variant on the validation items: item id dropout 0.1/0.5, and for t
 Reported: new-item recall@100 per seed, mean ± sd, each variant's ratio to ``no_text`` (and to each stronger peer
 that ran) per seed and of the means, whether 3× holds in every seed, the adaptation's effect (each adapted variant
 − its unadapted twin, e.g. ``minilm_adapted`` − ``minilm``) with its sd and the held-out masked-LM loss, and a
-content k-NN over the MiniLM embeddings among the new items, with no training.
+content k-NN over the MiniLM embeddings among the new items, with no training. Where a catalog has kinds of item
+(``item_subsets``: movies with and without an overview; books whose author wrote a training book and books by a new
+author), each kind's test rows are judged alone as well.
 
 Cost: about 15 trainings per catalog for the search and one per variant and seed; on 2 CPU cores ML-1M takes hours
 per training at full size, so ``--users-fraction`` keeps a random share of the users (stated in the JSON) and
@@ -62,6 +64,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 # isort: off
 import tfmtl  # noqa: F401  (Keras 2 for TFRS, before TensorFlow loads)
@@ -158,13 +161,22 @@ def only_items(data: InteractionData, kept: set[str]) -> tuple[InteractionData, 
     return kept_data, dropped
 
 
-def text_subsets(name: str, data: InteractionData) -> dict[str, set[str]]:
-    """On ml-1m-overviews, the movies whose text carries a TMDB overview (``described``) and those that keep their
-    bare title (``title_only``), each judged alone as well: does the language model do better where there is text?"""
-    if name != "ml-1m-overviews":
-        return {}
-    described = described_items(data)
-    return {"described": described, "title_only": set(data.items["item_id"].astype(str)) - described}
+def item_subsets(name: str, data: InteractionData, draw: int = 0) -> dict[str, set[str]]:
+    """Kinds of item judged alone as well, where the catalog has them. ml-1m-overviews: the movies whose text carries
+    a TMDB overview (``described``) and those that keep their bare title (``title_only``): does the language model do
+    better where there is text? Book-Crossing: the books whose author wrote a book the final runs train on
+    (``known_author``) and the rest (``new_author``): an author id carries over to the first kind only, and only the
+    text can say anything about the second."""
+    if name == "ml-1m-overviews":
+        described = described_items(data)
+        return {"described": described, "title_only": set(data.items["item_id"].astype(str)) - described}
+    if name == "book-crossing":
+        split, _ = hold_out_items(data, draw=draw)
+        authors = pd.Series(as_id(data.items["author"]).to_numpy(), index=data.items["item_id"].astype(str))
+        trained_on = data.interactions["item_id"].astype(str).iloc[split.train].unique()
+        known = authors.isin(set(authors.reindex(trained_on)))
+        return {"known_author": set(authors.index[known]), "new_author": set(authors.index[~known])}
+    return {}
 
 
 def text_columns(data: InteractionData, config: Config) -> tuple[str, ...]:
@@ -199,10 +211,15 @@ def with_text_as_ids(data: InteractionData, columns: tuple[str, ...]) -> Interac
     carries over to their new books; a value never seen in training is the unknown id."""
     items = data.items.copy()
     for column in columns:
-        items[f"{column}_id"] = items[column].fillna("").astype(str).str.strip().str.lower()
+        items[f"{column}_id"] = as_id(items[column])
     categorical = (*data.item_features.categorical, *(f"{column}_id" for column in columns))
     return dataclasses.replace(data, items=items,
                                item_features=dataclasses.replace(data.item_features, categorical=categorical))
+
+
+def as_id(values: pd.Series) -> pd.Series:
+    """A text column read as a categorical id: case and surrounding spaces do not make another author."""
+    return values.fillna("").astype(str).str.strip().str.lower()
 
 
 def with_described_flag(data: InteractionData, described: set[str] | None) -> InteractionData:
@@ -293,7 +310,7 @@ def run_catalog(name: str, variants: list[str], seeds: list[int], args: argparse
     adapted = None
     adapted_views: dict[str, np.ndarray] = {}
     views = minilm_views(data, config, columns)
-    subsets = text_subsets(name, data)
+    subsets = item_subsets(name, data, args.item_draw)
     if subsets:
         out["subsets"] = {label: len(items) for label, items in subsets.items()}
     if any(v.startswith("minilm_adapted") for v in variants):  # on the selection runs' training items only

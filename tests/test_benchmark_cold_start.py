@@ -67,10 +67,35 @@ def test_described_and_title_only_movies_split_the_catalog(monkeypatch) -> None:
     described = bare.items.copy()
     described.loc[[0, 3], "title"] = described.loc[[0, 3], "title"] + " (1995). A plot."
     monkeypatch.setattr(cold_start_encoders, "load_dataset", lambda name: bare)
-    subsets = cold_start_encoders.text_subsets("ml-1m-overviews", dataclasses.replace(bare, items=described))
+    subsets = cold_start_encoders.item_subsets("ml-1m-overviews", dataclasses.replace(bare, items=described))
     assert subsets["described"] == {"i0", "i3"}
     assert subsets["title_only"] == set(bare.items["item_id"]) - {"i0", "i3"}
-    assert cold_start_encoders.text_subsets("book-crossing", bare) == {}
+
+
+def test_new_books_split_by_whether_their_author_wrote_a_training_book() -> None:
+    from cold_start_encoders import item_subsets
+    from quality import hold_out_items
+
+    data = toy_data()
+    items = list(data.items["item_id"].astype(str))
+    for draw in (0, 1):
+        split, held_out = hold_out_items(data, 0.2, draw)
+        trained_on = set(data.interactions["item_id"].astype(str).iloc[split.train])
+        new, kept = sorted(held_out)[:3], sorted(held_out)[3:]  # three new books by an author of their own
+        writer = {}
+        for n, item in enumerate(items):  # the rest share two authors, spelled two ways, with a training book each
+            writer[item] = f"Solo {item}" if item in new else ("Ann Lee" if n % 2 else " ann lee") if n < 20 else "Bo"
+        # An author whose only other book is rated but never trained on (held out too) is no known author either.
+        writer[kept[0]] = writer[kept[1]] = "Twin"
+        authored = dataclasses.replace(data, items=data.items.assign(author=[writer[i] for i in items]))
+        subsets = item_subsets("book-crossing", authored, draw)
+        # Worked out by hand: known means an author (case and spaces aside) of some book in the training rows.
+        known_authors = {writer[i].strip().lower() for i in trained_on}
+        assert "twin" not in known_authors and "solo " + new[0] not in known_authors
+        assert subsets["new_author"] == {i for i in items if writer[i].strip().lower() not in known_authors}
+        assert set(new) | {kept[0], kept[1]} <= subsets["new_author"]
+        assert subsets["known_author"] == set(items) - subsets["new_author"]
+        assert set(held_out) - set(new) - {kept[0], kept[1]} <= subsets["known_author"]
 
 
 def test_the_described_catalog_keeps_the_described_movies_their_ratings_and_raters(monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -99,7 +124,7 @@ def test_the_described_catalog_keeps_the_described_movies_their_ratings_and_rate
     assert counts["preparation"] == {"items_dropped": len(bare.items) - 2, "ratings_dropped": int((~rated).sum()),
                                      "users_dropped": len(bare.users) - len(raters)}
     assert counts["catalog"] == 2 and counts["ratings"] == int(rated.sum())
-    assert cold_start_encoders.text_subsets("ml-1m-described", data) == {}  # one kind of item: no subsets
+    assert cold_start_encoders.item_subsets("ml-1m-described", data) == {}  # one kind of item: no subsets
     # A flag that is "yes" for every movie would make a flag variant a copy of its plain twin: those are skipped.
     assert cold_start_encoders.variants_for("ml-1m-described", ["no_text", "no_text_described", "minilm_vector",
                                                                 "minilm_vector_flagged"]) == (
