@@ -161,6 +161,11 @@ def only_items(data: InteractionData, kept: set[str]) -> tuple[InteractionData, 
     return kept_data, dropped
 
 
+def as_id(values: pd.Series) -> pd.Series:
+    """A text column read as a categorical id: case and surrounding spaces do not make another author."""
+    return values.fillna("").astype(str).str.strip().str.lower()
+
+
 def item_subsets(name: str, data: InteractionData, draw: int = 0) -> dict[str, set[str]]:
     """Kinds of item judged alone as well, where the catalog has them. ml-1m-overviews: the movies whose text carries
     a TMDB overview (``described``) and those that keep their bare title (``title_only``): does the language model do
@@ -215,11 +220,6 @@ def with_text_as_ids(data: InteractionData, columns: tuple[str, ...]) -> Interac
     categorical = (*data.item_features.categorical, *(f"{column}_id" for column in columns))
     return dataclasses.replace(data, items=items,
                                item_features=dataclasses.replace(data.item_features, categorical=categorical))
-
-
-def as_id(values: pd.Series) -> pd.Series:
-    """A text column read as a categorical id: case and surrounding spaces do not make another author."""
-    return values.fillna("").astype(str).str.strip().str.lower()
 
 
 def with_described_flag(data: InteractionData, described: set[str] | None) -> InteractionData:
