@@ -266,6 +266,19 @@ def variant_settings(variant: str, config: Config, adapted: Path | None, id_drop
     return {f"item id dropout {p}, text width {d}": setting(p, d, preset) for p in id_dropouts for d in text_dims}
 
 
+def variant_data(variant: str, data: InteractionData, columns: tuple[str, ...], views: dict[str, np.ndarray],
+                 adapted_views: dict[str, np.ndarray], described: set[str] | None) -> InteractionData:
+    """``data`` with what ``variant`` reads beyond ids and side features: precomputed vectors (the adapted
+    encoder's for the adapted vector variants; only the described items' with ``minilm_vector_described``), the
+    text columns as ids, the has-a-description flag."""
+    embedded = adapted_views if variant.startswith("minilm_adapted_vector") else views
+    only = described if variant == "minilm_vector_described" else None
+    prepared = with_vectors(data, embedded, only) if is_vector(variant) else data
+    prepared = with_text_as_ids(prepared, columns) if variant.endswith("_ids") else prepared
+    flagged = variant == "no_text_described" or variant.endswith("_flagged")
+    return with_described_flag(prepared, described) if flagged else prepared
+
+
 def is_vector(variant: str) -> bool:
     """Whether the variant reads precomputed embeddings as a ``vector`` feature instead of running an encoder."""
     return "_vector" in variant
@@ -327,14 +340,9 @@ def run_catalog(name: str, variants: list[str], seeds: list[int], args: argparse
         _log(f"{name}: skipping {', '.join(skipped)}: every item is described, so the flag is constant")
         out["skipped_variants"] = skipped
     for variant in variants:
-        embedded = adapted_views if variant.startswith("minilm_adapted_vector") else views
-        only = described if variant == "minilm_vector_described" else None
-        variant_data = with_vectors(data, embedded, only) if is_vector(variant) else data
-        variant_data = with_text_as_ids(variant_data, columns) if variant.endswith("_ids") else variant_data
-        flagged = variant == "no_text_described" or variant.endswith("_flagged")
-        variant_data = with_described_flag(variant_data, described) if flagged else variant_data
+        prepared = variant_data(variant, data, columns, views, adapted_views, described)
         settings = variant_settings(variant, config, adapted, tuple(args.id_dropouts), tuple(args.text_dims))
-        cold = cold_start_selected(variant_data, {variant: settings}, seeds, workdir / f"{name}-{variant}",
+        cold = cold_start_selected(prepared, {variant: settings}, seeds, workdir / f"{name}-{variant}",
                                    journal=journal, subsets=subsets, draw=args.item_draw)
         out["variants"][variant] = cold[variant]
         out.update({k: cold[k] for k in ("held_out_items", "cold_test_rows", "validation_items", "validation_rows")})
