@@ -243,11 +243,13 @@ def protocol(args: argparse.Namespace) -> dict[str, object]:
         f"test rows cut in two at random (seed {args.half_seed}): the warm model trains on the first halves, every "
         "model is judged on the second halves with the same known history",
         seeds=list(args.seeds),
-        validation=f"cold variants: the settings and epochs {args.report} chose on validation items; warm: item id "
-                   "dropout and epochs chosen on the second halves of validation items cut the same way",
+        validation="cold variants: the settings and epochs their catalog's report (its `report`) chose on validation "
+                   "items; warm: item id dropout and epochs chosen on the second halves of validation items cut the "
+                   "same way",
         search={"warm_item_id_dropout": list(WARM_DROPOUTS)},
-        given={"warm": f"{args.warm_from}'s features and the new items' first halves of ratings"},
-        sizes="the report's users fraction")
+        given={"warm": "the features of the catalog's strongest no-text peer (its warm.from) and the new items' "
+                       "first halves of ratings"},
+        sizes="each catalog's report's users fraction")
 
 
 def main() -> None:
