@@ -43,7 +43,6 @@ def test_each_item_gives_the_first_part_the_smaller_half_of_its_rows() -> None:
 
 def test_the_warm_split_trains_on_the_first_halves_and_judges_the_rest() -> None:
     from cold_start_reference import warm_split, warm_validation
-
     from quality import hold_out_items, validation_items
 
     data = toy_data()
