@@ -43,8 +43,8 @@ from tfmtl.training import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cold_start_books import TARGET_RATIO, ratio_to  # noqa: E402
-from cold_start_encoders import (CATALOGS, KEY, item_subsets, load_catalog, minilm_views, text_columns,  # noqa: E402
-                                 variant_data, variant_settings)
+from cold_start_encoders import (CATALOGS, KEY, is_vector, item_subsets, load_catalog, minilm_views,  # noqa: E402
+                                 text_columns, variant_data, variant_settings)
 import figures  # noqa: E402
 from journal import Journal, fingerprint  # noqa: E402
 from quality import (COLD_REPORTED, RESULTS, hold_out_items, select_on_validation_items, summarize,  # noqa: E402
@@ -133,6 +133,9 @@ def summarized(runs: list[dict[str, float]], name: str) -> dict[str, Any]:
 def run_catalog(args: argparse.Namespace, journal: Journal, workdir: Path) -> dict[str, Any]:
     earlier = json.loads((args.reports / f"{args.report}.json").read_text())
     report = {**earlier["catalogs"][args.catalog], "search": earlier["search"]}
+    missing = [v for v in args.variants if v not in report["variants"]]
+    if missing:
+        raise SystemExit(f"{args.report} has no {', '.join(missing)} on {args.catalog}: nothing chosen to reuse")
     if earlier["seeds"] != args.seeds:
         raise SystemExit(f"--seeds {args.seeds} differ from {args.report}'s {earlier['seeds']}: nothing to check")
     users_fraction = report["data"]["users_fraction"]
@@ -142,7 +145,7 @@ def run_catalog(args: argparse.Namespace, journal: Journal, workdir: Path) -> di
     columns = text_columns(data, config)
     views = minilm_views(data, config, columns)
     described = item_subsets(args.catalog, data).get("described")
-    split, held_out = hold_out_items(data)
+    split, held_out = hold_out_items(data, draw=report["data"].get("item_draw", 0))  # the report's new items
     warm = warm_split(data, split, args.half_seed)
     candidates = sorted(held_out)
     data_key = fingerprint(data.interactions, data.items)
@@ -239,9 +242,9 @@ def markdown(results: dict[str, Any]) -> str:
 
 def protocol(args: argparse.Namespace) -> dict[str, object]:
     return figures.protocol(
-        "20% of the rated items held out entirely (item draw 0), the rest the TFRS tutorial split; each new item's "
-        f"test rows cut in two at random (seed {args.half_seed}): the warm model trains on the first halves, every "
-        "model is judged on the second halves with the same known history",
+        "20% of the rated items held out entirely (the report's item draw), the rest the TFRS tutorial split; each "
+        f"new item's test rows cut in two at random (seed {args.half_seed}): the warm model trains on the first "
+        "halves, every model is judged on the second halves with the same known history",
         seeds=list(args.seeds),
         validation="cold variants: the settings and epochs their catalog's report (its `report`) chose on validation "
                    "items; warm: item id dropout and epochs chosen on the second halves of validation items cut the "
@@ -266,6 +269,10 @@ def main() -> None:
     args = parser.parse_args()
     if "no_text" not in args.variants:
         parser.error("--variants must include no_text: every ratio is to it")
+    needs_encoder = [v for v in args.variants if not (v.startswith("no_text") or is_vector(v))
+                     or v.startswith("minilm_adapted")]
+    if needs_encoder:  # their setting names an encoder folder (or adapted embeddings) this script does not rebuild
+        parser.error(f"--variants {' '.join(needs_encoder)}: only the no-text and frozen-MiniLM vector variants run")
     if not args.warm_from.startswith("no_text"):
         parser.error(f"--warm-from {args.warm_from}: the warm model reads no text (a no_text variant)")
 
