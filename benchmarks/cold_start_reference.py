@@ -38,7 +38,6 @@ import tfmtl  # noqa: F401  (Keras 2 for TFRS, before TensorFlow loads)
 from tfmtl.config import Config
 from tfmtl.data import InteractionData
 from tfmtl.data.splits import Split
-from tfmtl.evaluate import evaluate_model
 from tfmtl.training import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -47,8 +46,8 @@ from cold_start_encoders import (CATALOGS, KEY, is_vector, item_subsets, load_ca
                                  text_columns, variant_data, variant_settings)
 import figures  # noqa: E402
 from journal import Journal, fingerprint  # noqa: E402
-from quality import (COLD_REPORTED, RESULTS, hold_out_items, select_on_validation_items, summarize,  # noqa: E402
-                     validation_items)
+from quality import (COLD_REPORTED, RESULTS, hold_out_items, retrieval_whole_and_among,  # noqa: E402
+                     select_on_validation_items, summarize, validation_items)
 
 # isort: on
 
@@ -101,15 +100,6 @@ def chosen_config(report: dict[str, Any], variant: str, config: Config) -> tuple
         chosen.train, epochs=row["epochs"], validation_fraction=0.0))
 
 
-def judged(model: Any, data: InteractionData, known: np.ndarray, rows: np.ndarray, candidates: list[str],
-           batch_size: int) -> dict[str, float]:
-    """Retrieval metrics of ``rows`` against the whole catalog and among the ``candidates`` (``new_items/...``)."""
-    whole = evaluate_model(model, data, known, rows, tasks=("retrieval",), batch_size=batch_size)
-    among = evaluate_model(model, data, known, rows, tasks=("retrieval",), batch_size=batch_size,
-                           candidates=candidates)
-    return {**{k: whole[k] for k in COLD_REPORTED}, **{f"new_items/{k}": among[k] for k in COLD_REPORTED}}
-
-
 def run_seed(config: Config, data: InteractionData, trained_on: Split, judged_on: dict[str, tuple[Split, np.ndarray]],
              candidates: list[str], seed: int, workdir: Path) -> dict[str, float]:
     """Trains on ``trained_on.train`` with ``seed``; judges each ``name -> (split whose known rows are the users'
@@ -119,7 +109,8 @@ def run_seed(config: Config, data: InteractionData, trained_on: Split, judged_on
                    progress=False)
     out: dict[str, float] = {}
     for name, (split, rows) in judged_on.items():
-        metrics = judged(result.model, data, split.known, rows, candidates, config.train.eval_batch_size)
+        metrics = retrieval_whole_and_among(result.model, data, split.known, rows, candidates,
+                                            config.train.eval_batch_size)
         out.update({f"{name}/{k}": v for k, v in metrics.items()})
     return out
 

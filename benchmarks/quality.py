@@ -183,13 +183,20 @@ def _on_subsets(model: Any, data: InteractionData, known: np.ndarray, test: np.n
         rows = test[np.isin(items, sorted(chosen))]
         if len(rows) == 0:
             continue
-        whole = evaluate_model(model, data, known, rows, tasks=("retrieval",), batch_size=batch_size)
-        among = evaluate_model(model, data, known, rows, tasks=("retrieval",), batch_size=batch_size,
-                               candidates=candidates)
-        metrics.update({f"{name}/{k}": v for k, v in whole.items()})
-        metrics.update({f"{name}/new_items/{k}": v for k, v in among.items()})
+        judged = retrieval_whole_and_among(model, data, known, rows, candidates, batch_size)
+        metrics.update({f"{name}/{k}": v for k, v in judged.items()})
         metrics[f"{name}/test_rows"] = float(len(rows))
     return metrics
+
+
+def retrieval_whole_and_among(model: Any, data: InteractionData, known: np.ndarray, rows: np.ndarray,
+                              candidates: list[str], batch_size: int) -> dict[str, float]:
+    """The retrieval metrics of ``rows`` against the whole catalog, and among the ``candidates`` only
+    (``new_items/...``)."""
+    whole = evaluate_model(model, data, known, rows, tasks=("retrieval",), batch_size=batch_size)
+    among = evaluate_model(model, data, known, rows, tasks=("retrieval",), batch_size=batch_size,
+                           candidates=candidates)
+    return {**whole, **{f"new_items/{k}": v for k, v in among.items()}}
 
 
 def summarize(runs: list[dict[str, float]]) -> dict[str, object]:
