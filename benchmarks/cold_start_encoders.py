@@ -31,6 +31,9 @@ test items against the whole catalog (and among the new items only). Variants, e
   to knowing that there is text?
 - ``minilm_adapted_vector`` / ``minilm_adapted_vector_flagged``: those vector variants with the adapted encoder's
   embeddings, precomputed once (adapted as for ``minilm_adapted``): the adaptation at the cost of a vector.
+- ``bge_vector`` / ``bge_vector_ids`` / ``bge_vector_flagged``: those vector variants with a stronger encoder's
+  embeddings, ``bge-small-en-v1.5`` (12 layers where MiniLM-L6 has 6, [CLS] pooling, higher on the MTEB benchmark):
+  does a better language model earn more? Its content k-NN among the new items is reported beside MiniLM's.
 
 Searched per variant on the validation items: item id dropout 0.1/0.5, and for the text variants the text width
 32/128; each selection run trains to the epoch cap without early stopping and is judged at its best epoch.
@@ -71,6 +74,7 @@ import tfmtl  # noqa: F401  (Keras 2 for TFRS, before TensorFlow loads)
 from tfmtl.config import Config, TextEncoderConfig
 from tfmtl.data import InteractionData, load_dataset
 from tfmtl.data.download import cache_root
+from tfmtl.encoders.onnx_bert import BGE_SMALL_PRESET
 from tfmtl.encoders.pretrain import PretrainConfig, pretrain
 from tfmtl.encoders.text import MINILM_PRESET
 
@@ -90,10 +94,14 @@ DEFAULT_CATALOGS = CATALOGS[:2]
 DESCRIBED_ONLY = "ml-1m-described"
 # The variants that read the has-a-description flag: on DESCRIBED_ONLY they would be copies of their plain twins.
 FLAG_VARIANTS = ("minilm_vector_described", "no_text_described", "minilm_vector_flagged",
-                 "minilm_adapted_vector_flagged")
+                 "minilm_adapted_vector_flagged", "bge_vector_flagged")
 VARIANTS = ("no_text", "no_text_ids", "minilm", "minilm_adapted", "minilm_l3", "minilm_vector",
             "minilm_vector_ids", "minilm_vector_described", "no_text_described", "minilm_vector_flagged",
-            "minilm_adapted_vector", "minilm_adapted_vector_flagged")
+            "minilm_adapted_vector", "minilm_adapted_vector_flagged", "bge_vector", "bge_vector_ids",
+            "bge_vector_flagged")
+# The encoder whose precomputed embeddings a vector variant reads (the adapted MiniLM's are made per run): its
+# preset and pooling, and the suffix of the vector feature's name.
+VECTOR_ENCODERS = {"minilm": (MINILM_PRESET, "mean"), "bge": (BGE_SMALL_PRESET, "cls")}
 ID_DROPOUTS = (0.1, 0.5)
 TEXT_DIMS = (32, 128)
 KEY = "retrieval/recall_at_100"
@@ -189,24 +197,33 @@ def text_columns(data: InteractionData, config: Config) -> tuple[str, ...]:
 
 
 def minilm_views(data: InteractionData, config: Config, columns: tuple[str, ...],
-                 preset: str = MINILM_PRESET) -> dict[str, np.ndarray]:
+                 preset: str = MINILM_PRESET, pooling: str = "mean") -> dict[str, np.ndarray]:
     """Text column -> the frozen MiniLM-L6 (or ``preset``'s) embedding of each item's text [items, 384], read as far
     as the model reads it, computed once per catalog."""
     length = config.model.encoder.sequence_length
-    return {column: text_view(data.items[column].fillna(""), length, preset) for column in columns}
+    return {column: text_view(data.items[column].fillna(""), length, preset, pooling) for column in columns}
 
 
-def with_vectors(data: InteractionData, views: dict[str, np.ndarray], only: set[str] | None = None) -> InteractionData:
-    """The items with a ``<column>_minilm`` vector per text column: its MiniLM-L6 embedding, precomputed; with
-    ``only``, zeros for every other item (no content to read)."""
+def encoder_views(data: InteractionData, config: Config, columns: tuple[str, ...],
+                  variants: list[str]) -> dict[str, dict[str, np.ndarray]]:
+    """Each packaged encoder the ``variants`` read as vectors (always MiniLM-L6, which the content k-NN reads) ->
+    its views (:func:`minilm_views`)."""
+    needed = {"minilm"} | {vector_source(v) for v in variants if is_vector(v)} & set(VECTOR_ENCODERS)
+    return {source: minilm_views(data, config, columns, *VECTOR_ENCODERS[source]) for source in sorted(needed)}
+
+
+def with_vectors(data: InteractionData, views: dict[str, np.ndarray], only: set[str] | None = None,
+                 suffix: str = "minilm") -> InteractionData:
+    """The items with a ``<column>_<suffix>`` vector per text column: its embedding (MiniLM-L6's, or the encoder
+    ``suffix`` names), precomputed; with ``only``, zeros for every other item (no content to read)."""
     items = data.items.copy()
     vectors = {}
     if only is not None:
         kept = items["item_id"].astype(str).isin(only).to_numpy()[:, None]
         views = {column: np.where(kept, embedded, 0.0) for column, embedded in views.items()}
     for column, embedded in views.items():
-        items[f"{column}_minilm"] = list(embedded.astype(np.float32))
-        vectors[f"{column}_minilm"] = embedded.shape[1]
+        items[f"{column}_{suffix}"] = list(embedded.astype(np.float32))
+        vectors[f"{column}_{suffix}"] = embedded.shape[1]
     features = dataclasses.replace(data.item_features, vector={**data.item_features.vector, **vectors})
     return dataclasses.replace(data, items=items, item_features=features)
 
@@ -266,14 +283,15 @@ def variant_settings(variant: str, config: Config, adapted: Path | None, id_drop
     return {f"item id dropout {p}, text width {d}": setting(p, d, preset) for p in id_dropouts for d in text_dims}
 
 
-def variant_data(variant: str, data: InteractionData, columns: tuple[str, ...], views: dict[str, np.ndarray],
-                 adapted_views: dict[str, np.ndarray], described: set[str] | None) -> InteractionData:
-    """``data`` with what ``variant`` reads beyond ids and side features: precomputed vectors (the adapted
-    encoder's for the adapted vector variants; only the described items' with ``minilm_vector_described``), the
-    text columns as ids, the has-a-description flag."""
-    embedded = adapted_views if variant.startswith("minilm_adapted_vector") else views
+def variant_data(variant: str, data: InteractionData, columns: tuple[str, ...],
+                 views: dict[str, dict[str, np.ndarray]], described: set[str] | None) -> InteractionData:
+    """``data`` with what ``variant`` reads beyond ids and side features: precomputed vectors (``views`` of the
+    encoder :func:`vector_source` names; only the described items' with ``minilm_vector_described``), the text
+    columns as ids, the has-a-description flag."""
     only = described if variant == "minilm_vector_described" else None
-    prepared = with_vectors(data, embedded, only) if is_vector(variant) else data
+    source = vector_source(variant)
+    prepared = (with_vectors(data, views[source], only, suffix="bge" if source == "bge" else "minilm")
+                if is_vector(variant) else data)
     prepared = with_text_as_ids(prepared, columns) if variant.endswith("_ids") else prepared
     flagged = variant == "no_text_described" or variant.endswith("_flagged")
     return with_described_flag(prepared, described) if flagged else prepared
@@ -282,6 +300,11 @@ def variant_data(variant: str, data: InteractionData, columns: tuple[str, ...], 
 def is_vector(variant: str) -> bool:
     """Whether the variant reads precomputed embeddings as a ``vector`` feature instead of running an encoder."""
     return "_vector" in variant
+
+
+def vector_source(variant: str) -> str:
+    """Whose embeddings a vector variant reads: ``minilm``, ``minilm_adapted`` or ``bge``."""
+    return variant.split("_vector")[0]
 
 
 def adapt_encoder(data: InteractionData, columns: tuple[str, ...], training_items: set[str], epochs: int,
@@ -321,8 +344,7 @@ def run_catalog(name: str, variants: list[str], seeds: list[int], args: argparse
         counts = {**counts, "item_draw": args.item_draw}
     out: dict[str, Any] = {"data": counts, "text_columns": list(columns), "variants": {}}
     adapted = None
-    adapted_views: dict[str, np.ndarray] = {}
-    views = minilm_views(data, config, columns)
+    views = encoder_views(data, config, columns, variants)
     subsets = item_subsets(name, data, args.item_draw)
     if subsets:
         out["subsets"] = {label: len(items) for label, items in subsets.items()}
@@ -333,21 +355,23 @@ def run_catalog(name: str, variants: list[str], seeds: list[int], args: argparse
         adapted, out["adaptation"] = adapt_encoder(data, columns, training_items, args.pretrain_epochs,
                                                    workdir / f"{name}-pretrain")
     if any(v.startswith("minilm_adapted_vector") for v in variants):
-        adapted_views = minilm_views(data, config, columns, preset=str(adapted))
+        views["minilm_adapted"] = minilm_views(data, config, columns, preset=str(adapted))
     described = subsets.get("described")
     variants, skipped = variants_for(name, variants)
     if skipped:
         _log(f"{name}: skipping {', '.join(skipped)}: every item is described, so the flag is constant")
         out["skipped_variants"] = skipped
     for variant in variants:
-        prepared = variant_data(variant, data, columns, views, adapted_views, described)
+        prepared = variant_data(variant, data, columns, views, described)
         settings = variant_settings(variant, config, adapted, tuple(args.id_dropouts), tuple(args.text_dims))
         cold = cold_start_selected(prepared, {variant: settings}, seeds, workdir / f"{name}-{variant}",
                                    journal=journal, subsets=subsets, draw=args.item_draw)
         out["variants"][variant] = cold[variant]
         out.update({k: cold[k] for k in ("held_out_items", "cold_test_rows", "validation_items", "validation_rows")})
         _log(f"{name} {variant}: new-item recall@100 {cold[variant][KEY]['values']}")
-    out["content_knn_among_new_items"] = content_knn(data, views, args.item_draw)
+    out["content_knn_among_new_items"] = content_knn(data, views["minilm"], args.item_draw)
+    if "bge" in views:
+        out["content_knn_among_new_items_bge"] = content_knn(data, views["bge"], args.item_draw)
     return with_ratios(out)
 
 
@@ -394,7 +418,10 @@ GIVEN = {"no_text": "ids and side features, no text",
          "minilm_vector_flagged": "the MiniLM-L6 vector and a flag saying whether the item has a description",
          "minilm_adapted_vector": "the adapted MiniLM-L6's embedding of the text as a precomputed vector",
          "minilm_adapted_vector_flagged": "the adapted MiniLM-L6's vector and the description flag",
-         "no_text_described": "ids and side features, no text, and a flag saying whether the item has a description"}
+         "no_text_described": "ids and side features, no text, and a flag saying whether the item has a description",
+         "bge_vector": "no text feature; the bge-small-en-v1.5 embedding of the same text as a precomputed vector",
+         "bge_vector_ids": "the bge-small-en-v1.5 vector and each text column as a categorical id",
+         "bge_vector_flagged": "the bge-small-en-v1.5 vector and the description flag"}
 
 
 def protocol(args: argparse.Namespace) -> dict[str, object]:
@@ -459,18 +486,28 @@ def markdown(results: dict[str, Any]) -> str:
             lines += ["", f"Adaptation: {epochs} on {a['texts']['train']:,} texts; held-out masked-LM loss "
                       f"{a['held_out_loss_adapted'][-1]:.3f} adapted against {a['held_out_loss_head_only'][-1]:.3f} "
                       "for a head trained alone on the frozen encoder."]
-        knn = next(iter(out["content_knn_among_new_items"].values()), {})
-        if knn:
-            text_rows = {v: row["among_new_items"][KEY] for v, row in out["variants"].items()
-                         if not v.startswith("no_text")}  # the peers read no text
-            best = max(text_rows, key=lambda v: text_rows[v]["mean"], default=None)
-            lines += ["", f"Content k-NN over the MiniLM embeddings, among the new items only, no training: "
-                      f"recall@100 {knn.get(KEY, float('nan')):.4f}"
-                      + (f"; the best language-model variant there, {best}, "
-                         f"{text_rows[best]['mean']:.4f} (every seed above the k-NN: "
-                         f"{'yes' if min(text_rows[best]['values']) > knn[KEY] else 'no'})." if best else ".")]
+        lines += _against_content_knn(out)
         lines.append("")
     return "\n".join(lines)
+
+
+def _against_content_knn(out: dict[str, Any]) -> list[str]:
+    """The training-free content k-NN of each encoder among the new items, and the best variant reading that encoder
+    there (the MiniLM line: every language-model variant but bge's, as before bge ran)."""
+    lines = []
+    for key, encoder, is_bge, reader in (("content_knn_among_new_items", "MiniLM", False, "language-model variant"),
+                                         ("content_knn_among_new_items_bge", "bge-small-en-v1.5", True, "bge variant")):
+        knn = next(iter(out.get(key, {}).values()), {})
+        if not knn:
+            continue
+        text_rows = {v: row["among_new_items"][KEY] for v, row in out["variants"].items()  # the peers read no text
+                     if not v.startswith("no_text") and v.startswith("bge") == is_bge}
+        best = max(text_rows, key=lambda v: text_rows[v]["mean"], default=None)
+        lines += ["", f"Content k-NN over the {encoder} embeddings, among the new items only, no training: "
+                  f"recall@100 {knn.get(KEY, float('nan')):.4f}"
+                  + (f"; the best {reader} there, {best}, {text_rows[best]['mean']:.4f} (every seed above the "
+                     f"k-NN: {'yes' if min(text_rows[best]['values']) > knn[KEY] else 'no'})." if best else ".")]
+    return lines
 
 
 def _per_seed(ratio: dict[str, Any]) -> str:
@@ -565,8 +602,8 @@ def with_earlier_variants(path: Path, results: dict[str, Any], catalog: str, out
     if not earlier:
         return out
     _log(f"{catalog}: keeping the earlier run's {', '.join(earlier)} (same data and split)")
-    adaptation = {"adaptation": kept["adaptation"]} if "adaptation" in kept else {}  # of the earlier adapted runs
-    return with_ratios({**adaptation, **out, "variants": {**earlier, **out["variants"]}})
+    carried = {key: kept[key] for key in ("adaptation", "content_knn_among_new_items_bge") if key in kept}
+    return with_ratios({**carried, **out, "variants": {**earlier, **out["variants"]}})
 
 
 def _share(users_fraction: float) -> str:

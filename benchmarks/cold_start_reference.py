@@ -42,7 +42,7 @@ from tfmtl.training import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cold_start_books import TARGET_RATIO, ratio_to  # noqa: E402
-from cold_start_encoders import (CATALOGS, KEY, is_vector, item_subsets, load_catalog, minilm_views,  # noqa: E402
+from cold_start_encoders import (CATALOGS, KEY, encoder_views, is_vector, item_subsets, load_catalog,  # noqa: E402
                                  text_columns, variant_data, variant_settings)
 import figures  # noqa: E402
 from journal import Journal, fingerprint  # noqa: E402
@@ -134,7 +134,7 @@ def run_catalog(args: argparse.Namespace, journal: Journal, workdir: Path) -> di
     if counts != {k: v for k, v in report["data"].items() if k != "item_draw"}:
         raise SystemExit(f"{args.catalog}: the data differ from {args.report}'s: {counts} against {report['data']}")
     columns = text_columns(data, config)
-    views = minilm_views(data, config, columns)
+    views = encoder_views(data, config, columns, args.variants)
     described = item_subsets(args.catalog, data).get("described")
     split, held_out = hold_out_items(data, draw=report["data"].get("item_draw", 0))  # the report's new items
     warm = warm_split(data, split, args.half_seed)
@@ -147,7 +147,7 @@ def run_catalog(args: argparse.Namespace, journal: Journal, workdir: Path) -> di
                            "judged_rows": int(len(warm.test)), "half_seed": args.half_seed, "variants": {}}
     for variant in args.variants:
         chosen, chosen_setting = chosen_config(report, variant, config)
-        prepared = variant_data(variant, data, columns, views, {}, described)
+        prepared = variant_data(variant, data, columns, views, described)
 
         def cold(seed: int, config: Config = chosen_setting, prepared: InteractionData = prepared,
                  variant: str = variant) -> dict[str, float]:
@@ -167,7 +167,7 @@ def run_catalog(args: argparse.Namespace, journal: Journal, workdir: Path) -> di
                                                                                 zip(again, reported, strict=True))}}
         _log(f"{variant}: second halves {[round(r[f'second_half/{KEY}'], 4) for r in runs]}; "
              f"all test rows {[round(v, 4) for v in again]} against the report's {[round(v, 4) for v in reported]}")
-    prepared = variant_data(args.warm_from, data, columns, views, {}, described)
+    prepared = variant_data(args.warm_from, data, columns, views, described)
     out["variants"]["warm"] = run_warm(args, prepared, config, split, warm, candidates, journal, workdir, data_key)
     out["ratios_to_no_text"] = {variant: ratio_to(row["second_half"][KEY]["values"],
                                                   out["variants"]["no_text"]["second_half"][KEY]["values"])
@@ -263,7 +263,7 @@ def main() -> None:
     needs_encoder = [v for v in args.variants if not (v.startswith("no_text") or is_vector(v))
                      or v.startswith("minilm_adapted")]
     if needs_encoder:  # their setting names an encoder folder (or adapted embeddings) this script does not rebuild
-        parser.error(f"--variants {' '.join(needs_encoder)}: only the no-text and frozen-MiniLM vector variants run")
+        parser.error(f"--variants {' '.join(needs_encoder)}: only the no-text and frozen-encoder vector variants run")
     if not args.warm_from.startswith("no_text"):
         parser.error(f"--warm-from {args.warm_from}: the warm model reads no text (a no_text variant)")
 

@@ -362,11 +362,13 @@ def year_buckets(years: pd.Series) -> np.ndarray:
     return (buckets[:, None] == np.unique(buckets)[None, :]).astype(np.float64)
 
 
-def text_view(texts: pd.Series, sequence_length: int | None = None, preset: str = MINILM_PRESET) -> np.ndarray:
-    """The frozen MiniLM-L6 (or ``preset``'s) embedding of each text, read up to ``sequence_length`` tokens (the
-    encoder's default otherwise): pass the model's own length, so that the view holds what the model reads."""
+def text_view(texts: pd.Series, sequence_length: int | None = None, preset: str = MINILM_PRESET,
+              pooling: str = "mean") -> np.ndarray:
+    """The frozen MiniLM-L6 (or ``preset``'s, pooled its way) embedding of each text, read up to ``sequence_length``
+    tokens (the encoder's default otherwise): pass the model's own length, so that the view holds what the model
+    reads."""
     options = {"sequence_length": sequence_length} if sequence_length else {}
-    encoder = TextEncoder.from_preset(preset, **options)
+    encoder = TextEncoder.from_preset(preset, pooling=pooling, **options)
     return encoder.embed(texts.astype(str).tolist(), batch_size=128).astype(np.float64)
 
 

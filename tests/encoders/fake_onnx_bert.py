@@ -5,6 +5,10 @@ Only NumPy and onnx are imported, so the graph can also be checked against onnxr
 The graph follows the export of paraphrase-MiniLM-L3-v2: parameters named ``model.0.auto_model.…``, each Linear a
 ``MatMul`` by an anonymous [in, out] initializer (``onnx::MatMul_N``) followed by an ``Add`` of its bias,
 ``LayerNormalization`` nodes, heads split by ``Reshape`` to [0, 0, heads, head size], exact GELU through ``Erf``.
+With ``quantize`` it follows onnxruntime's dynamic int8 quantisation, as in the export bge-small-en-v1.5 ships as:
+each Linear weight int8 with a scale and zero point per output column, read by ``MatMulInteger`` after a
+``DynamicQuantizeLinear`` of its input, then ``Cast`` and a rescaling ``Mul`` before the bias ``Add``; each embedding
+table uint8 with one scale and zero point, read by ``Gather`` + ``DequantizeLinear``.
 """
 
 from __future__ import annotations
@@ -46,11 +50,45 @@ def fake_weights(vocabulary_size: int, seed: int = 0) -> dict[str, np.ndarray]:
     return weights
 
 
-def write_fake_onnx_bert(path: Path, weights: dict[str, np.ndarray], *, reshape_heads: int = HEADS) -> Path:
-    """The ONNX graph input_ids, attention_mask [B, L] int64 -> last_hidden_state [B, L, H] over ``weights``."""
+TABLES = ("embeddings.word_embeddings.weight", "embeddings.position_embeddings.weight",
+          "embeddings.token_type_embeddings.weight")
+
+
+def quantized(weights: dict[str, np.ndarray], seed: int = 1) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(``<name>_quantized``/``_scale``/``_zero_point`` of each embedding table and Linear weight, the weights those
+    stand for: ``(q - zero point) * scale``, float32). Linear weights in the ONNX layout [in, out], a scale and zero
+    point per output column, int8; tables uint8 with one scale; zero points off centre, so that they count."""
+    rng = np.random.default_rng(seed)
+    parts: dict[str, np.ndarray] = {}
+    dequantized = dict(weights)
+    for name, value in weights.items():
+        table = name in TABLES
+        if not table and not (name.endswith(".weight") and "LayerNorm" not in name):
+            continue
+        matrix = value if table else value.T
+        if table:
+            zero = np.array(128 + rng.integers(-5, 6), np.uint8)
+            scale = np.array(np.abs(matrix).max() / 120, np.float32)
+            q = np.clip(np.round(matrix / scale) + float(zero), 0, 255).astype(np.uint8)
+        else:
+            zero = rng.integers(-5, 6, matrix.shape[1]).astype(np.int8)
+            scale = (np.abs(matrix).max(0) / 120).astype(np.float32)
+            q = np.clip(np.round(matrix / scale) + zero, -128, 127).astype(np.int8)
+        parts.update({f"{name}_quantized": q, f"{name}_scale": scale, f"{name}_zero_point": zero})
+        restored = (q.astype(np.float32) - zero.astype(np.float32)) * scale
+        dequantized[name] = restored if table else np.ascontiguousarray(restored.T)
+    return parts, dequantized
+
+
+def write_fake_onnx_bert(path: Path, weights: dict[str, np.ndarray], *, reshape_heads: int = HEADS,
+                         quantize: bool = False) -> Path:
+    """The ONNX graph input_ids, attention_mask [B, L] int64 -> last_hidden_state [B, L, H] over ``weights`` (with
+    ``quantize``, over their int8 forms: see :func:`quantized`)."""
     nodes: list[onnx.NodeProto] = []
     initializers = [numpy_helper.from_array(value, PREFIX + name) for name, value in weights.items()
-                    if not name.endswith(".weight") or "LayerNorm" in name or "embeddings" in name]
+                    if (not name.endswith(".weight") or "LayerNorm" in name or "embeddings" in name)
+                    and not (quantize and name in TABLES)]
+    parts = quantized(weights)[0] if quantize else {}
     counter = iter(range(100, 10_000))
 
     def constant(value: np.ndarray) -> str:
@@ -63,10 +101,31 @@ def write_fake_onnx_bert(path: Path, weights: dict[str, np.ndarray], *, reshape_
         nodes.append(helper.make_node(op, inputs, [output], **attributes))
         return output
 
+    def outputs(op: str, inputs: list[str], count: int) -> list[str]:
+        names = [f"/{op}_{next(counter)}_output_{i}" for i in range(count)]
+        nodes.append(helper.make_node(op, inputs, names))
+        return names
+
     def linear(x: str, name: str) -> str:
         weight = f"onnx::MatMul_{next(counter)}"  # anonymous, [in, out]: the torch weight transposed
-        initializers.append(numpy_helper.from_array(np.ascontiguousarray(weights[f"{name}.weight"].T), weight))
-        return node("Add", [PREFIX + f"{name}.bias", node("MatMul", [x, weight])])  # bias first, as torch writes
+        if not quantize:
+            initializers.append(numpy_helper.from_array(np.ascontiguousarray(weights[f"{name}.weight"].T), weight))
+            return node("Add", [PREFIX + f"{name}.bias", node("MatMul", [x, weight])])  # bias first, as torch writes
+        for suffix in ("_quantized", "_scale", "_zero_point"):
+            initializers.append(numpy_helper.from_array(parts[f"{name}.weight{suffix}"], weight + suffix))
+        x_q, x_scale, x_zero = outputs("DynamicQuantizeLinear", [x], 3)
+        product = node("Cast", [node("MatMulInteger", [x_q, weight + "_quantized", x_zero, weight + "_zero_point"])],
+                       to=TensorProto.FLOAT)
+        rescaled = node("Mul", [product, node("Mul", [x_scale, weight + "_scale"])])
+        return node("Add", [PREFIX + f"{name}.bias", rescaled])
+
+    def embedding(table: str, ids: str) -> str:
+        if not quantize:
+            return node("Gather", [PREFIX + table, ids])
+        for suffix in ("_quantized", "_scale", "_zero_point"):
+            initializers.append(numpy_helper.from_array(parts[table + suffix], PREFIX + table + suffix))
+        rows = node("Gather", [PREFIX + table + "_quantized", ids])
+        return node("DequantizeLinear", [rows, PREFIX + table + "_scale", PREFIX + table + "_zero_point"])
 
     def layer_norm(x: str, name: str) -> str:
         return node("LayerNormalization", [x, PREFIX + f"{name}.weight", PREFIX + f"{name}.bias"], axis=-1,
@@ -77,9 +136,9 @@ def write_fake_onnx_bert(path: Path, weights: dict[str, np.ndarray], *, reshape_
     positions = node("Slice", [constant(np.arange(POSITIONS, dtype=np.int64)[None]), constant(np.array([0])),
                                length, constant(np.array([1]))])
     segments = node("Mul", ["input_ids", constant(np.array(0, np.int64))])
-    x = node("Add", [node("Add", [node("Gather", [PREFIX + "embeddings.word_embeddings.weight", "input_ids"]),
-                                  node("Gather", [PREFIX + "embeddings.token_type_embeddings.weight", segments])]),
-                     node("Gather", [PREFIX + "embeddings.position_embeddings.weight", positions])])
+    x = node("Add", [node("Add", [embedding("embeddings.word_embeddings.weight", "input_ids"),
+                                  embedding("embeddings.token_type_embeddings.weight", segments)]),
+                     embedding("embeddings.position_embeddings.weight", positions)])
     x = layer_norm(x, "embeddings.LayerNorm")
     mask = node("Cast", [node("Unsqueeze", ["attention_mask", constant(np.array([1, 2], np.int64))])],
                 to=TensorProto.FLOAT)

