@@ -34,6 +34,7 @@ test items against the whole catalog (and among the new items only). Variants, e
 - ``bge_vector`` / ``bge_vector_ids`` / ``bge_vector_flagged``: those vector variants with a stronger encoder's
   embeddings, ``bge-small-en-v1.5`` (12 layers where MiniLM-L6 has 6, [CLS] pooling, higher on the MTEB benchmark):
   does a better language model earn more? Its content k-NN among the new items is reported beside MiniLM's.
+  ``bge_adapted_vector`` / ``bge_adapted_vector_flagged``: bge after the same domain-adaptive pretraining.
 
 Searched per variant on the validation items: item id dropout 0.1/0.5, and for the text variants the text width
 32/128; each selection run trains to the epoch cap without early stopping and is judged at its best epoch.
@@ -94,11 +95,11 @@ DEFAULT_CATALOGS = CATALOGS[:2]
 DESCRIBED_ONLY = "ml-1m-described"
 # The variants that read the has-a-description flag: on DESCRIBED_ONLY they would be copies of their plain twins.
 FLAG_VARIANTS = ("minilm_vector_described", "no_text_described", "minilm_vector_flagged",
-                 "minilm_adapted_vector_flagged", "bge_vector_flagged")
+                 "minilm_adapted_vector_flagged", "bge_vector_flagged", "bge_adapted_vector_flagged")
 VARIANTS = ("no_text", "no_text_ids", "minilm", "minilm_adapted", "minilm_l3", "minilm_vector",
             "minilm_vector_ids", "minilm_vector_described", "no_text_described", "minilm_vector_flagged",
             "minilm_adapted_vector", "minilm_adapted_vector_flagged", "bge_vector", "bge_vector_ids",
-            "bge_vector_flagged")
+            "bge_vector_flagged", "bge_adapted_vector", "bge_adapted_vector_flagged")
 # The encoder whose precomputed embeddings a vector variant reads (the adapted MiniLM's are made per run): its
 # preset and pooling, and the suffix of the vector feature's name.
 VECTOR_ENCODERS = {"minilm": (MINILM_PRESET, "mean"), "bge": (BGE_SMALL_PRESET, "cls")}
@@ -110,7 +111,8 @@ KEY = "retrieval/recall_at_100"
 PEERS = ("no_text_ids", "no_text_described")
 # Each adapted variant and the same variant unadapted: the adaptation's effect is their difference per seed.
 ADAPTED = {"minilm_adapted": "minilm", "minilm_adapted_vector": "minilm_vector",
-           "minilm_adapted_vector_flagged": "minilm_vector_flagged"}
+           "minilm_adapted_vector_flagged": "minilm_vector_flagged", "bge_adapted_vector": "bge_vector",
+           "bge_adapted_vector_flagged": "bge_vector_flagged"}
 NUMBERS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine"}
 
 
@@ -290,7 +292,7 @@ def variant_data(variant: str, data: InteractionData, columns: tuple[str, ...],
     columns as ids, the has-a-description flag."""
     only = described if variant == "minilm_vector_described" else None
     source = vector_source(variant)
-    prepared = (with_vectors(data, views[source], only, suffix="bge" if source == "bge" else "minilm")
+    prepared = (with_vectors(data, views[source], only, suffix=source.removesuffix("_adapted"))
                 if is_vector(variant) else data)
     prepared = with_text_as_ids(prepared, columns) if variant.endswith("_ids") else prepared
     flagged = variant == "no_text_described" or variant.endswith("_flagged")
@@ -303,17 +305,18 @@ def is_vector(variant: str) -> bool:
 
 
 def vector_source(variant: str) -> str:
-    """Whose embeddings a vector variant reads: ``minilm``, ``minilm_adapted`` or ``bge``."""
+    """Whose embeddings a vector variant reads: ``minilm``, ``minilm_adapted``, ``bge`` or ``bge_adapted``."""
     return variant.split("_vector")[0]
 
 
 def adapt_encoder(data: InteractionData, columns: tuple[str, ...], training_items: set[str], epochs: int,
-                  folder: Path) -> tuple[Path, dict[str, Any]]:
-    """``tfmtl pretrain`` on the distinct texts of ``training_items``: the adapted preset and its held-out losses."""
+                  folder: Path, preset: str = MINILM_PRESET, pooling: str = "mean") -> tuple[Path, dict[str, Any]]:
+    """``tfmtl pretrain`` of ``preset`` on the distinct texts of ``training_items``: the adapted preset and its
+    held-out losses."""
     items = data.items[data.items["item_id"].astype(str).isin(training_items)]
     texts = sorted({str(t) for column in columns for t in items[column].dropna() if str(t).strip()})
-    config = PretrainConfig(encoder=TextEncoderConfig(preset="minilm-l6", sequence_length=128, trainable_layers=-1),
-                            epochs=epochs)
+    encoder = TextEncoderConfig(preset=preset, sequence_length=128, trainable_layers=-1, pooling=pooling)
+    config = PretrainConfig(encoder=encoder, epochs=epochs)
     report = pretrain(texts, config, folder, progress=False)
     _log(f"adapted on {len(texts)} texts: held-out masked-LM loss {report['adapted']['held_out_loss']} "
          f"(head only on the frozen encoder: {report['unadapted']['held_out_loss']})")
@@ -348,14 +351,17 @@ def run_catalog(name: str, variants: list[str], seeds: list[int], args: argparse
     subsets = item_subsets(name, data, args.item_draw)
     if subsets:
         out["subsets"] = {label: len(items) for label, items in subsets.items()}
-    if any(v.startswith("minilm_adapted") for v in variants):  # on the selection runs' training items only
-        split, _ = hold_out_items(data, draw=args.item_draw)
+    for source, (preset, pooling) in VECTOR_ENCODERS.items():
+        if not any(v.startswith(f"{source}_adapted") for v in variants):
+            continue
+        split, _ = hold_out_items(data, draw=args.item_draw)  # adapted on the selection runs' training items only
         inner = validation_items(data, split, 0.2)
         training_items = set(data.interactions["item_id"].astype(str).iloc[inner.train])
-        adapted, out["adaptation"] = adapt_encoder(data, columns, training_items, args.pretrain_epochs,
-                                                   workdir / f"{name}-pretrain")
-    if any(v.startswith("minilm_adapted_vector") for v in variants):
-        views["minilm_adapted"] = minilm_views(data, config, columns, preset=str(adapted))
+        folder, out[adaptation_key(source)] = adapt_encoder(data, columns, training_items, args.pretrain_epochs,
+                                                            workdir / f"{name}-{source}-pretrain", preset, pooling)
+        adapted = folder if source == "minilm" else adapted  # the in-model variant (minilm_adapted) reads MiniLM's
+        if any(v.startswith(f"{source}_adapted_vector") for v in variants):
+            views[f"{source}_adapted"] = minilm_views(data, config, columns, str(folder), pooling)
     described = subsets.get("described")
     variants, skipped = variants_for(name, variants)
     if skipped:
@@ -382,6 +388,11 @@ def with_ratios(out: dict[str, Any]) -> dict[str, Any]:
         if peer in out["variants"]:
             out[f"ratios_to_{peer}"] = ratios(out["variants"], base=peer)
     return out
+
+
+def adaptation_key(source: str) -> str:
+    """Where a catalog keeps the adaptation of ``source``'s encoder (MiniLM's key predates the others)."""
+    return "adaptation" + ("" if source == "minilm" else f"_{source}")
 
 
 def effect_key(adapted: str) -> str:
@@ -421,7 +432,10 @@ GIVEN = {"no_text": "ids and side features, no text",
          "no_text_described": "ids and side features, no text, and a flag saying whether the item has a description",
          "bge_vector": "no text feature; the bge-small-en-v1.5 embedding of the same text as a precomputed vector",
          "bge_vector_ids": "the bge-small-en-v1.5 vector and each text column as a categorical id",
-         "bge_vector_flagged": "the bge-small-en-v1.5 vector and the description flag"}
+         "bge_vector_flagged": "the bge-small-en-v1.5 vector and the description flag",
+         "bge_adapted_vector": "bge-small-en-v1.5 after masked-LM pretraining as minilm_adapted's, its embedding of "
+                               "the text as a precomputed vector",
+         "bge_adapted_vector_flagged": "the adapted bge-small-en-v1.5's vector and the description flag"}
 
 
 def protocol(args: argparse.Namespace) -> dict[str, object]:
@@ -480,12 +494,14 @@ def markdown(results: dict[str, Any]) -> str:
                 pair = "" if adapted == "minilm_adapted" else f" ({adapted} − {unadapted})"
                 lines += ["", f"Adaptation's effect on recall@100{pair}: {effect['mean']:+.4f} ± {effect['sd']:.4f} "
                           "(per seed " + ", ".join(f"{v:+.4f}" for v in effect["per_seed"]) + ")."]
-        if "adaptation" in out:
-            a = out["adaptation"]
-            epochs = f"{a['epochs']} epoch{'' if a['epochs'] == 1 else 's'}"
-            lines += ["", f"Adaptation: {epochs} on {a['texts']['train']:,} texts; held-out masked-LM loss "
-                      f"{a['held_out_loss_adapted'][-1]:.3f} adapted against {a['held_out_loss_head_only'][-1]:.3f} "
-                      "for a head trained alone on the frozen encoder."]
+        for source in VECTOR_ENCODERS:
+            a = out.get(adaptation_key(source))
+            if a:
+                epochs = f"{a['epochs']} epoch{'' if a['epochs'] == 1 else 's'}"
+                encoder = "" if source == "minilm" else f" of {VECTOR_ENCODERS[source][0]}"
+                lines += ["", f"Adaptation{encoder}: {epochs} on {a['texts']['train']:,} texts; held-out masked-LM "
+                          f"loss {a['held_out_loss_adapted'][-1]:.3f} adapted against "
+                          f"{a['held_out_loss_head_only'][-1]:.3f} for a head trained alone on the frozen encoder."]
         lines += _against_content_knn(out)
         lines.append("")
     return "\n".join(lines)
@@ -602,7 +618,8 @@ def with_earlier_variants(path: Path, results: dict[str, Any], catalog: str, out
     if not earlier:
         return out
     _log(f"{catalog}: keeping the earlier run's {', '.join(earlier)} (same data and split)")
-    carried = {key: kept[key] for key in ("adaptation", "content_knn_among_new_items_bge") if key in kept}
+    carried = {key: kept[key] for key in (*map(adaptation_key, VECTOR_ENCODERS), "content_knn_among_new_items_bge")
+               if key in kept}
     return with_ratios({**carried, **out, "variants": {**earlier, **out["variants"]}})
 
 

@@ -261,7 +261,7 @@ def main() -> None:
     if "no_text" not in args.variants:
         parser.error("--variants must include no_text: every ratio is to it")
     needs_encoder = [v for v in args.variants if not (v.startswith("no_text") or is_vector(v))
-                     or v.startswith("minilm_adapted")]
+                     or "_adapted" in v]
     if needs_encoder:  # their setting names an encoder folder (or adapted embeddings) this script does not rebuild
         parser.error(f"--variants {' '.join(needs_encoder)}: only the no-text and frozen-encoder vector variants run")
     if not args.warm_from.startswith("no_text"):
