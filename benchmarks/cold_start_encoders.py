@@ -100,8 +100,8 @@ VARIANTS = ("no_text", "no_text_ids", "minilm", "minilm_adapted", "minilm_l3", "
             "minilm_vector_ids", "minilm_vector_described", "no_text_described", "minilm_vector_flagged",
             "minilm_adapted_vector", "minilm_adapted_vector_flagged", "bge_vector", "bge_vector_ids",
             "bge_vector_flagged", "bge_adapted_vector", "bge_adapted_vector_flagged")
-# The encoder whose precomputed embeddings a vector variant reads (the adapted MiniLM's are made per run): its
-# preset and pooling, and the suffix of the vector feature's name.
+# The packaged encoders whose precomputed embeddings the vector variants read (``<name>_adapted`` after a run's own
+# domain-adaptive pretraining): preset and pooling; the name is also the vector feature's suffix.
 VECTOR_ENCODERS = {"minilm": (MINILM_PRESET, "mean"), "bge": (BGE_SMALL_PRESET, "cls")}
 ID_DROPOUTS = (0.1, 0.5)
 TEXT_DIMS = (32, 128)
@@ -210,7 +210,7 @@ def encoder_views(data: InteractionData, config: Config, columns: tuple[str, ...
                   variants: list[str]) -> dict[str, dict[str, np.ndarray]]:
     """Each packaged encoder the ``variants`` read as vectors (always MiniLM-L6, which the content k-NN reads) ->
     its views (:func:`minilm_views`)."""
-    needed = {"minilm"} | {vector_source(v) for v in variants if is_vector(v)} & set(VECTOR_ENCODERS)
+    needed = {"minilm"} | ({vector_source(v) for v in variants if is_vector(v)} & set(VECTOR_ENCODERS))
     return {source: minilm_views(data, config, columns, *VECTOR_ENCODERS[source]) for source in sorted(needed)}
 
 
@@ -318,7 +318,7 @@ def adapt_encoder(data: InteractionData, columns: tuple[str, ...], training_item
     encoder = TextEncoderConfig(preset=preset, sequence_length=128, trainable_layers=-1, pooling=pooling)
     config = PretrainConfig(encoder=encoder, epochs=epochs)
     report = pretrain(texts, config, folder, progress=False)
-    _log(f"adapted on {len(texts)} texts: held-out masked-LM loss {report['adapted']['held_out_loss']} "
+    _log(f"{preset} adapted on {len(texts)} texts: held-out masked-LM loss {report['adapted']['held_out_loss']} "
          f"(head only on the frozen encoder: {report['unadapted']['held_out_loss']})")
     return folder / "preset", {"texts": report["texts"], "epochs": epochs,
                                "held_out_loss_adapted": report["adapted"]["held_out_loss"],
@@ -326,8 +326,8 @@ def adapt_encoder(data: InteractionData, columns: tuple[str, ...], training_item
 
 
 def content_knn(data: InteractionData, views: dict[str, np.ndarray], draw: int = 0) -> dict[str, object]:
-    """The MiniLM k-NN among the test items, with no training: each user's profile the sum of their training items'
-    embeddings."""
+    """The content k-NN over ``views`` (an encoder's embeddings) among the test items, with no training: each
+    user's profile the sum of their training items' embeddings."""
     split, held_out = hold_out_items(data, draw=draw)
     user_index, item_index, num_users, num_items = _indices(data)
     seen = np.zeros((num_users, num_items), dtype=bool)

@@ -242,7 +242,9 @@ def test_a_run_of_one_more_variant_joins_the_earlier_variants_of_the_same_split(
              "validation_rows": 12}
     path = tmp_path / "report.json"
     adaptation = {"texts": {"train": 9}, "epochs": 1}
-    earlier = {"movies": {**split, "adaptation": adaptation,
+    bge_knn = {"content_knn_title": {"retrieval/recall_at_100": 0.4}}
+    earlier = {"movies": {**split, "adaptation": adaptation, "adaptation_bge": {**adaptation, "epochs": 2},
+                          "content_knn_among_new_items_bge": bge_knn,
                           "variants": {"no_text": row([0.1, 0.2]), "minilm_vector": row([0.3, 0.3])}}}
     path.write_text(json.dumps({**protocol, "catalogs": earlier}))
     new = {**split, "variants": {"minilm_vector_described": row([0.4, 0.8])}}
@@ -250,6 +252,7 @@ def test_a_run_of_one_more_variant_joins_the_earlier_variants_of_the_same_split(
     assert list(joined["variants"]) == ["no_text", "minilm_vector", "minilm_vector_described"]
     assert joined["ratios_to_no_text"]["minilm_vector_described"]["per_seed"] == [4.0, 4.0]
     assert joined["adaptation"] == adaptation  # what the earlier adapted runs were adapted on stays with them
+    assert joined["adaptation_bge"]["epochs"] == 2 and joined["content_knn_among_new_items_bge"] == bge_knn
     # A run that judges subsets joins an earlier one that did not (same split); other subsets do not join.
     judged = {**new, "subsets": {"described": 3}}
     assert list(with_earlier_variants(path, protocol, "movies", judged)["variants"]) == list(joined["variants"])
@@ -308,3 +311,40 @@ def test_the_draw_reaches_the_selection_runs_and_the_final_runs(monkeypatch, tmp
     # names the draw only when there is one to name.
     assert judged == [sorted(quality.hold_out_items(data, 0.2, d)[1]) for d in (0, 1)]
     assert "item_draw" not in selected[0] and selected[1]["item_draw"] == 1
+
+
+def test_each_vector_variant_reads_its_own_encoders_embeddings() -> None:
+    from cold_start_encoders import VARIANTS, is_vector, variant_data, vector_source
+
+    data = toy_data()
+    views = {source: {"title": np.full((len(data.items), 2), value, dtype=np.float32)}
+             for value, source in enumerate(("minilm", "minilm_adapted", "bge", "bge_adapted"), start=1)}
+    for variant in (v for v in VARIANTS if is_vector(v)):
+        prepared = variant_data(variant, data, ("title",), views, described={"i1"})
+        (name,) = set(prepared.item_features.vector)
+        expected = views[vector_source(variant)]["title"][1]  # i1 is described: never zeroed
+        assert name == "title_" + ("bge" if variant.startswith("bge") else "minilm"), variant
+        assert prepared.items.set_index("item_id")[name]["i1"].tolist() == expected.tolist(), variant
+    assert [vector_source(v) for v in ("bge_vector_ids", "bge_adapted_vector_flagged", "minilm_adapted_vector")] \
+        == ["bge", "bge_adapted", "minilm_adapted"]
+
+
+def test_each_encoders_content_knn_is_set_against_the_variants_reading_it() -> None:
+    from cold_start_encoders import _against_content_knn
+
+    key = "retrieval/recall_at_100"
+
+    def row(values: list[float]) -> dict[str, object]:
+        return {"among_new_items": {key: {"values": values, "mean": float(np.mean(values))}}}
+
+    out = {"variants": {"no_text": row([0.9, 0.9]), "minilm_vector": row([0.5, 0.3]), "bge_vector": row([0.6, 0.6]),
+                        "bge_adapted_vector": row([0.8, 0.5])},
+           "content_knn_among_new_items": {"content_knn_title": {key: 0.35}},
+           "content_knn_among_new_items_bge": {"content_knn_title": {key: 0.55}}}
+    minilm, bge = (line for line in _against_content_knn(out) if line)
+    assert minilm.endswith("recall@100 0.3500; the best language-model variant there, minilm_vector, 0.4000 (every "
+                           "seed above the k-NN: no).")  # no_text reads no text; bge has its own line
+    assert bge.endswith("recall@100 0.5500; the best bge variant there, bge_adapted_vector, 0.6500 (every seed above "
+                        "the k-NN: no).")  # the best mean, one of whose seeds is below the k-NN
+    del out["content_knn_among_new_items_bge"]
+    assert [line for line in _against_content_knn(out) if line] == [minilm]

@@ -81,9 +81,10 @@ def quantized(weights: dict[str, np.ndarray], seed: int = 1) -> tuple[dict[str, 
 
 
 def write_fake_onnx_bert(path: Path, weights: dict[str, np.ndarray], *, reshape_heads: int = HEADS,
-                         quantize: bool = False) -> Path:
+                         quantize: bool = False, spelled_out_norms: bool = False, epsilon: float = 1e-12) -> Path:
     """The ONNX graph input_ids, attention_mask [B, L] int64 -> last_hidden_state [B, L, H] over ``weights`` (with
-    ``quantize``, over their int8 forms: see :func:`quantized`)."""
+    ``quantize``, over their int8 forms: see :func:`quantized`). ``spelled_out_norms``: each layer normalisation as
+    ReduceMean, Sub, Pow, ReduceMean, Add (epsilon), Sqrt, Div, Mul, Add, as older exports write it."""
     nodes: list[onnx.NodeProto] = []
     initializers = [numpy_helper.from_array(value, PREFIX + name) for name, value in weights.items()
                     if (not name.endswith(".weight") or "LayerNorm" in name or "embeddings" in name)
@@ -128,8 +129,14 @@ def write_fake_onnx_bert(path: Path, weights: dict[str, np.ndarray], *, reshape_
         return node("DequantizeLinear", [rows, PREFIX + table + "_scale", PREFIX + table + "_zero_point"])
 
     def layer_norm(x: str, name: str) -> str:
-        return node("LayerNormalization", [x, PREFIX + f"{name}.weight", PREFIX + f"{name}.bias"], axis=-1,
-                    epsilon=1e-12)
+        if not spelled_out_norms:
+            return node("LayerNormalization", [x, PREFIX + f"{name}.weight", PREFIX + f"{name}.bias"], axis=-1,
+                        epsilon=epsilon)
+        centred = node("Sub", [x, node("ReduceMean", [x], axes=[-1])])
+        variance = node("ReduceMean", [node("Pow", [centred, constant(np.array(2.0, np.float32))])], axes=[-1])
+        deviation = node("Sqrt", [node("Add", [variance, constant(np.array(epsilon, np.float32))])])
+        return node("Add", [node("Mul", [node("Div", [centred, deviation]), PREFIX + f"{name}.weight"]),
+                            PREFIX + f"{name}.bias"])
 
     length = node("Unsqueeze", [node("Gather", [node("Shape", ["input_ids"]), constant(np.array(1, np.int64))],
                                      axis=0), constant(np.array([0], np.int64))])

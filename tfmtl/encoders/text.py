@@ -591,10 +591,11 @@ def _hf_model_type(folder: Path) -> str | None:
 
 def _say_if_pooled_otherwise(config: TextEncoderConfig, folder: Path) -> None:
     """A sentence-transformers preset states how it pools (bge-small-en-v1.5: the [CLS] vector); another pooling
-    still trains, but gives other vectors than the model's own, so say so once."""
+    still trains, but gives other vectors than the model's own, so say so at each load."""
     try:
         modes = json.loads((folder / "1_Pooling" / "config.json").read_text())
-    except (OSError, json.JSONDecodeError):
+        modes.get("pooling_mode_cls_token")
+    except (OSError, json.JSONDecodeError, AttributeError):
         return
     upstream = next((mode for mode, key in (("cls", "pooling_mode_cls_token"), ("mean", "pooling_mode_mean_tokens"))
                      if modes.get(key)), None)
