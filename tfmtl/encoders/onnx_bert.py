@@ -45,7 +45,7 @@ from tfmtl.log import say as _say
 PARAPHRASE_L3_PRESET = "paraphrase-minilm-l3"
 ONNX_REQUIREMENT = "onnx>=1.17"
 BGE_SMALL_PRESET = "bge-small-en-v1.5"
-CONVERTER_VERSION = 1  # part of the cache key: a change in what the conversion writes makes a new folder
+CONVERTER_VERSION = 2  # part of the cache key: a change in what the conversion writes makes a new folder
 BERT_UNCASED_VOCAB_SHA256 = "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"
 
 
