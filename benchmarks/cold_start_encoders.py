@@ -346,22 +346,23 @@ def run_catalog(name: str, variants: list[str], seeds: list[int], args: argparse
     if args.item_draw:  # in the data counts, so that reports of different draws never join
         counts = {**counts, "item_draw": args.item_draw}
     out: dict[str, Any] = {"data": counts, "text_columns": list(columns), "variants": {}}
-    adapted = None
     views = encoder_views(data, config, columns, variants)
     subsets = item_subsets(name, data, args.item_draw)
     if subsets:
         out["subsets"] = {label: len(items) for label, items in subsets.items()}
-    for source, (preset, pooling) in VECTOR_ENCODERS.items():
-        if not any(v.startswith(f"{source}_adapted") for v in variants):
-            continue
-        split, _ = hold_out_items(data, draw=args.item_draw)  # adapted on the selection runs' training items only
-        inner = validation_items(data, split, 0.2)
-        training_items = set(data.interactions["item_id"].astype(str).iloc[inner.train])
+    to_adapt = {source: encoder for source, encoder in VECTOR_ENCODERS.items()
+                if any(v.startswith(f"{source}_adapted") for v in variants)}
+    adapted_folders: dict[str, Path] = {}
+    if to_adapt:  # adapted on the selection runs' training items only
+        split, _ = hold_out_items(data, draw=args.item_draw)
+        training_items = set(data.interactions["item_id"].astype(str).iloc[validation_items(data, split, 0.2).train])
+    for source, (preset, pooling) in to_adapt.items():
         folder, out[adaptation_key(source)] = adapt_encoder(data, columns, training_items, args.pretrain_epochs,
                                                             workdir / f"{name}-{source}-pretrain", preset, pooling)
-        adapted = folder if source == "minilm" else adapted  # the in-model variant (minilm_adapted) reads MiniLM's
+        adapted_folders[source] = folder
         if any(v.startswith(f"{source}_adapted_vector") for v in variants):
             views[f"{source}_adapted"] = minilm_views(data, config, columns, str(folder), pooling)
+    adapted = adapted_folders.get("minilm")  # what the in-model variant minilm_adapted reads
     described = subsets.get("described")
     variants, skipped = variants_for(name, variants)
     if skipped:

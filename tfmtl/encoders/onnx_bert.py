@@ -350,7 +350,7 @@ def _torch_tensors(graph: Any, constants: dict[str, np.ndarray]) -> tuple[dict[s
     prefix = word_names[0][: -len(EMBEDDING_TENSORS[0])]  # "model.0.auto_model." in sentence-transformers exports
     tensors = {name[len(prefix):]: value for name, value in constants.items()
                if name.startswith(prefix) and (name.endswith((".weight", ".bias")))}
-    producers = {output: node for node in graph.node for output in node.output}
+    producers = _producers(graph)
     consumers: dict[str, list[Any]] = {}
     for node in graph.node:
         for name in node.input:
@@ -389,7 +389,7 @@ def _layer_norm_epsilons(graph: Any, constants: dict[str, np.ndarray]) -> list[f
     epsilons = [attribute.f for node in graph.node if node.op_type == "LayerNormalization"
                 for attribute in node.attribute if attribute.name == "epsilon"]
     if not epsilons:
-        producers = {output: node for node in graph.node for output in node.output}
+        producers = _producers(graph)
         for node in graph.node:
             added = producers.get(node.input[0]) if node.op_type == "Sqrt" else None
             if added is not None and added.op_type == "Add":
@@ -425,7 +425,7 @@ def _check_tensors(tensors: dict[str, np.ndarray]) -> int:
 
 def _heads_in_graph(graph: Any, constants: dict[str, np.ndarray], linear_outputs: dict[str, str]) -> int | None:
     """The heads of the first query/key/value reshape to [batch, length, heads, head size], if they are constant."""
-    producers = {output: node for node in graph.node for output in node.output}
+    producers = _producers(graph)
     projections = {name for name, linear in linear_outputs.items()
                    if linear.endswith(("attention.self.query", "attention.self.key", "attention.self.value"))}
     for node in graph.node:
@@ -439,6 +439,11 @@ def _heads_in_graph(graph: Any, constants: dict[str, np.ndarray], linear_outputs
                 and concat.input[2] in constants:
             return int(constants[concat.input[2]].reshape(-1)[0])
     return None
+
+
+def _producers(graph: Any) -> dict[str, Any]:
+    """Each value the graph computes -> the node computing it."""
+    return {output: node for node in graph.node for output in node.output}
 
 
 def _keras_hub_name(name: str) -> str:

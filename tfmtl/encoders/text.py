@@ -594,8 +594,9 @@ def _say_if_pooled_otherwise(config: TextEncoderConfig, folder: Path) -> None:
     still trains, but gives other vectors than the model's own, so say so at each load."""
     try:
         modes = json.loads((folder / "1_Pooling" / "config.json").read_text())
-        modes.get("pooling_mode_cls_token")
-    except (OSError, json.JSONDecodeError, AttributeError):
+    except (OSError, json.JSONDecodeError):
+        return
+    if not isinstance(modes, dict):
         return
     upstream = next((mode for mode, key in (("cls", "pooling_mode_cls_token"), ("mean", "pooling_mode_mean_tokens"))
                      if modes.get(key)), None)
