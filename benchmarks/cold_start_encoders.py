@@ -17,6 +17,9 @@ test items against the whole catalog (and among the new items only). Variants, e
 - ``minilm_adapted``: MiniLM-L6 after domain-adaptive masked-LM pretraining (``tfmtl pretrain``) on the texts of
   the selection runs' training items only (never a validation or a test item's text), frozen in the recommender;
 - ``minilm_l3``: the second packaged encoder, ``paraphrase-minilm-l3``, frozen;
+- ``minilm_tuned``: MiniLM-L6 with its top transformer layer trained on the recommendation losses, end to end (as
+  MoRec, Yuan et al. 2023): the one variant whose language model learns from the ratings. About 10 minutes an epoch
+  on Book-Crossing on 2 CPU cores, so its full run is ``gpu_cold_start_tuned.sh``'s;
 - ``minilm_vector``: no text feature but a ``vector`` feature per text column carrying the same MiniLM-L6
   embeddings, precomputed: a sanity check that should equal ``minilm``;
 - ``minilm_vector_ids``: the MiniLM vector and the text columns as ids, as ``no_text_ids`` has them: does the
@@ -96,7 +99,7 @@ DESCRIBED_ONLY = "ml-1m-described"
 # The variants that read the has-a-description flag: on DESCRIBED_ONLY they would be copies of their plain twins.
 FLAG_VARIANTS = ("minilm_vector_described", "no_text_described", "minilm_vector_flagged",
                  "minilm_adapted_vector_flagged", "bge_vector_flagged", "bge_adapted_vector_flagged")
-VARIANTS = ("no_text", "no_text_ids", "minilm", "minilm_adapted", "minilm_l3", "minilm_vector",
+VARIANTS = ("no_text", "no_text_ids", "minilm", "minilm_adapted", "minilm_l3", "minilm_tuned", "minilm_vector",
             "minilm_vector_ids", "minilm_vector_described", "no_text_described", "minilm_vector_flagged",
             "minilm_adapted_vector", "minilm_adapted_vector_flagged", "bge_vector", "bge_vector_ids",
             "bge_vector_flagged", "bge_adapted_vector", "bge_adapted_vector_flagged")
@@ -104,6 +107,8 @@ VARIANTS = ("no_text", "no_text_ids", "minilm", "minilm_adapted", "minilm_l3", "
 # domain-adaptive pretraining): preset and pooling; the name is also the vector feature's suffix.
 VECTOR_ENCODERS = {"minilm": (MINILM_PRESET, "mean"), "bge": (BGE_SMALL_PRESET, "cls")}
 ID_DROPOUTS = (0.1, 0.5)
+# minilm_tuned: MiniLM-L6's top transformer layers trained on the recommendation losses, end to end (MoRec's recipe).
+TUNED_LAYERS = 1
 TEXT_DIMS = (32, 128)
 KEY = "retrieval/recall_at_100"
 # Peers stronger than no_text, each language-model variant also judged against: the author as an id on books, and
@@ -263,26 +268,33 @@ def variants_for(catalog: str, variants: list[str]) -> tuple[list[str], list[str
 
 
 def variant_settings(variant: str, config: Config, adapted: Path | None, id_dropouts: tuple[float, ...] = ID_DROPOUTS,
-                     text_dims: tuple[int, ...] = TEXT_DIMS) -> dict[str, Config]:
-    """Setting label -> config: the search this variant gets on the validation items."""
-    def setting(dropout: float, text_dim: int | None, preset: str | None) -> Config:
+                     text_dims: tuple[int, ...] = TEXT_DIMS, encoder_rate: float | None = None) -> dict[str, Config]:
+    """Setting label -> config: the search this variant gets on the validation items (``encoder_rate``: the
+    fine-tuned encoder's learning rate, ``minilm_tuned``'s; None: the towers')."""
+    def setting(dropout: float, text_dim: int | None, preset: str | None, trainable_layers: int = 0) -> Config:
         tower = dataclasses.replace(config.model.item_tower, id_dropout=dropout,
                                     **({"text_dim": text_dim} if text_dim else {}))
         model = dataclasses.replace(config.model, item_tower=tower)
         if preset is None:  # no text column for the encoder: the item tower reads ids and side features (and vectors)
             model = dataclasses.replace(model, text_features=(), history_text=False)
         else:
-            model = dataclasses.replace(model, encoder=dataclasses.replace(model.encoder, preset=preset))
+            model = dataclasses.replace(model, encoder=dataclasses.replace(model.encoder, preset=preset,
+                                                                           trainable_layers=trainable_layers))
         # No early stopping: each setting's best epoch is read over the whole budget (with a patience of 3, text
         # runs on Book-Crossing stopped at epoch 4, after the dip that follows their first epoch).
-        return dataclasses.replace(config, model=model, train=dataclasses.replace(config.train, patience=0))
+        rate = encoder_rate if trainable_layers else None
+        return dataclasses.replace(config, model=model, train=dataclasses.replace(
+            config.train, patience=0, encoder_learning_rate=rate))
 
-    preset = {"minilm": "minilm-l6", "minilm_adapted": str(adapted), "minilm_l3": "paraphrase-minilm-l3"}.get(variant)
+    preset = {"minilm": "minilm-l6", "minilm_adapted": str(adapted), "minilm_l3": "paraphrase-minilm-l3",
+              "minilm_tuned": "minilm-l6"}.get(variant)
+    tuned = TUNED_LAYERS if variant == "minilm_tuned" else 0
     if variant.startswith("no_text") or is_vector(variant):
         widths: tuple[int | None, ...] = text_dims if is_vector(variant) else (None,)
         return {f"item id dropout {p}" + (f", vector width {d}" if d else ""): setting(p, d, None)
                 for p in id_dropouts for d in widths}
-    return {f"item id dropout {p}, text width {d}": setting(p, d, preset) for p in id_dropouts for d in text_dims}
+    return {f"item id dropout {p}, text width {d}": setting(p, d, preset, tuned)
+            for p in id_dropouts for d in text_dims}
 
 
 def variant_data(variant: str, data: InteractionData, columns: tuple[str, ...],
@@ -370,7 +382,8 @@ def run_catalog(name: str, variants: list[str], seeds: list[int], args: argparse
         out["skipped_variants"] = skipped
     for variant in variants:
         prepared = variant_data(variant, data, columns, views, described)
-        settings = variant_settings(variant, config, adapted, tuple(args.id_dropouts), tuple(args.text_dims))
+        settings = variant_settings(variant, config, adapted, tuple(args.id_dropouts), tuple(args.text_dims),
+                                    args.encoder_rate)
         cold = cold_start_selected(prepared, {variant: settings}, seeds, workdir / f"{name}-{variant}",
                                    journal=journal, subsets=subsets, draw=args.item_draw)
         out["variants"][variant] = cold[variant]
@@ -424,6 +437,7 @@ GIVEN = {"no_text": "ids and side features, no text",
          "minilm_adapted": "the item text through MiniLM-L6 after masked-LM pretraining on the selection runs' "
                            "training items' texts, frozen",
          "minilm_l3": "the item text through paraphrase-MiniLM-L3, frozen",
+         "minilm_tuned": "the item text through MiniLM-L6, its top layer trained on the recommendation losses",
          "minilm_vector": "no text feature; the MiniLM-L6 embedding of the same text as a precomputed vector",
          "minilm_vector_ids": "the MiniLM-L6 vector and each text column as a categorical id",
          "minilm_vector_described": "the MiniLM-L6 vector where the item has a description, zeros elsewhere",
@@ -451,7 +465,8 @@ def protocol(args: argparse.Namespace) -> dict[str, object]:
         given={variant: GIVEN[variant] for variant in args.variants},
         sizes="a random share of each catalog's users, every rating of theirs (its data.users_fraction); "
               f"pretraining {args.pretrain_epochs} epoch(s)"
-              + (f"; at most {args.epochs} epochs" if args.epochs else ""))
+              + (f"; at most {args.epochs} epochs" if args.epochs else "")
+              + (f"; the tuned encoder's learning rate {args.encoder_rate:g}" if args.encoder_rate else ""))
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -599,7 +614,8 @@ def _same_protocol(path: Path, results: dict[str, Any]) -> dict[str, Any]:
     if not path.exists():
         return {}
     earlier = json.loads(path.read_text())
-    differ = [key for key in ("seeds", "search", "pretrain_epochs", "epochs_cap") if earlier.get(key) != results[key]]
+    differ = [key for key in ("seeds", "search", "pretrain_epochs", "epochs_cap", "encoder_rate")
+              if earlier.get(key) != results.get(key)]
     if differ:
         _log(f"{path}: an earlier run with another {', '.join(differ)}; its catalogs are replaced")
         return {}
@@ -645,6 +661,8 @@ def main() -> None:
                         help="item id dropouts searched on validation items")
     parser.add_argument("--text-dims", type=int, nargs="+", default=list(TEXT_DIMS),
                         help="text (and vector) widths searched on validation items")
+    parser.add_argument("--encoder-rate", type=float,
+                        help="minilm_tuned's encoder learning rate (train.encoder_learning_rate; default: the towers')")
     parser.add_argument("--item-draw", type=int, default=0,
                         help="which items are new (the seed of their draw); training seeds do not move it")
     parser.add_argument("--output", type=Path, default=RESULTS)
@@ -656,7 +674,8 @@ def main() -> None:
 
     results: dict[str, Any] = {"protocol": protocol(args), "seeds": args.seeds,
                                "search": {"item_id_dropout": args.id_dropouts, "text_width": args.text_dims},
-                               "pretrain_epochs": args.pretrain_epochs, "epochs_cap": args.epochs}
+                               "pretrain_epochs": args.pretrain_epochs, "epochs_cap": args.epochs,
+                               **({"encoder_rate": args.encoder_rate} if args.encoder_rate is not None else {})}
     args.output.mkdir(parents=True, exist_ok=True)
 
     def report(suffix: str) -> Path:  # a name may hold a dot ("..._users_0.3"), which with_suffix would cut

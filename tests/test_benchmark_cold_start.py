@@ -184,6 +184,21 @@ def test_the_vector_variants_search_widths_without_a_text_feature() -> None:
     assert list(variant_settings("no_text_ids", toy_config(), None, (0.5,), (32,))) == ["item id dropout 0.5"]
 
 
+def test_only_the_tuned_variant_trains_the_encoders_top_layer() -> None:
+    from cold_start_encoders import variant_settings
+
+    tuned = variant_settings("minilm_tuned", toy_config(), None, (0.9,), (32,))["item id dropout 0.9, text width 32"]
+    frozen = variant_settings("minilm", toy_config(), None, (0.9,), (32,))["item id dropout 0.9, text width 32"]
+    assert tuned.model.encoder.trainable_layers == 1 and frozen.model.encoder.trainable_layers == 0
+    assert tuned.model.encoder.preset == frozen.model.encoder.preset == "minilm-l6"
+    assert dataclasses.replace(tuned.model.encoder, trainable_layers=0) == frozen.model.encoder
+    assert tuned.train.encoder_learning_rate is None  # the towers' rate unless asked
+    slower = variant_settings("minilm_tuned", toy_config(), None, (0.9,), (32,), encoder_rate=1e-4)
+    again = variant_settings("minilm", toy_config(), None, (0.9,), (32,), encoder_rate=1e-4)
+    assert next(iter(slower.values())).train.encoder_learning_rate == 1e-4
+    assert next(iter(again.values())).train.encoder_learning_rate is None  # nothing of a frozen encoder trains
+
+
 def test_vectors_only_for_described_items_are_zero_elsewhere() -> None:
     from cold_start_encoders import with_vectors
 

@@ -59,14 +59,16 @@ def toy_config(**model: object) -> Config:
     return Config(model=ModelConfig(**settings), train=train)  # type: ignore[arg-type]
 
 
-def untrained_toy_model(num_users: int = 60, num_items: int = 40):  # type: ignore[no-untyped-def]
-    """The toy data, its split and feature space, and a freshly built (untrained) model over them."""
+def untrained_toy_model(num_users: int = 60, num_items: int = 40,  # type: ignore[no-untyped-def]
+                        config: Config | None = None):
+    """The toy data, its split and feature space, and a freshly built (untrained) model over them (``config``'s,
+    else :func:`toy_config`'s)."""
     from tfmtl.features import FeatureSpace
     from tfmtl.run import build_encoder, build_model
     from tfmtl.training import make_split
 
     data = toy_data(num_users=num_users, num_items=num_items)
-    config = toy_config()
+    config = config or toy_config()
     split = make_split(data, config)
     space = FeatureSpace.build(config.model, data, split.train)
     return data, split, space, build_model(config.model, space, build_encoder(config.model, space, seed=0))

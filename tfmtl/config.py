@@ -507,6 +507,9 @@ class TrainConfig(_Section):
             GPUs with bfloat16 (A100, H100, L4); on CPUs without it, and on a T4, it is slower.
         strategy: ``default`` (one device), ``mirrored`` (every local GPU, or the logical CPUs) or
             ``multi_worker`` (hosts listed in ``TF_CONFIG``). ``batch_size`` is the global batch either way.
+        encoder_learning_rate: the learning rate of the text encoder's pretrained layers that train
+            (``model.encoder.trainable_layers`` ≠ 0). A pretrained transformer is usually fine-tuned at 1e-5 to 1e-4,
+            well below the towers' ``learning_rate``; None trains it at ``learning_rate``.
         weight_averaging: m > 0 keeps an exponential moving average of the trainable weights (momentum m per
             step, Polyak averaging); validation, the best weights and the test metrics use the average (once the
             initial weights' share of it, m^steps, is at most 5%), training continues from the raw weights. It
@@ -521,6 +524,7 @@ class TrainConfig(_Section):
     epochs: int = 15
     batch_size: int = 1024
     learning_rate: float = 1e-3
+    encoder_learning_rate: float | None = None
     optimizer: str = "adam"
     seed: int = 42
     monitor: str = "retrieval/recall_at_100"
@@ -543,6 +547,8 @@ class TrainConfig(_Section):
         _require(self.epochs >= 1, "train.epochs", self.epochs, "must be >= 1")
         _require(self.batch_size >= 1, "train.batch_size", self.batch_size, "must be >= 1")
         _require(self.learning_rate > 0, "train.learning_rate", self.learning_rate, "must be positive")
+        _require(self.encoder_learning_rate is None or self.encoder_learning_rate > 0, "train.encoder_learning_rate",
+                 self.encoder_learning_rate, "must be positive, or None for train.learning_rate")
         _require(self.optimizer in OPTIMIZERS, "train.optimizer", self.optimizer,
                  f"must be one of {', '.join(OPTIMIZERS)}")
         _require(self.patience >= 0, "train.patience", self.patience, "must be >= 0")

@@ -32,6 +32,7 @@ from tfmtl.evaluate import evaluate_model, metric_names, metrics_table
 from tfmtl.features import FeatureSpace
 from tfmtl.log import log as _log
 from tfmtl.model import MultiTaskRecommender
+from tfmtl.optimizers import make_optimizer
 from tfmtl.plots import plot_history, plot_metrics
 from tfmtl.run import RunFolder, build_encoder, build_model, check_data, data_fingerprint
 from tfmtl.targets import target_key
@@ -127,7 +128,7 @@ def train(config: Config | None = None, *, output: str | Path, resume: bool = Fa
         model = build_model(config.model, space, encoder)
         if encoder is not None:
             encoder.jit_compile = config.train.jit_compile
-        optimizer = _optimizer(config)
+        optimizer = make_optimizer(config, encoder.pretrained_trainable_weights if encoder is not None else None)
         model.compile(optimizer=optimizer)
         optimizer.build(model.trainable_variables)  # slots now: a tf.function that creates variables traces twice
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -218,14 +219,6 @@ def steps_per_epoch(rows: int, batch_size: int, replicas: int = 1) -> int:
     """Global steps per epoch; with several replicas a last batch smaller than the replica count is skipped."""
     full, rest = divmod(rows, batch_size)
     return full + (1 if rest >= replicas else 0)
-
-
-def _optimizer(config: Config) -> tf.keras.optimizers.Optimizer:
-    momentum = config.train.weight_averaging
-    averaging = {"use_ema": True, "ema_momentum": momentum} if momentum else {}
-    if config.train.optimizer == "adagrad":
-        return tf.keras.optimizers.Adagrad(config.train.learning_rate, **averaging)
-    return tf.keras.optimizers.Adam(config.train.learning_rate, **averaging)
 
 
 class _AveragedWeights:

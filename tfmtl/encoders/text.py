@@ -191,7 +191,14 @@ class TextEncoder(tf.keras.layers.Layer):
         if not self.trainable:
             return []
         projection = self.projection.trainable_weights if self.projection is not None else []
-        return [v for key, v in self.encoder_variables.items() if self._trains(key)] + projection
+        return self.pretrained_trainable_weights + projection
+
+    @property
+    def pretrained_trainable_weights(self) -> list[tf.Variable]:
+        """The pretrained variables that train (``train.encoder_learning_rate``'s), without the new projection."""
+        if not self.trainable:
+            return []
+        return [v for key, v in self.encoder_variables.items() if self._trains(key)]
 
     @property
     def non_trainable_weights(self) -> list[tf.Variable]:
