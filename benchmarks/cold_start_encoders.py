@@ -19,7 +19,7 @@ test items against the whole catalog (and among the new items only). Variants, e
 - ``minilm_l3``: the second packaged encoder, ``paraphrase-minilm-l3``, frozen;
 - ``minilm_tuned``: MiniLM-L6 with its top transformer layer trained on the recommendation losses, end to end (as
   MoRec, Yuan et al. 2023): the one variant whose language model learns from the ratings. About 10 minutes an epoch
-  on Book-Crossing on 2 CPU cores, so its full run is ``gpu_cold_start_tuned.sh``'s;
+  on Book-Crossing (every user) on 2 CPU cores, so its full run is ``gpu_cold_start_tuned.sh``'s;
 - ``minilm_vector``: no text feature but a ``vector`` feature per text column carrying the same MiniLM-L6
   embeddings, precomputed: a sanity check that should equal ``minilm``;
 - ``minilm_vector_ids``: the MiniLM vector and the text columns as ids, as ``no_text_ids`` has them: does the
@@ -476,7 +476,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [f"# New items, read {ways} (recall@100 of the test items against the whole catalog)", "",
              f"Settings chosen on validation items (item id dropout {_listed(results, 'item_id_dropout')}; text width "
              f"{_listed(results, 'text_width')}); seeds {results['seeds']}; target: ≥ {TARGET_RATIO:g}× no_text "
-             "in every seed.", ""]
+             "in every seed" + (f"; not judged here: at most {cap} epochs, a pilot's budget, leaves the models "
+                                "short of trained." if (cap := results.get("epochs_cap")) else "."), ""]
     for catalog, out in results["catalogs"].items():
         counts = out["data"]
         lines += [f"## {catalog}", "",
@@ -494,6 +495,7 @@ def markdown(results: dict[str, Any]) -> str:
             per_seed = _per_seed(ratio)
             is_peer = variant.startswith("no_text")  # the target is the language model's, not a peer's
             holds = "" if not ratio or is_peer else ("yes" if ratio["holds_every_seed"] else "NO")
+            holds = "not judged" if holds and results.get("epochs_cap") else holds
             among = row["among_new_items"][KEY]
             lines.append(f"| {variant} | {row['chosen']} ({row['epochs']}) | {row[KEY]['mean']:.4f} ± "
                          f"{row[KEY]['sd']:.4f} | " + ", ".join(f"{v:.4f}" for v in row[KEY]["values"])

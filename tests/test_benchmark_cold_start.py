@@ -363,3 +363,16 @@ def test_each_encoders_content_knn_is_set_against_the_variants_reading_it() -> N
                         "the k-NN: no).")  # the best mean, one of whose seeds is below the k-NN
     del out["content_knn_among_new_items_bge"]
     assert [line for line in _against_content_knn(out) if line] == [minilm]
+
+
+def test_a_run_capped_at_a_pilots_epochs_does_not_judge_the_target() -> None:
+    import json
+
+    from cold_start_encoders import markdown
+
+    results = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+                          / "cold_start_encoders_tuned_pilot.json").read_text())
+    tuned = next(line for line in markdown(results).splitlines() if line.startswith("| minilm_tuned |"))
+    assert results["epochs_cap"] == 4 and "| not judged |" in tuned and "| yes |" not in tuned
+    uncapped = markdown({**results, "epochs_cap": None})  # the same figures under the benchmark's budget
+    assert "| yes |" in next(line for line in uncapped.splitlines() if line.startswith("| minilm_tuned |"))
